@@ -1,0 +1,207 @@
+"""The ``embedtune`` command. Thin: each command imports what it needs when it runs.
+
+Errors a user can fix (``EmbedtuneError``) print one line and exit with status 2; nothing that was
+already embedded is lost, because the cache keeps it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from .errors import EmbedtuneError
+
+app = typer.Typer(
+    help="Find, build and prove the best embedding strategy for your retrieval corpus.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+bench_app = typer.Typer(help="Time embedding strategies against each other.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model URI (local:all-MiniLM-L6-v2) or a configured name.")]
+ConfigOption = Annotated[
+    Optional[Path], typer.Option("--config", help="TOML file with [embedders.NAME] tables (default: ./embedtune.toml if present).")
+]
+
+
+def default_home() -> Path:
+    """Where embedtune keeps its cache: ``EMBEDTUNE_HOME``, else the user's cache folder."""
+    home = os.environ.get("EMBEDTUNE_HOME")
+    if home:
+        return Path(home)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "embedtune"
+
+
+def _spec(model: str, config: Path | None, **overrides):
+    from dataclasses import replace
+
+    from .factory import load_config, resolve_spec
+
+    if config is None and Path("embedtune.toml").exists():
+        config = Path("embedtune.toml")
+    spec = resolve_spec(model, load_config(config) if config else None)
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return replace(spec, **changes) if changes else spec
+
+
+@app.command()
+def models() -> None:
+    """List the known models and whether this machine can run each without a network."""
+    from rich.table import Table
+
+    from .catalogue import CATALOGUE
+
+    table = Table(title="embedtune model catalogue")
+    table.add_column("model", no_wrap=True)
+    for column in ("dims", "max tokens", "$ / 1M tokens"):
+        table.add_column(column, justify="right")
+    for column in ("prefixes (query | document)", "licence", "offline here"):
+        table.add_column(column)
+    for card in CATALOGUE:
+        prefixes = " | ".join(_short(p) for p in (card.query_prefix, card.document_prefix))
+        price = f"{card.usd_per_million_tokens:.2f}" if card.usd_per_million_tokens is not None else "-"
+        offline = "yes" if card.available_offline() else "no"
+        table.add_row(card.uri, str(card.dim), str(card.max_tokens), price, prefixes, card.licence, offline)
+    out.print(table)
+    out.print("Any sentence-transformers folder works too: --model local:/path/to/model")
+
+
+def _short(prefix: str) -> str:
+    if not prefix:
+        return "-"
+    return repr(prefix) if len(prefix) <= 20 else repr(prefix[:16] + "…")
+
+
+@app.command()
+def embed(
+    input: Annotated[Path, typer.Argument(help="A .txt (one text per line), .jsonl, .parquet file or a BEIR folder.")],
+    model: ModelOption = "local:all-MiniLM-L6-v2",
+    output: Annotated[Path, typer.Option("--out", "-o", help="Where to write ids and vectors: .parquet or .npy.")] = Path(
+        "embeddings.parquet"
+    ),
+    kind: Annotated[str, typer.Option(help="Embed the texts as 'document' or 'query'.")] = "document",
+    over_limit: Annotated[
+        Optional[str], typer.Option(help="Texts over the model's limit: error, truncate or split.")
+    ] = None,
+    max_batch: Annotated[Optional[int], typer.Option(help="Most texts per model call.")] = None,
+    max_batch_tokens: Annotated[Optional[int], typer.Option(help="Most tokens per model call.")] = None,
+    text_field: Annotated[str, typer.Option(help="The text field of .jsonl / .parquet input.")] = "text",
+    id_field: Annotated[Optional[str], typer.Option(help="The id field (default: _id or id, else the line number).")] = None,
+    cache: Annotated[Optional[Path], typer.Option(help="Embedding cache file (default: in EMBEDTUNE_HOME).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Embed everything afresh and store nothing.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Embed texts and write their vectors; a rerun takes everything it can from the cache."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .embedder import check_kind
+    from .engine import BatchingEmbedder, CachingEmbedder
+    from .factory import build_embedder
+    from .textio import OUTPUT_FORMATS, read_texts, write_vectors
+
+    try:
+        check_kind(kind)
+    except ValueError as exc:
+        raise EmbedtuneError(str(exc)) from None
+    if output.suffix.lower() not in OUTPUT_FORMATS:
+        raise EmbedtuneError(f"--out {output}: use a .parquet or .npy file name")
+    spec = _spec(model, config, over_limit=over_limit, max_batch=max_batch, max_batch_tokens=max_batch_tokens)
+    data = read_texts(input, text_field=text_field, id_field=id_field)
+    cache_path = None if no_cache else (cache or default_home() / "embeddings.sqlite")
+    embedder = build_embedder(spec, cache=cache_path)
+    batcher = embedder.inner if isinstance(embedder, CachingEmbedder) else embedder
+    assert isinstance(batcher, BatchingEmbedder)
+
+    vectors = []
+    slice_size = 256  # the cache commits after each slice, so a killed run loses at most one
+    with Progress(
+        TextColumn("[bold]embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=err, transient=True,
+    ) as progress:
+        task = progress.add_task("embed", total=len(data))
+        for start in range(0, len(data), slice_size):
+            part = data.texts[start : start + slice_size]
+            vectors.append(embedder.embed(part, kind))  # type: ignore[arg-type]
+            progress.advance(task, len(part))
+    import numpy as np
+
+    matrix = np.concatenate(vectors)
+    written = write_vectors(output, data.ids, matrix, model=spec.model)
+
+    if isinstance(embedder, CachingEmbedder):
+        for notice in embedder.notices:
+            err.print(f"[yellow]note:[/] {notice}")
+        new, cached = embedder.stats.misses, embedder.stats.hits
+    else:
+        new, cached = len(data), 0
+    out.print(
+        f"embedded {len(data)} texts with {spec.model} ({matrix.shape[1]} dims): "
+        f"{new} new, {cached} from cache; {batcher.stats.tokens} tokens in {batcher.stats.batches} batches"
+    )
+    if batcher.stats.truncated:
+        out.print(f"[yellow]{batcher.stats.truncated} texts over {batcher.max_tokens} tokens were truncated[/]")
+    if batcher.stats.split:
+        out.print(f"{batcher.stats.split} texts over {batcher.max_tokens} tokens were split and averaged")
+    out.print("wrote " + ", ".join(str(p) for p in written))
+
+
+@bench_app.command("batching")
+def bench_batching(
+    model: ModelOption = "local:all-MiniLM-L6-v2",
+    n: Annotated[int, typer.Option("-n", help="How many texts to embed.")] = 100,
+    max_batch: Annotated[int, typer.Option(help="Texts per call in the batched run.")] = 32,
+    input: Annotated[
+        Optional[Path], typer.Option("--input", help="Texts to use (default: the sample texts embedtune ships).")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Embed N texts one call per text, then in batches, and print both times and the ratio."""
+    from rich.table import Table
+
+    from .bench import sample_texts, time_batching
+    from .factory import open_provider
+    from .textio import read_texts
+
+    if n < 1:
+        raise EmbedtuneError("-n must be at least 1")
+    spec = _spec(model, config)
+    texts = read_texts(input).texts if input else sample_texts()
+    texts = [texts[i % len(texts)] for i in range(n)]
+    provider = open_provider(spec)
+    result = time_batching(provider, texts, max_batch=max_batch)
+
+    table = Table(title=f"{spec.model}: {n} texts, {result.tokens} tokens (no cache)")
+    for column in ("strategy", "calls", "seconds", "texts/s"):
+        table.add_column(column, justify="right")
+    table.add_row("one call per text", str(result.sequential_calls), f"{result.sequential_s:.2f}",
+                  f"{n / result.sequential_s:.1f}")
+    table.add_row(f"batched (≤{max_batch} texts)", str(result.batched_calls), f"{result.batched_s:.2f}",
+                  f"{n / result.batched_s:.1f}")
+    out.print(table)
+    out.print(f"batched is {result.speedup:.2f}x the speed of one call per text; "
+              f"largest difference between the two runs' vectors: {result.max_abs_diff:.2e}")
+
+
+def main() -> None:
+    try:
+        app()
+    except EmbedtuneError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted; what was embedded so far is in the cache, rerun to continue")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

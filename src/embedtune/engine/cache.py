@@ -1,0 +1,180 @@
+"""The caching wrapper: never embed (or pay for) the same text twice.
+
+Vectors live in one SQLite file, addressed by content: the key is a SHA-256 of the inner embedder's
+``fingerprint(kind)`` (provider, model, weights revision, dims, normalisation, prefix) and the text.
+A model change therefore misses the cache instead of returning stale vectors, and a query vector is
+never served for a document whose text happens to be equal, unless the model has no prefixes.
+
+Misses are embedded in slices of ``write_every`` texts and committed after each slice (SQLite in
+WAL mode), so a process killed mid-run loses at most one slice, and a rerun picks up the rest.
+A cache file SQLite cannot read is moved aside and rebuilt; ``notices`` says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..embedder import Embedder, Kind, check_kind, empty_vectors
+from ..errors import CacheError, ProviderError
+
+__all__ = ["CachingEmbedder", "CacheStats", "cache_key"]
+
+_SCHEMA = 1
+_LOOKUP_CHUNK = 500  # stays below SQLite's limit on bound parameters
+
+
+def cache_key(fingerprint: str, text: str) -> bytes:
+    return hashlib.sha256(fingerprint.encode() + b"\x00" + text.encode("utf-8", "surrogatepass")).digest()
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0  # distinct texts embedded by the inner embedder
+
+
+class CachingEmbedder:
+    """Serves vectors from ``path`` and embeds only what is missing, each distinct text once."""
+
+    def __init__(self, inner: Embedder, path: str | os.PathLike[str], *, write_every: int = 256) -> None:
+        if write_every < 1:
+            raise ValueError("write_every must be at least 1")
+        self.inner = inner
+        self.path = Path(path)
+        self.write_every = write_every
+        self.stats = CacheStats()
+        self.notices: list[str] = []
+        self.name = inner.name
+        self.dim = inner.dim
+        self.max_tokens = inner.max_tokens
+        self._db: sqlite3.Connection | None = None
+
+    def fingerprint(self, kind: Kind = "document") -> str:
+        return self.inner.fingerprint(kind)
+
+    def count_tokens(self, text: str, kind: Kind = "document") -> int:
+        return self.inner.count_tokens(text, kind)
+
+    def embed(self, texts: Sequence[str], kind: Kind = "document") -> np.ndarray:
+        check_kind(kind)
+        if not texts:
+            return empty_vectors(self.dim)
+        fingerprint = self.inner.fingerprint(kind)
+        keys = [cache_key(fingerprint, t) for t in texts]
+        first_index: dict[bytes, int] = {}
+        for i, key in enumerate(keys):
+            first_index.setdefault(key, i)
+        found = self._lookup(list(first_index))
+        missing = [k for k in first_index if k not in found]
+        self.stats.hits += len(texts) - len(missing)
+        for start in range(0, len(missing), self.write_every):
+            part = missing[start : start + self.write_every]
+            vectors = self.inner.embed([texts[first_index[k]] for k in part], kind)
+            _check(vectors, len(part), self.dim, self.inner.name)
+            self._store(part, vectors)
+            found.update(zip(part, vectors))
+            self.stats.misses += len(part)
+        return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
+
+    def __len__(self) -> int:
+        return self._connection().execute("SELECT count(*) FROM vectors").fetchone()[0]
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def __enter__(self) -> CachingEmbedder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- storage ---------------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            try:
+                self._db = _open(self.path)
+            except sqlite3.DatabaseError as exc:
+                aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+                try:
+                    os.replace(self.path, aside)
+                    for suffix in ("-wal", "-shm"):
+                        Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+                    self._db = _open(self.path)
+                except (OSError, sqlite3.Error) as again:
+                    raise CacheError(
+                        f"cannot open the embedding cache {self.path} ({again}); "
+                        "remove it or choose another with --cache"
+                    ) from exc
+                self.notices.append(f"the embedding cache {self.path} was unreadable ({exc}); "
+                                    f"moved it aside to {aside.name} and started a new one")
+            except (OSError, sqlite3.Error) as exc:
+                raise CacheError(
+                    f"cannot open the embedding cache {self.path} ({exc}); "
+                    "check the path and its permissions, or choose another with --cache"
+                ) from exc
+        return self._db
+
+    def _lookup(self, keys: list[bytes]) -> dict[bytes, np.ndarray]:
+        db = self._connection()
+        found: dict[bytes, np.ndarray] = {}
+        width = self.dim * 4
+        for start in range(0, len(keys), _LOOKUP_CHUNK):
+            chunk = keys[start : start + _LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = db.execute(f"SELECT key, vector FROM vectors WHERE key IN ({marks})", chunk)
+            for key, blob in rows:
+                if len(blob) == width:
+                    found[key] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    def _store(self, keys: list[bytes], vectors: np.ndarray) -> None:
+        db = self._connection()
+        try:
+            with db:
+                db.executemany(
+                    "INSERT OR REPLACE INTO vectors (key, vector) VALUES (?, ?)",
+                    [(k, v.astype(np.float32).tobytes()) for k, v in zip(keys, vectors)],
+                )
+        except sqlite3.Error as exc:
+            raise CacheError(f"cannot write to the embedding cache {self.path} ({exc})") from exc
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, timeout=30)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        with db:
+            db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vector BLOB NOT NULL) WITHOUT ROWID"
+            )
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(_SCHEMA),))
+        (schema,) = db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
+        if schema != str(_SCHEMA):
+            raise sqlite3.DatabaseError(f"cache schema {schema}, expected {_SCHEMA}")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _check(vectors: np.ndarray, rows: int, dim: int, name: str) -> None:
+    """Nothing malformed reaches the cache: a bad vector stored once would be served forever."""
+    if not isinstance(vectors, np.ndarray) or vectors.shape != (rows, dim):
+        shape = getattr(vectors, "shape", type(vectors).__name__)
+        raise ProviderError(f"{name} returned vectors of shape {shape} for {rows} texts; expected ({rows}, {dim})")
+    if not np.isfinite(vectors).all():
+        raise ProviderError(f"{name} returned vectors with NaN or infinite values; nothing was cached")

@@ -1,0 +1,95 @@
+"""The one exception tree of embedtune.
+
+Every error a user can cause or fix derives from ``EmbedtuneError``; its message is one line that
+says what is wrong and what to do next. The CLI prints that line and exits non-zero; anything else
+reaching the top is a bug and keeps its traceback.
+
+    EmbedtuneError
+    ├── ConfigError                 a setting, option or config file is wrong
+    │   └── UnknownModelError       a model URI or name that nothing knows
+    ├── InputError                  input texts, files or collections are unusable
+    │   └── TextTooLongError        a text over the model's limit under policy "error"
+    ├── ModelLoadError              model weights missing, or a folder that is not a model
+    ├── MissingDependencyError      an optional extra is not installed (message names it)
+    ├── CacheError                  the embedding cache cannot be opened or written
+    └── ProviderError               an embedding backend failed while embedding
+
+Secrets never appear in messages.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EmbedtuneError",
+    "ConfigError",
+    "UnknownModelError",
+    "InputError",
+    "TextTooLongError",
+    "ModelLoadError",
+    "MissingDependencyError",
+    "CacheError",
+    "ProviderError",
+]
+
+
+class EmbedtuneError(Exception):
+    """Base of every error embedtune raises on purpose."""
+
+
+class ConfigError(EmbedtuneError, ValueError):
+    """A setting, option or config file is wrong."""
+
+
+class UnknownModelError(ConfigError):
+    """A model URI or configured name that nothing knows."""
+
+
+class InputError(EmbedtuneError, ValueError):
+    """Input texts, files or collections are unusable."""
+
+
+class TextTooLongError(InputError):
+    """A text exceeds the model's maximum tokens and the policy is ``error``."""
+
+    def __init__(self, message: str, *, index: int, tokens: int, limit: int) -> None:
+        super().__init__(message)
+        self.index = index
+        self.tokens = tokens
+        self.limit = limit
+
+
+class ModelLoadError(EmbedtuneError):
+    """Model weights cannot be found or the folder is not a model."""
+
+
+class MissingDependencyError(EmbedtuneError, ImportError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+
+class CacheError(EmbedtuneError):
+    """The embedding cache cannot be opened or written."""
+
+
+class ProviderError(EmbedtuneError):
+    """An embedding backend failed while embedding."""
+
+
+def require(module: str, extra: str, *, import_now: bool = True):
+    """Import an optional dependency, or raise one line that says which extra installs it.
+
+    With ``import_now=False`` only check that it is installed (importing torch takes seconds).
+    """
+    import importlib
+    import importlib.util
+
+    try:
+        if not import_now:
+            if importlib.util.find_spec(module.partition(".")[0]) is None:
+                raise ImportError(module)
+            return None
+        return importlib.import_module(module)
+    except ImportError as exc:
+        hint = f'pip install "embedtune[{extra}]"'
+        if extra == "local":
+            hint = f"pip install torch==2.13.0 && {hint}"
+        raise MissingDependencyError(f"{module} is not installed; install it with: {hint}") from exc

