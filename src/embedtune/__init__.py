@@ -4,7 +4,7 @@ The public API is small; everything else is reachable through its module.
 """
 
 from .embedder import Embedder, Kind
-from .engine import BatchingEmbedder, CachingEmbedder, OverLimit
+from .engine import BatchingEmbedder, CachingEmbedder, LengthPolicy, OverLimit
 from .errors import EmbedtuneError
 from .factory import EmbedderSpec, build_embedder, load_config, open_provider
 
@@ -15,6 +15,7 @@ __all__ = [
     "EmbedderSpec",
     "EmbedtuneError",
     "Kind",
+    "LengthPolicy",
     "OverLimit",
     "build_embedder",
     "load_config",

@@ -105,7 +105,7 @@ def embed(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .embedder import check_kind
-    from .engine import BatchingEmbedder, CachingEmbedder
+    from .engine import BatchingEmbedder, CachingEmbedder, LengthPolicy, find_layer
     from .factory import build_embedder
     from .textio import OUTPUT_FORMATS, read_texts, write_vectors
 
@@ -119,8 +119,7 @@ def embed(
     data = read_texts(input, text_field=text_field, id_field=id_field)
     cache_path = None if no_cache else (cache or default_home() / "embeddings.sqlite")
     embedder = build_embedder(spec, cache=cache_path)
-    batcher = embedder.inner if isinstance(embedder, CachingEmbedder) else embedder
-    assert isinstance(batcher, BatchingEmbedder)
+    batcher, cache_layer, policy = (find_layer(embedder, c) for c in (BatchingEmbedder, CachingEmbedder, LengthPolicy))
 
     vectors = []
     slice_size = 256  # the cache commits after each slice, so a killed run loses at most one
@@ -138,20 +137,20 @@ def embed(
     matrix = np.concatenate(vectors)
     written = write_vectors(output, data.ids, matrix, model=spec.model)
 
-    if isinstance(embedder, CachingEmbedder):
-        for notice in embedder.notices:
+    if cache_layer is not None:
+        for notice in cache_layer.notices:
             err.print(f"[yellow]note:[/] {notice}")
-        new, cached = embedder.stats.misses, embedder.stats.hits
+        new, cached = cache_layer.stats.misses, cache_layer.stats.hits
     else:
         new, cached = len(data), 0
     out.print(
         f"embedded {len(data)} texts with {spec.model} ({matrix.shape[1]} dims): "
         f"{new} new, {cached} from cache; {batcher.stats.tokens} tokens in {batcher.stats.batches} batches"
     )
-    if batcher.stats.truncated:
-        out.print(f"[yellow]{batcher.stats.truncated} texts over {batcher.max_tokens} tokens were truncated[/]")
-    if batcher.stats.split:
-        out.print(f"{batcher.stats.split} texts over {batcher.max_tokens} tokens were split and averaged")
+    if policy.stats.truncated:
+        out.print(f"[yellow]{policy.stats.truncated} texts over {policy.max_tokens} tokens were truncated[/]")
+    if policy.stats.split:
+        out.print(f"{policy.stats.split} texts over {policy.max_tokens} tokens were split and averaged")
     out.print("wrote " + ", ".join(str(p) for p in written))
 
 

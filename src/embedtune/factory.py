@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .catalogue import CATALOGUE, ModelCard, find_card, split_uri
 from .embedder import Embedder
-from .engine import BatchingEmbedder, CachingEmbedder, OverLimit
+from .engine import BatchingEmbedder, CachingEmbedder, LengthPolicy, OverLimit
 from .errors import ConfigError, ModelLoadError, UnknownModelError
 
 __all__ = ["EmbedderSpec", "load_config", "resolve_spec", "open_provider", "build_embedder"]
@@ -166,7 +166,7 @@ def build_embedder(
     on_progress: Callable[[int], None] | None = None,
     provider: Embedder | None = None,
 ) -> Embedder:
-    """The usual stack: cache (when a path is given) over batching over the provider.
+    """The usual stack: length policy over cache (when a path is given) over batching over the provider.
 
     ``provider`` replaces the one the spec names (tests pass a counting wrapper here).
     """
@@ -175,9 +175,8 @@ def build_embedder(
         inner,
         max_batch=spec.max_batch,
         max_batch_tokens=spec.max_batch_tokens,
-        over_limit=spec.over_limit,
         on_progress=on_progress,
     )
     if cache is not None:
         embedder = CachingEmbedder(embedder, cache)
-    return embedder
+    return LengthPolicy(embedder, spec.over_limit)

@@ -1,11 +1,22 @@
 """Wrappers over any Embedder; each is an Embedder too, so they compose.
 
-The usual stack, outermost first: ``CachingEmbedder(BatchingEmbedder(provider))``: the cache
-serves what it holds and hands only the misses to the batcher.
+The usual stack, outermost first: ``LengthPolicy(CachingEmbedder(BatchingEmbedder(provider)))``.
+The length policy decides what a text over the model's limit becomes; the cache serves what it
+holds and hands only the misses to the batcher, which fills each model call.
 """
 
-from .batching import BatchingEmbedder, OverLimit
+from .batching import BatchingEmbedder
 from .cache import CachingEmbedder
 from .counting import CountingEmbedder
+from .limits import LengthPolicy, OverLimit
 
-__all__ = ["BatchingEmbedder", "CachingEmbedder", "CountingEmbedder", "OverLimit"]
+__all__ = ["BatchingEmbedder", "CachingEmbedder", "CountingEmbedder", "LengthPolicy", "OverLimit", "find_layer"]
+
+
+def find_layer(embedder, cls):
+    """The first wrapper of type ``cls`` in a stack (following ``.inner``), or None."""
+    while embedder is not None:
+        if isinstance(embedder, cls):
+            return embedder
+        embedder = getattr(embedder, "inner", None)
+    return None

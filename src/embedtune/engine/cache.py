@@ -104,7 +104,12 @@ class CachingEmbedder:
         if self._db is None:
             try:
                 self._db = _open(self.path)
-            except sqlite3.DatabaseError as exc:
+            except (OSError, sqlite3.OperationalError) as exc:  # cannot open: not corrupt
+                raise CacheError(
+                    f"cannot open the embedding cache {self.path} ({exc}); "
+                    "check the path and its permissions, or choose another with --cache"
+                ) from exc
+            except sqlite3.DatabaseError as exc:  # opened, but not a database we can read
                 aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
                 try:
                     os.replace(self.path, aside)
@@ -116,13 +121,8 @@ class CachingEmbedder:
                         f"cannot open the embedding cache {self.path} ({again}); "
                         "remove it or choose another with --cache"
                     ) from exc
-                self.notices.append(f"the embedding cache {self.path} was unreadable ({exc}); "
+                self.notices.append(f"the embedding cache {self.path} was corrupt ({exc}); "
                                     f"moved it aside to {aside.name} and started a new one")
-            except (OSError, sqlite3.Error) as exc:
-                raise CacheError(
-                    f"cannot open the embedding cache {self.path} ({exc}); "
-                    "check the path and its permissions, or choose another with --cache"
-                ) from exc
         return self._db
 
     def _lookup(self, keys: list[bytes]) -> dict[bytes, np.ndarray]:

@@ -210,7 +210,24 @@ class SentenceTransformerEmbedder:
 
     def count_tokens(self, text: str, kind: Kind = "document") -> int:
         prefixed = self._prefixes[check_kind(kind)] + text
+        tokenizer = self._fast_tokenizer()
+        if tokenizer is not None:
+            return len(tokenizer.encode(prefixed).ids)
         return len(self._load().tokenizer(prefixed, add_special_tokens=True, verbose=False)["input_ids"])
+
+    def _fast_tokenizer(self):
+        """The folder's tokenizer.json alone: counts the same tokens without loading torch."""
+        if not hasattr(self, "_tokenizer"):
+            self._tokenizer = None
+            path = Path(self._source) / "tokenizer.json"
+            if self._local_only and path.exists():
+                import tokenizers
+
+                tokenizer = tokenizers.Tokenizer.from_file(str(path))
+                tokenizer.no_truncation()
+                tokenizer.no_padding()
+                self._tokenizer = tokenizer
+        return self._tokenizer
 
     def embed(self, texts: Sequence[str], kind: Kind = "document") -> np.ndarray:
         prefix = self._prefixes[check_kind(kind)]

@@ -1,0 +1,79 @@
+import pytest
+
+import embedtune
+from embedtune.catalogue import CATALOGUE, find_card, split_uri
+from embedtune.engine import BatchingEmbedder, CachingEmbedder, LengthPolicy
+from embedtune.errors import ConfigError, UnknownModelError
+from embedtune.factory import EmbedderSpec, build_embedder, load_config, open_provider, resolve_spec
+
+
+def test_public_api_is_exactly_this():
+    assert sorted(embedtune.__all__) == [
+        "BatchingEmbedder", "CachingEmbedder", "Embedder", "EmbedderSpec", "EmbedtuneError", "Kind",
+        "LengthPolicy", "OverLimit", "build_embedder", "load_config", "open_provider",
+    ]
+
+
+def test_catalogue_rows():
+    cards = {c.uri: c for c in CATALOGUE}
+    assert len(cards) == len(CATALOGUE)
+    assert cards["local:multilingual-e5-small"].prefix("query") == "query: "
+    assert cards["local:multilingual-e5-small"].prefix("document") == "passage: "
+    assert cards["ollama:nomic-embed-text"].prefix("document") == "search_document: "
+    assert cards["local:bge-small-en-v1.5"].prefix("query").startswith("Represent this sentence")
+    prices = {uri: c.usd_per_million_tokens for uri, c in cards.items() if c.provider == "openai"}
+    assert prices == {
+        "openai:text-embedding-3-small": 0.02,
+        "openai:text-embedding-3-large": 0.13,
+        "openai:text-embedding-ada-002": 0.10,
+    }
+    assert cards["local:all-MiniLM-L6-v2"].available_offline()
+    assert not cards["local:bge-small-en-v1.5"].available_offline()
+
+
+def test_unknown_uris_list_the_known_ones():
+    with pytest.raises(UnknownModelError, match="known local models: local:all-MiniLM-L6-v2"):
+        find_card("local:no-such-model")
+    with pytest.raises(UnknownModelError, match="PROVIDER:NAME"):
+        split_uri("minilm")
+    with pytest.raises(UnknownModelError, match="neither a configured embedder"):
+        resolve_spec("minilm")
+
+
+def test_config_names_embedders(tmp_path):
+    path = tmp_path / "embedtune.toml"
+    path.write_text(
+        '[embedders.small]\nmodel = "fake:hash-256"\nmax_batch = 4\nover_limit = "split"\nquery_prefix = "q: "\n'
+    )
+    specs = load_config(path)
+    spec = resolve_spec("small", specs)
+    assert spec == EmbedderSpec(model="fake:hash-256", max_batch=4, over_limit="split", query_prefix="q: ")
+    embedder = build_embedder(spec, cache=tmp_path / "c.sqlite")
+    assert isinstance(embedder, LengthPolicy) and embedder.over_limit == "split"
+    assert isinstance(embedder.inner, CachingEmbedder) and isinstance(embedder.inner.inner, BatchingEmbedder)
+    assert embedder.inner.inner.max_batch == 4
+    assert embedder.fingerprint("query") != embedder.fingerprint("document")
+    assert resolve_spec("local:all-MiniLM-L6-v2", specs).model == "local:all-MiniLM-L6-v2"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[embedders.a]\nmax_batch = 3\n", "needs a model"),
+        ('[embedders.a]\nmodel = "fake:hash-256"\nbatchsize = 3\n', "unknown keys batchsize"),
+        ('[embedders.a]\nmodel = "fake:hash-256"\nover_limit = "chop"\n', "over_limit must be one of"),
+        ('[embedders.a]\nmodel = "fake:hash-256"\nmax_batch = 0\n', "max_batch must be a positive integer"),
+        ('[embedders.a]\nmodel = "nowhere:x"\n', r"\[embedders.a\]: 'nowhere:x' is not a model URI"),
+        ("[embedders.a\n", "not valid TOML"),
+    ],
+)
+def test_bad_config_is_one_clear_error(tmp_path, content, message):
+    path = tmp_path / "embedtune.toml"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_api_providers_not_built_yet_say_so():
+    with pytest.raises(ConfigError, match="openai provider is catalogued but not built"):
+        open_provider(EmbedderSpec(model="openai:text-embedding-3-small"))
