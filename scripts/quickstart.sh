@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-embedtune embed src/embedtune/data/sample --model local:all-MiniLM-L6-v2 --out embedtune-out/sample.parquet
+embedtune embed src/embedtune/data/sample --model local:all-MiniLM-L6-v2 --over-limit split --out embedtune-out/sample.parquet
 embedtune bench batching --model local:all-MiniLM-L6-v2 -n 100

@@ -41,3 +41,16 @@ def home(tmp_path, monkeypatch):
     """A private EMBEDTUNE_HOME, so no test touches the user's cache."""
     monkeypatch.setenv("EMBEDTUNE_HOME", str(tmp_path / "home"))
     return tmp_path / "home"
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    """The read-only BEIR collections beside the repository (../shared/datasets).
+
+    Skipped on a developer's machine without them; in CI (CI=true) their absence is a failure.
+    """
+    if not SHARED_DATASETS.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"test collections not found at {SHARED_DATASETS}")
+        pytest.skip(f"test collections not found at {SHARED_DATASETS}")
+    return SHARED_DATASETS
