@@ -74,6 +74,17 @@ def test_bad_config_is_one_clear_error(tmp_path, content, message):
         load_config(path)
 
 
-def test_api_providers_not_built_yet_say_so():
-    with pytest.raises(ConfigError, match="openai provider is catalogued but not built"):
+def test_openai_settings_are_checked_before_any_request(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(ConfigError, match="needs an API key: set the OPENAI_API_KEY environment variable"):
         open_provider(EmbedderSpec(model="openai:text-embedding-3-small"))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-used")
+    with pytest.raises(UnknownModelError, match="known openai models: openai:text-embedding-3-small"):
+        open_provider(EmbedderSpec(model="openai:text-embedding-4-tiny"))
+    with pytest.raises(ConfigError, match="cannot give 256 dims"):
+        open_provider(EmbedderSpec(model="openai:text-embedding-ada-002", dims=256))
+    small = open_provider(EmbedderSpec(model="openai:text-embedding-3-small", dims=256))
+    assert small.dim == 256 and small.dimensions == 256 and small.price == 0.02
+    assert small.count_tokens("hello world") == 2  # tiktoken's cl100k_base, shipped offline
+    assert "sk-not-used" not in small.fingerprint()

@@ -41,13 +41,14 @@ class BatchingTiming:
         return self.sequential_s / self.batched_s
 
 
-def time_batching(provider: Embedder, texts: list[str], *, max_batch: int = 32) -> BatchingTiming:
+def time_batching(provider: Embedder, texts: list[str], *, max_batch: int = 32, concurrency: int = 1) -> BatchingTiming:
+    """One call per text, one at a time; then batches of ``max_batch``, ``concurrency`` at once."""
     provider.embed(texts[:1])  # warm-up: first calls pay for lazy initialisation
     counted = CountingEmbedder(provider)
     runs = []
-    for batch in (1, max_batch):
+    for batch, parallel in ((1, 1), (max_batch, concurrency)):
         calls_before = counted.calls
-        batcher = BatchingEmbedder(counted, max_batch=batch, max_batch_tokens=1 << 30)
+        batcher = BatchingEmbedder(counted, max_batch=batch, max_batch_tokens=1 << 30, concurrency=parallel)
         start = time.perf_counter()
         vectors = LengthPolicy(batcher, "truncate").embed(texts)
         runs.append((time.perf_counter() - start, counted.calls - calls_before, vectors, batcher.stats.tokens))

@@ -14,7 +14,7 @@ from pathlib import Path
 from .embedder import Kind
 from .errors import UnknownModelError
 
-__all__ = ["ModelCard", "CATALOGUE", "find_card", "split_uri", "PROVIDERS"]
+__all__ = ["ModelCard", "CATALOGUE", "find_card", "lookup_card", "split_uri", "PROVIDERS"]
 
 PROVIDERS = ("local", "openai", "ollama", "fake")
 
@@ -40,6 +40,7 @@ class ModelCard:
     hub_id: str | None = None
     offline_packages: tuple[str, ...] = ()
     engine: str = "sentence-transformers"
+    matryoshka: bool = False  # accepts fewer dims (OpenAI's ``dimensions``)
     note: str = ""
 
     def __post_init__(self) -> None:
@@ -112,11 +113,11 @@ CATALOGUE: tuple[ModelCard, ...] = (
     ),
     ModelCard(
         name="text-embedding-3-small", provider="openai", dim=1536, max_tokens=8191,
-        licence="proprietary", usd_per_million_tokens=0.02,
+        licence="proprietary", usd_per_million_tokens=0.02, matryoshka=True,
     ),
     ModelCard(
         name="text-embedding-3-large", provider="openai", dim=3072, max_tokens=8191,
-        licence="proprietary", usd_per_million_tokens=0.13,
+        licence="proprietary", usd_per_million_tokens=0.13, matryoshka=True,
     ),
     ModelCard(
         name="text-embedding-ada-002", provider="openai", dim=1536, max_tokens=8191,
@@ -149,14 +150,24 @@ def split_uri(uri: str) -> tuple[str, str]:
     return provider, name
 
 
-def find_card(uri: str) -> ModelCard | None:
-    """The catalogue row for a URI, or None for a model given by path (``local:/a/folder``)."""
+def lookup_card(uri: str) -> ModelCard | None:
+    """The catalogue row for a URI, or None when the catalogue does not know it."""
     provider, name = split_uri(uri)
     for card in CATALOGUE:
         if card.provider == provider and card.name.lower() == name.lower():
             return card
-    if provider == "local" and _looks_like_path(name):
-        return None
+    return None
+
+
+def find_card(uri: str) -> ModelCard | None:
+    """The catalogue row for a URI, or None for a model given by path (``local:/a/folder``).
+
+    Any other unknown name raises ``UnknownModelError`` listing the known ones.
+    """
+    card = lookup_card(uri)
+    provider, name = split_uri(uri)
+    if card is not None or (provider == "local" and _looks_like_path(name)):
+        return card
     known = ", ".join(c.uri for c in CATALOGUE if c.provider == provider) or "none"
     hint = " or a model folder by path (local:/path/to/model)" if provider == "local" else ""
     raise UnknownModelError(f"unknown model {uri!r}; known {provider} models: {known}{hint}")

@@ -13,6 +13,9 @@ reaching the top is a bug and keeps its traceback.
     ├── MissingDependencyError      an optional extra is not installed (message names it)
     ├── CacheError                  the embedding cache cannot be opened or written
     └── ProviderError               an embedding backend failed while embedding
+        ├── AuthenticationError     the server refused the credentials (401/403)
+        ├── InvalidInputError       the server rejected one input (400); names its index
+        └── TransientError          worth retrying: 429, 5xx, timeouts, resets, malformed answers
 
 Secrets never appear in messages.
 """
@@ -29,6 +32,9 @@ __all__ = [
     "MissingDependencyError",
     "CacheError",
     "ProviderError",
+    "AuthenticationError",
+    "InvalidInputError",
+    "TransientError",
 ]
 
 
@@ -72,6 +78,34 @@ class CacheError(EmbedtuneError):
 
 class ProviderError(EmbedtuneError):
     """An embedding backend failed while embedding."""
+
+
+class AuthenticationError(ProviderError):
+    """The server refused the credentials; retrying will not help."""
+
+
+class InvalidInputError(ProviderError):
+    """The server rejected one input. ``index`` is its position in the call that raised this.
+
+    Wrappers that reorder or slice texts re-raise it with the index mapped back to their own
+    caller's texts (``with_index``), so the user sees the index in their own input.
+    """
+
+    def __init__(self, reason: str, *, index: int) -> None:
+        super().__init__(f"input {index} was rejected by the server: {reason}")
+        self.reason = reason
+        self.index = index
+
+    def with_index(self, index: int) -> InvalidInputError:
+        return InvalidInputError(self.reason, index=index)
+
+
+class TransientError(ProviderError):
+    """A failure worth retrying. ``retry_after`` is the server's hint in seconds, if it gave one."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 def require(module: str, extra: str, *, import_now: bool = True):

@@ -12,7 +12,15 @@ An embedder is described by an ``EmbedderSpec``; a TOML config file can name spe
     query_prefix = "query: "
     document_prefix = "passage: "
 
-Anywhere a model is asked for, either a URI or such a name is accepted.
+    [embedders.e5-server]
+    model = "openai:multilingual-e5-small"      # any OpenAI-compatible server
+    base_url = "http://127.0.0.1:8000/v1"
+    api_key_env = "E5_SERVER_KEY"               # the variable's name; keys never go in files
+    concurrency = 4
+    requests_per_minute = 600
+
+Anywhere a model is asked for, either a URI or such a name is accepted. Secrets are read from the
+environment variable a spec names, here, where the stack is assembled, and nowhere else.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from .catalogue import CATALOGUE, ModelCard, find_card, split_uri
+from .catalogue import CATALOGUE, ModelCard, find_card, lookup_card, split_uri
 from .embedder import Embedder
 from .engine import BatchingEmbedder, CachingEmbedder, LengthPolicy, OverLimit
 from .errors import ConfigError, ModelLoadError, UnknownModelError
@@ -33,16 +41,25 @@ __all__ = ["EmbedderSpec", "load_config", "resolve_spec", "open_provider", "buil
 
 @dataclass(frozen=True, kw_only=True)
 class EmbedderSpec:
-    """Everything that picks and tunes one embedder. ``None`` means: the catalogue's value."""
+    """Everything that picks and tunes one embedder. ``None`` means: the catalogue's or the
+    provider's default (``PROVIDER_DEFAULTS``)."""
 
     model: str
-    max_batch: int = 32
-    max_batch_tokens: int = 16_384
+    max_batch: int | None = None
+    max_batch_tokens: int | None = None
+    concurrency: int | None = None
     over_limit: OverLimit = OverLimit.ERROR
     query_prefix: str | None = None
     document_prefix: str | None = None
     dims: int | None = None
     max_tokens: int | None = None
+    # HTTP providers only
+    base_url: str | None = None
+    api_key_env: str | None = None
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    timeout: float = 60.0
+    max_attempts: int = 8
 
     def __post_init__(self) -> None:
         split_uri(self.model)
@@ -52,10 +69,25 @@ class EmbedderSpec:
             raise ConfigError(
                 f"over_limit must be one of {', '.join(o.value for o in OverLimit)}, not {self.over_limit!r}"
             ) from None
-        for field in ("max_batch", "max_batch_tokens", "dims", "max_tokens"):
+        if not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
+            raise ConfigError(f"timeout must be a positive number of seconds, not {self.timeout!r}")
+        for field in ("max_batch", "max_batch_tokens", "concurrency", "dims", "max_tokens",
+                      "requests_per_minute", "tokens_per_minute", "max_attempts"):
             value = getattr(self, field)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{field} must be a positive integer, not {value!r}")
+
+
+# How each provider is fed when a spec does not say: (max_batch, max_batch_tokens, concurrency).
+# Local models use every core for one batch; 32 mixed-length texts is their sweet spot (MODELS.md).
+# OpenAI allows 2,048 inputs and 300,000 tokens per request.
+PROVIDER_DEFAULTS = {
+    "local": (32, 16_384, 1),
+    "fake": (32, 16_384, 1),
+    "openai": (512, 300_000, 4),
+    "ollama": (64, 32_768, 2),
+}
+DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "ollama": "http://localhost:11434"}
 
 
 def load_config(path: str | os.PathLike[str]) -> dict[str, EmbedderSpec]:
@@ -104,6 +136,8 @@ def resolve_spec(model: str, config: Mapping[str, EmbedderSpec] | None = None) -
 def open_provider(spec: EmbedderSpec) -> Embedder:
     """The bare provider for a spec, with no batching or cache around it."""
     provider, name = split_uri(spec.model)
+    if provider in ("openai", "ollama"):
+        return _open_http(spec, provider, name)
     card = find_card(spec.model)
     if provider == "fake":
         from .providers.fake import HashEmbedder
@@ -115,12 +149,63 @@ def open_provider(spec: EmbedderSpec) -> Embedder:
             query_prefix=_pick(spec.query_prefix, card.query_prefix),
             document_prefix=_pick(spec.document_prefix, card.document_prefix),
         )
-    if provider == "local":
-        return _open_local(spec, name, card)
-    raise ConfigError(
-        f"{spec.model}: the {provider} provider is catalogued but not built into this version yet; "
-        "use a local: model"
+    return _open_local(spec, name, card)
+
+
+def _open_http(spec: EmbedderSpec, provider: str, name: str) -> Embedder:
+    from .engine.http import RateLimiter, RetryPolicy
+    from .errors import require
+    from .providers.http import token_counter
+
+    httpx = require("httpx", "openai")
+    env_base = os.environ.get("OPENAI_BASE_URL" if provider == "openai" else "OLLAMA_HOST")
+    base_url = (spec.base_url or env_base or DEFAULT_BASE_URLS[provider]).rstrip("/")
+    if "://" not in base_url:
+        base_url = f"http://{base_url}"
+    card = lookup_card(spec.model)
+    official = base_url == DEFAULT_BASE_URLS["openai"]
+    if card is None and provider == "openai" and official:
+        find_card(spec.model)  # raises, listing the known OpenAI models
+    key_env = spec.api_key_env or ("OPENAI_API_KEY" if provider == "openai" else None)
+    key = os.environ.get(key_env) if key_env else None
+    if provider == "openai" and official and not key:
+        raise ConfigError(f"{spec.model} needs an API key: set the {key_env} environment variable")
+    dimensions = None
+    if spec.dims is not None and card is not None and spec.dims != card.dim:
+        if not card.matryoshka:
+            raise ConfigError(f"{spec.model} cannot give {spec.dims} dims; its vectors have {card.dim}")
+        dimensions = spec.dims
+    limiter = None
+    if spec.requests_per_minute or spec.tokens_per_minute:
+        limiter = RateLimiter(requests_per_minute=spec.requests_per_minute, tokens_per_minute=spec.tokens_per_minute)
+    timeout = httpx.Timeout(spec.timeout, connect=min(10.0, spec.timeout))
+    client = httpx.Client(base_url=base_url + "/", timeout=timeout,
+                          limits=httpx.Limits(max_connections=max(8, spec.concurrency or 0)))
+    common = dict(
+        client=client,
+        model=name,
+        name=spec.model,
+        dim=spec.dims or (card.dim if card else None),
+        max_tokens=spec.max_tokens or (card.max_tokens if card else 8191 if provider == "openai" else 2048),
+        count=token_counter(exact=provider == "openai" and official),
+        query_prefix=_pick(spec.query_prefix, card.query_prefix if card else ""),
+        document_prefix=_pick(spec.document_prefix, card.document_prefix if card else ""),
+        usd_per_million_tokens=card.usd_per_million_tokens if card and official else None,
+        headers={"Authorization": f"Bearer {key}"} if key else {},
+        retry=RetryPolicy(max_attempts=spec.max_attempts),
+        limiter=limiter,
     )
+    if provider == "openai":
+        from .providers.openai import OpenAIEmbedder
+
+        embedder = OpenAIEmbedder(dimensions=dimensions, **common)
+    else:
+        from .providers.ollama import OllamaEmbedder
+
+        embedder = OllamaEmbedder(**common)
+    if embedder.dim is None:
+        embedder.probe_dim()
+    return embedder
 
 
 def _open_local(spec: EmbedderSpec, name: str, card: ModelCard | None) -> Embedder:
@@ -171,10 +256,13 @@ def build_embedder(
     ``provider`` replaces the one the spec names (tests pass a counting wrapper here).
     """
     inner = provider if provider is not None else open_provider(spec)
+    max_batch, max_batch_tokens, concurrency = PROVIDER_DEFAULTS[split_uri(spec.model)[0]]
     embedder: Embedder = BatchingEmbedder(
         inner,
-        max_batch=spec.max_batch,
-        max_batch_tokens=spec.max_batch_tokens,
+        max_batch=spec.max_batch or max_batch,
+        max_batch_tokens=spec.max_batch_tokens or max_batch_tokens,
+        concurrency=spec.concurrency or concurrency,
+        sort_by_length=split_uri(spec.model)[0] in ("local", "fake"),
         on_progress=on_progress,
     )
     if cache is not None:

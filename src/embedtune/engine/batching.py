@@ -11,11 +11,13 @@ Batching never changes a text; what happens to texts over the model's limit is t
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..embedder import Embedder, Kind, check_kind, empty_vectors
+from ..errors import InvalidInputError
 
 __all__ = ["BatchingEmbedder", "BatchStats", "plan_batches"]
 
@@ -53,7 +55,9 @@ def plan_batches(lengths: Sequence[int], *, max_batch: int, max_tokens: int, sor
 class BatchingEmbedder:
     """Feeds ``inner`` in batches bounded by count and tokens; rows return in input order.
 
-    ``on_progress(n)`` is called after each batch with the number of texts it embedded.
+    With ``concurrency`` above 1, that many batches are in flight at once (for HTTP providers;
+    a local model already uses every core for one batch). ``on_progress(n)`` is called from the
+    calling thread after each batch with the number of texts it embedded.
     """
 
     def __init__(
@@ -63,14 +67,16 @@ class BatchingEmbedder:
         max_batch: int = 32,
         max_batch_tokens: int = 16_384,
         sort_by_length: bool = True,
+        concurrency: int = 1,
         on_progress: Callable[[int], None] | None = None,
     ) -> None:
-        if max_batch < 1 or max_batch_tokens < 1:
-            raise ValueError("max_batch and max_batch_tokens must be at least 1")
+        if max_batch < 1 or max_batch_tokens < 1 or concurrency < 1:
+            raise ValueError("max_batch, max_batch_tokens and concurrency must be at least 1")
         self.inner = inner
         self.max_batch = max_batch
         self.max_batch_tokens = max_batch_tokens
         self.sort_by_length = sort_by_length
+        self.concurrency = concurrency
         self.on_progress = on_progress
         self.stats = BatchStats()
         self.name = inner.name
@@ -90,16 +96,38 @@ class BatchingEmbedder:
         # The model reads at most max_tokens of a text, so that is what counts against the budget.
         lengths = [min(self.inner.count_tokens(t, kind), self.max_tokens) for t in texts]
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for batch in plan_batches(
+        batches = plan_batches(
             lengths, max_batch=self.max_batch, max_tokens=self.max_batch_tokens, sort=self.sort_by_length
-        ):
-            vectors = self.inner.embed([texts[i] for i in batch], kind)
+        )
+
+        def run(batch: list[int]) -> np.ndarray:
+            try:
+                vectors = self.inner.embed([texts[i] for i in batch], kind)
+            except InvalidInputError as exc:
+                raise exc.with_index(batch[exc.index]) from None
             if vectors.shape != (len(batch), self.dim):
                 raise ValueError(f"{self.inner.name} returned {vectors.shape} for a batch of {len(batch)}")
+            return vectors
+
+        def done(batch: list[int], vectors: np.ndarray) -> None:
             out[batch] = vectors
             self.stats.batches += 1
             self.stats.tokens += sum(lengths[i] for i in batch)
             if self.on_progress:
                 self.on_progress(len(batch))
+
+        if self.concurrency == 1 or len(batches) == 1:
+            for batch in batches:
+                done(batch, run(batch))
+        else:
+            with ThreadPoolExecutor(self.concurrency, thread_name_prefix="embedtune-batch") as pool:
+                futures = {pool.submit(run, batch): batch for batch in batches}
+                try:
+                    for future in as_completed(futures):
+                        done(futures[future], future.result())
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
         self.stats.texts += len(texts)
         return out

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..embedder import Embedder, Kind, check_kind, empty_vectors
-from ..errors import CacheError, ProviderError
+from ..errors import CacheError, InvalidInputError, ProviderError
 
 __all__ = ["CachingEmbedder", "CacheStats", "cache_key"]
 
@@ -77,7 +77,10 @@ class CachingEmbedder:
         self.stats.hits += len(texts) - len(missing)
         for start in range(0, len(missing), self.write_every):
             part = missing[start : start + self.write_every]
-            vectors = self.inner.embed([texts[first_index[k]] for k in part], kind)
+            try:
+                vectors = self.inner.embed([texts[first_index[k]] for k in part], kind)
+            except InvalidInputError as exc:
+                raise exc.with_index(first_index[part[exc.index]]) from None
             _check(vectors, len(part), self.dim, self.inner.name)
             self._store(part, vectors)
             found.update(zip(part, vectors))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Sequence
 
@@ -22,6 +23,7 @@ class CountingEmbedder:
         self.max_tokens = inner.max_tokens
         self.calls = 0
         self.texts: Counter[str] = Counter()
+        self._lock = threading.Lock()  # calls may come from several threads (a concurrent batcher)
 
     def fingerprint(self, kind: Kind = "document") -> str:
         return self.inner.fingerprint(kind)
@@ -30,6 +32,7 @@ class CountingEmbedder:
         return self.inner.count_tokens(text, kind)
 
     def embed(self, texts: Sequence[str], kind: Kind = "document") -> np.ndarray:
-        self.calls += 1
-        self.texts.update(texts)
+        with self._lock:
+            self.calls += 1
+            self.texts.update(texts)
         return self.inner.embed(texts, kind)

