@@ -88,3 +88,4 @@ def test_openai_settings_are_checked_before_any_request(monkeypatch):
     assert small.dim == 256 and small.dimensions == 256 and small.price == 0.02
     assert small.count_tokens("hello world") == 2  # tiktoken's cl100k_base, shipped offline
     assert "sk-not-used" not in small.fingerprint()
+    small.close()

@@ -10,7 +10,7 @@ from .cache import CachingEmbedder
 from .counting import CountingEmbedder
 from .limits import LengthPolicy, OverLimit
 
-__all__ = ["BatchingEmbedder", "CachingEmbedder", "CountingEmbedder", "LengthPolicy", "OverLimit", "find_layer"]
+__all__ = ["BatchingEmbedder", "CachingEmbedder", "CountingEmbedder", "LengthPolicy", "OverLimit", "close_stack", "find_layer"]
 
 
 def find_layer(embedder, cls):
@@ -20,3 +20,12 @@ def find_layer(embedder, cls):
             return embedder
         embedder = getattr(embedder, "inner", None)
     return None
+
+
+def close_stack(embedder) -> None:
+    """Close every layer of a stack that holds a resource (a cache file, an HTTP client)."""
+    while embedder is not None:
+        close = getattr(embedder, "close", None)
+        if callable(close):
+            close()
+        embedder = getattr(embedder, "inner", None)

@@ -92,6 +92,15 @@ class HttpEmbedder:
             return empty_vectors(self.dim)
         return self._embed_or_bisect([prefix + t for t in texts])
 
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def probe_dim(self) -> int:
         """Ask the server once for the width of its vectors (a model the catalogue does not know)."""
         self.dim = None
