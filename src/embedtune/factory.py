@@ -190,7 +190,7 @@ def _open_http(spec: EmbedderSpec, provider: str, name: str) -> Embedder:
         count=token_counter(exact=provider == "openai" and official),
         query_prefix=_pick(spec.query_prefix, card.query_prefix if card else ""),
         document_prefix=_pick(spec.document_prefix, card.document_prefix if card else ""),
-        usd_per_million_tokens=card.usd_per_million_tokens if card and official else None,
+        usd_per_million_tokens=card.usd_per_million_tokens if card else None,
         headers={"Authorization": f"Bearer {key}"} if key else {},
         retry=RetryPolicy(max_attempts=spec.max_attempts),
         limiter=limiter,
@@ -204,7 +204,11 @@ def _open_http(spec: EmbedderSpec, provider: str, name: str) -> Embedder:
 
         embedder = OllamaEmbedder(**common)
     if embedder.dim is None:
-        embedder.probe_dim()
+        try:
+            embedder.probe_dim()
+        except BaseException:
+            embedder.close()
+            raise
     return embedder
 
 
