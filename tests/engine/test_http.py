@@ -108,3 +108,11 @@ def test_redact_and_status_errors():
     assert isinstance(status_error(503, "", what="x"), TransientError)
     assert isinstance(status_error(401, "bad key", what="x"), AuthenticationError)
     assert not isinstance(status_error(404, "no such model", what="x"), TransientError)
+
+
+def test_a_shorter_window_enforces_the_same_rate_in_slices():
+    clock = FakeClock()
+    limiter = RateLimiter(requests_per_minute=60, window=10, clock=clock, sleep=clock.sleep)
+    for _ in range(25):
+        limiter.acquire(1)
+    assert 20 <= clock.now < 30  # 10 per 10-second slice: the 21st to 25th wait for the third slice

@@ -80,8 +80,9 @@ class RateLimiter:
     """Requests and tokens per minute, over a sliding window, shared by all threads of a client.
 
     ``acquire(tokens)`` blocks until one more request of that many tokens fits both budgets, and
-    records it; ``settle(ticket, tokens)`` corrects the record once the server has said how many
-    tokens it counted.
+    records it; ``settle(ticket, tokens)`` corrects the record once the server has answered: the
+    tokens it counted, and the time, since the server's window started when the request arrived,
+    after we sent it, so a record kept from the send would leave the window too early.
     """
 
     def __init__(
@@ -99,6 +100,9 @@ class RateLimiter:
         self.rpm = requests_per_minute
         self.tpm = tokens_per_minute
         self.window = window
+        # What one window admits: a shorter window enforces the same rate in slices.
+        self._max_requests = None if requests_per_minute is None else max(1, int(requests_per_minute * window / 60))
+        self._max_tokens = None if tokens_per_minute is None else tokens_per_minute * window / 60
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
@@ -106,7 +110,7 @@ class RateLimiter:
         self._tokens = 0.0
 
     def acquire(self, tokens: int) -> list[float]:
-        if self.tpm is not None and tokens > self.tpm:
+        if self._max_tokens is not None and tokens > self._max_tokens:
             raise ProviderError(f"one request of {tokens} tokens can never fit {self.tpm} tokens per minute; "
                                 "lower the batch token budget")
         while True:
@@ -125,6 +129,7 @@ class RateLimiter:
         with self._lock:
             if any(entry is ticket for entry in self._log):
                 self._tokens += tokens - ticket[1]
+            ticket[0] = max(ticket[0], self._clock())
             ticket[1] = float(tokens)
 
     def _expire(self, now: float) -> None:
@@ -134,10 +139,10 @@ class RateLimiter:
     def _wait(self, now: float, tokens: int) -> float:
         """Seconds until the oldest entries leave the window and the request fits."""
         wait = 0.0
-        if self.rpm is not None and len(self._log) >= self.rpm:
-            wait = max(wait, self._log[len(self._log) - self.rpm][0] + self.window - now)
-        if self.tpm is not None and self._tokens + tokens > self.tpm:
-            excess = self._tokens + tokens - self.tpm
+        if self._max_requests is not None and len(self._log) >= self._max_requests:
+            wait = max(wait, self._log[len(self._log) - self._max_requests][0] + self.window - now)
+        if self._max_tokens is not None and self._tokens + tokens > self._max_tokens:
+            excess = self._tokens + tokens - self._max_tokens
             for when, used in self._log:
                 excess -= used
                 if excess <= 0:
