@@ -18,6 +18,7 @@ import numpy as np
 
 from ..embedder import Embedder, Kind, check_kind, empty_vectors
 from ..errors import InvalidInputError
+from .wrapper import Wrapper
 
 __all__ = ["BatchingEmbedder", "BatchStats", "plan_batches"]
 
@@ -52,7 +53,7 @@ def plan_batches(lengths: Sequence[int], *, max_batch: int, max_tokens: int, sor
     return batches
 
 
-class BatchingEmbedder:
+class BatchingEmbedder(Wrapper):
     """Feeds ``inner`` in batches bounded by count and tokens; rows return in input order.
 
     With ``concurrency`` above 1, that many batches are in flight at once (for HTTP providers;
@@ -72,22 +73,13 @@ class BatchingEmbedder:
     ) -> None:
         if max_batch < 1 or max_batch_tokens < 1 or concurrency < 1:
             raise ValueError("max_batch, max_batch_tokens and concurrency must be at least 1")
-        self.inner = inner
+        super().__init__(inner)
         self.max_batch = max_batch
         self.max_batch_tokens = max_batch_tokens
         self.sort_by_length = sort_by_length
         self.concurrency = concurrency
         self.on_progress = on_progress
         self.stats = BatchStats()
-        self.name = inner.name
-        self.dim = inner.dim
-        self.max_tokens = inner.max_tokens
-
-    def fingerprint(self, kind: Kind = "document") -> str:
-        return self.inner.fingerprint(kind)
-
-    def count_tokens(self, text: str, kind: Kind = "document") -> int:
-        return self.inner.count_tokens(text, kind)
 
     def embed(self, texts: Sequence[str], kind: Kind = "document") -> np.ndarray:
         check_kind(kind)

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..embedder import Embedder, Kind, check_kind, empty_vectors
 from ..errors import CacheError, InvalidInputError, ProviderError
+from .wrapper import Wrapper
 
 __all__ = ["CachingEmbedder", "CacheStats", "cache_key"]
 
@@ -41,27 +42,18 @@ class CacheStats:
     misses: int = 0  # distinct texts embedded by the inner embedder
 
 
-class CachingEmbedder:
+class CachingEmbedder(Wrapper):
     """Serves vectors from ``path`` and embeds only what is missing, each distinct text once."""
 
     def __init__(self, inner: Embedder, path: str | os.PathLike[str], *, write_every: int = 256) -> None:
         if write_every < 1:
             raise ValueError("write_every must be at least 1")
-        self.inner = inner
+        super().__init__(inner)
         self.path = Path(path)
         self.write_every = write_every
         self.stats = CacheStats()
         self.notices: list[str] = []
-        self.name = inner.name
-        self.dim = inner.dim
-        self.max_tokens = inner.max_tokens
         self._db: sqlite3.Connection | None = None
-
-    def fingerprint(self, kind: Kind = "document") -> str:
-        return self.inner.fingerprint(kind)
-
-    def count_tokens(self, text: str, kind: Kind = "document") -> int:
-        return self.inner.count_tokens(text, kind)
 
     def embed(self, texts: Sequence[str], kind: Kind = "document") -> np.ndarray:
         check_kind(kind)

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..embedder import Embedder, Kind, check_kind, empty_vectors
 from ..errors import InvalidInputError, TextTooLongError
+from .wrapper import Wrapper
 
 __all__ = ["LengthPolicy", "OverLimit", "LengthStats", "split_to_fit"]
 
@@ -84,22 +85,13 @@ def _split_word(word: str, fits: Callable[[str], bool]) -> list[str]:
     return pieces
 
 
-class LengthPolicy:
+class LengthPolicy(Wrapper):
     """Applies an ``OverLimit`` policy to texts over ``inner.max_tokens``, then embeds."""
 
     def __init__(self, inner: Embedder, over_limit: OverLimit | str = OverLimit.ERROR) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.over_limit = OverLimit(over_limit)
         self.stats = LengthStats()
-        self.name = inner.name
-        self.dim = inner.dim
-        self.max_tokens = inner.max_tokens
-
-    def fingerprint(self, kind: Kind = "document") -> str:
-        return self.inner.fingerprint(kind)
-
-    def count_tokens(self, text: str, kind: Kind = "document") -> int:
-        return self.inner.count_tokens(text, kind)
 
     def embed(self, texts: Sequence[str], kind: Kind = "document") -> np.ndarray:
         check_kind(kind)
