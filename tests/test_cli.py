@@ -1,6 +1,5 @@
 """The command line as a user meets it: real subprocesses, real exit codes, real files."""
 
-import json
 import os
 import signal
 import sqlite3
@@ -120,7 +119,8 @@ def test_kill_9_then_rerun_continues_from_the_cache(tmp_path, minilm):
         (lambda p: ["embed", p / "missing.txt"], "missing.txt does not exist"),
         (lambda p: ["embed", p / "empty.txt"], "holds no texts"),
         (lambda p: ["embed", p / "bad.jsonl"], "bad.jsonl:2: not valid JSON"),
-        (lambda p: ["embed", p / "long.txt", "--model", "tiny"], "text 1 has 14 tokens, over fake:hash-256's limit of 10"),
+        (lambda p: ["embed", p / "long.txt", "--model", "tiny"], "text 1 (id '2') has 14 tokens, over the model's limit of 10"),
+        (lambda p: ["embed", p / "late.txt", "--model", "tiny"], "text 299 (id '301') has 14 tokens"),
         (lambda p: ["embed", p / "long.txt", "--model", "local:no-such-model"], "unknown model 'local:no-such-model'; known local models"),
         (lambda p: ["embed", p / "long.txt", "--model", "minilm"], "neither a configured embedder"),
         (lambda p: ["embed", p / "long.txt", "--model", "fake:hash-256", "--cache", p], "cannot open the embedding cache"),
@@ -133,6 +133,7 @@ def test_bad_input_gets_one_clear_line(tmp_path, make_args, message):
     (tmp_path / "empty.txt").write_text("\n \n")
     (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\nnot json\n')
     (tmp_path / "long.txt").write_text("short\n" + " ".join(["word"] * 12) + "\n")
+    (tmp_path / "late.txt").write_text("\n" + "short\n" * 299 + " ".join(["word"] * 12) + "\n")  # past one slice
     (tmp_path / "embedtune.toml").write_text('[embedders.tiny]\nmodel = "fake:hash-256"\nmax_tokens = 10\n')
     result = run(*make_args(tmp_path), home=tmp_path / "h", cwd=tmp_path)
     assert_one_error_line(result, message)

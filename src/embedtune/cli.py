@@ -95,6 +95,7 @@ def embed(
     ] = None,
     max_batch: Annotated[Optional[int], typer.Option(help="Most texts per model call.")] = None,
     max_batch_tokens: Annotated[Optional[int], typer.Option(help="Most tokens per model call.")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="Model calls in flight at once (HTTP providers).")] = None,
     text_field: Annotated[str, typer.Option(help="The text field of .jsonl / .parquet input.")] = "text",
     id_field: Annotated[Optional[str], typer.Option(help="The id field (default: _id or id, else the line number).")] = None,
     cache: Annotated[Optional[Path], typer.Option(help="Embedding cache file (default: in EMBEDTUNE_HOME).")] = None,
@@ -105,7 +106,8 @@ def embed(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .embedder import check_kind
-    from .engine import BatchingEmbedder, CachingEmbedder, LengthPolicy, find_layer
+    from .errors import InvalidInputError, TextTooLongError
+    from .engine import BatchingEmbedder, CachingEmbedder, LengthPolicy, close_stack, find_layer
     from .factory import build_embedder
     from .textio import OUTPUT_FORMATS, read_texts, write_vectors
 
@@ -115,7 +117,8 @@ def embed(
         raise EmbedtuneError(str(exc)) from None
     if output.suffix.lower() not in OUTPUT_FORMATS:
         raise EmbedtuneError(f"--out {output}: use a .parquet or .npy file name")
-    spec = _spec(model, config, over_limit=over_limit, max_batch=max_batch, max_batch_tokens=max_batch_tokens)
+    spec = _spec(model, config, over_limit=over_limit, max_batch=max_batch, max_batch_tokens=max_batch_tokens,
+                 concurrency=concurrency)
     data = read_texts(input, text_field=text_field, id_field=id_field)
     cache_path = None if no_cache else (cache or default_home() / "embeddings.sqlite")
     embedder = build_embedder(spec, cache=cache_path)
@@ -130,7 +133,10 @@ def embed(
         task = progress.add_task("embed", total=len(data))
         for start in range(0, len(data), slice_size):
             part = data.texts[start : start + slice_size]
-            vectors.append(embedder.embed(part, kind))  # type: ignore[arg-type]
+            try:
+                vectors.append(embedder.embed(part, kind))  # type: ignore[arg-type]
+            except (InvalidInputError, TextTooLongError) as exc:
+                raise _name_text(exc, start, data.ids) from None
             progress.advance(task, len(part))
     import numpy as np
 
@@ -143,15 +149,45 @@ def embed(
         new, cached = cache_layer.stats.misses, cache_layer.stats.hits
     else:
         new, cached = len(data), 0
-    out.print(
-        f"embedded {len(data)} texts with {spec.model} ({matrix.shape[1]} dims): "
-        f"{new} new, {cached} from cache; {batcher.stats.tokens} tokens in {batcher.stats.batches} batches"
+    summary = (
+        f"embedded {len(data)} texts with {spec.model} ({matrix.shape[1]} dims): {new} new, {cached} from cache"
     )
+    if new + cached != len(data):
+        summary += f" (model inputs, after splitting {policy.stats.split} long texts)"
+    out.print(f"{summary}; {batcher.stats.tokens} tokens in {batcher.stats.batches} batches")
     if policy.stats.truncated:
         out.print(f"[yellow]{policy.stats.truncated} texts over {policy.max_tokens} tokens were truncated[/]")
     if policy.stats.split:
         out.print(f"{policy.stats.split} texts over {policy.max_tokens} tokens were split and averaged")
+    _print_usage(embedder)
+    close_stack(embedder)
     out.print("wrote " + ", ".join(str(p) for p in written))
+
+
+def _name_text(exc, offset: int, ids: list[str]) -> EmbedtuneError:
+    """The error again, naming the text by its position in the whole input and by its id."""
+    from .errors import InvalidInputError
+
+    i = exc.index + offset
+    if isinstance(exc, InvalidInputError):
+        return EmbedtuneError(f"text {i} (id {ids[i]!r}) was rejected by the server: {exc.reason}")
+    return EmbedtuneError(
+        f"text {i} (id {ids[i]!r}) has {exc.tokens} tokens, over the model's limit of {exc.limit}; "
+        "shorten it, or choose --over-limit truncate or split"
+    )
+
+
+def _print_usage(embedder) -> None:
+    """Requests, tokens and dollars of an HTTP provider, as the server counted them."""
+    from .engine import find_layer
+    from .providers.http import HttpEmbedder
+
+    http = find_layer(embedder, HttpEmbedder)
+    if http is None:
+        return
+    cost = f", ${http.usage.usd:.4f}" if http.price is not None else " (no price: not a paid API)"
+    retries = f"; {http.retries} retried" if http.retries else ""
+    out.print(f"{http.name}: {http.usage.requests} requests, {http.usage.tokens} tokens{cost}{retries}")
 
 
 @bench_app.command("batching")
@@ -159,6 +195,9 @@ def bench_batching(
     model: ModelOption = "local:all-MiniLM-L6-v2",
     n: Annotated[int, typer.Option("-n", help="How many texts to embed.")] = 100,
     max_batch: Annotated[int, typer.Option(help="Texts per call in the batched run.")] = 32,
+    concurrency: Annotated[
+        Optional[int], typer.Option(help="Calls in flight at once in the batched run (default: the provider's).")
+    ] = None,
     input: Annotated[
         Optional[Path], typer.Option("--input", help="Texts to use (default: the sample texts embedtune ships).")
     ] = None,
@@ -177,18 +216,130 @@ def bench_batching(
     texts = read_texts(input).texts if input else sample_texts()
     texts = [texts[i % len(texts)] for i in range(n)]
     provider = open_provider(spec)
-    result = time_batching(provider, texts, max_batch=max_batch)
+    if concurrency is None:
+        from .catalogue import split_uri
+        from .factory import PROVIDER_DEFAULTS
+
+        concurrency = spec.concurrency or PROVIDER_DEFAULTS[split_uri(spec.model)[0]][2]
+    try:
+        result = time_batching(provider, texts, max_batch=max_batch, concurrency=concurrency)
+    finally:
+        close = getattr(provider, "close", None)
+        if close:
+            close()
 
     table = Table(title=f"{spec.model}: {n} texts, {result.tokens} tokens (no cache)")
     for column in ("strategy", "calls", "seconds", "texts/s"):
         table.add_column(column, justify="right")
     table.add_row("one call per text", str(result.sequential_calls), f"{result.sequential_s:.2f}",
                   f"{n / result.sequential_s:.1f}")
-    table.add_row(f"batched (≤{max_batch} texts)", str(result.batched_calls), f"{result.batched_s:.2f}",
+    label = f"batched (≤{max_batch} texts" + (f", {concurrency} at once)" if concurrency > 1 else ")")
+    table.add_row(label, str(result.batched_calls), f"{result.batched_s:.2f}",
                   f"{n / result.batched_s:.1f}")
     out.print(table)
     out.print(f"batched is {result.speedup:.2f}x the speed of one call per text; "
               f"largest difference between the two runs' vectors: {result.max_abs_diff:.2e}")
+
+
+HybridOption = Annotated[
+    Optional[str], typer.Option("--hybrid", help="Fuse each model with BM25: rrf, convex, or rrf,convex.")
+]
+Bm25Option = Annotated[bool, typer.Option("--bm25", help="Report BM25 on its own too.")]
+SplitOption = Annotated[str, typer.Option("--split", help="The qrels split to report (convex is tuned on train or dev).")]
+
+
+def _sample_collection() -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("embedtune") / "data" / "sample"))
+
+
+def _compare(collection: Path | None, uris: list[str], *, bm25: bool, hybrid: str | None, split: str,
+             config: Path | None):
+    """Load the collection, run every strategy with a progress bar, print the table and the winner."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .evaluation import load_beir
+    from .evaluation.compare import evaluate_strategies
+    from .evaluation.report import comparison_table
+
+    from .catalogue import find_card
+
+    specs = [_spec(uri, config) for uri in uris]
+    for spec in specs:
+        find_card(spec.model)  # an unknown model fails before the collection is read
+    methods = [m.strip() for m in (hybrid or "").split(",") if m.strip()]
+    data = load_beir(collection or _sample_collection())
+    with Progress(
+        TextColumn("[bold]embedding {task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeRemainingColumn(), console=err, transient=True,
+    ) as progress:
+        tasks: dict[str, object] = {}
+
+        def on_progress(task: str, done: int, total: int) -> None:
+            if task not in tasks:
+                tasks[task] = progress.add_task(task, total=total)
+            progress.update(tasks[task], completed=done)  # type: ignore[arg-type]
+
+        result = evaluate_strategies(
+            data, specs, bm25=bm25, hybrid=methods, split=split,
+            cache=default_home() / "embeddings.sqlite", on_progress=on_progress,
+        )
+    out.print(comparison_table(result))
+    for note in result.notes:
+        out.print(f"[yellow]note:[/] {note}")
+    out.print(f"winner: {result.winner} (nDCG@10 {result.best.metrics['ndcg@10']:.4f})")
+    return result
+
+
+@app.command("eval")
+def eval_(
+    collection: Annotated[Path, typer.Argument(help="A test collection folder in the BEIR layout.")],
+    model: ModelOption = "local:all-MiniLM-L6-v2",
+    bm25: Bm25Option = False,
+    hybrid: HybridOption = None,
+    split: SplitOption = "test",
+    config: ConfigOption = None,
+) -> None:
+    """Score one model's retrieval on a collection (nDCG@10, Recall@100, MRR@10), with BM25 and hybrids."""
+    _compare(collection, [model], bm25=bm25, hybrid=hybrid, split=split, config=config)
+
+
+@app.command()
+def compare(
+    collection: Annotated[
+        Optional[Path], typer.Argument(help="A BEIR collection folder (default: the sample collection embedtune ships).")
+    ] = None,
+    models: Annotated[str, typer.Option("--models", help="Comma-separated model URIs or configured names.")] = (
+        "local:all-MiniLM-L6-v2"
+    ),
+    bm25: Bm25Option = False,
+    hybrid: HybridOption = None,
+    split: SplitOption = "test",
+    out_dir: Annotated[Path, typer.Option("--out-dir", help="Where to write comparison.json and comparison.png.")] = Path(
+        "embedtune-report"
+    ),
+    config: ConfigOption = None,
+) -> None:
+    """Compare models, BM25 and hybrids on a collection; write a JSON report and a plot."""
+    import json
+
+    from .evaluation.report import comparison_to_dict, plot_comparison
+
+    uris = [uri.strip() for uri in models.split(",") if uri.strip()]
+    if not uris:
+        raise EmbedtuneError("--models names no model; give URIs like local:all-MiniLM-L6-v2,local:all-mpnet-base-v2")
+    result = _compare(collection, uris, bm25=bm25, hybrid=hybrid, split=split, config=config)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        json_path = out_dir / "comparison.json"
+        tmp = out_dir / ".comparison.json.tmp"
+        tmp.write_text(json.dumps(comparison_to_dict(result), indent=2), encoding="utf-8")
+        os.replace(tmp, json_path)
+        png_path = plot_comparison(result, out_dir / "comparison.png")
+    except OSError as exc:
+        raise EmbedtuneError(f"cannot write the report into {out_dir}: {exc.strerror}; choose another --out-dir") from None
+    out.print(f"wrote {json_path}, {png_path}")
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..embedder import Kind, check_kind, empty_vectors
 from ..engine.http import RateLimiter, RetryPolicy, call_with_retries, redact_url, status_error
-from ..errors import InvalidInputError, MissingDependencyError, TransientError, require
+from ..errors import InvalidInputError, MissingDependencyError, ProviderError, TransientError, require
 
 __all__ = ["HttpEmbedder", "Usage", "normalize_rows", "token_counter"]
 
@@ -172,7 +172,11 @@ class HttpEmbedder:
                 vectors = np.asarray(rows, dtype=np.float32)
             except (ValueError, TypeError, KeyError, AttributeError) as exc:
                 raise TransientError(f"{what}: malformed answer ({exc.__class__.__name__})") from None
-            if vectors.ndim != 2 or vectors.shape[0] != len(inputs) or vectors.shape[1] != (self.dim or vectors.shape[1]):
+            if vectors.ndim == 2 and vectors.shape[0] == len(inputs) and self.dim and vectors.shape[1] != self.dim:
+                # Every row the wrong width is a setting, not a hiccup: retrying will not mend it.
+                raise ProviderError(f"{what}: the server's vectors have {vectors.shape[1]} dims, but {self.name} "
+                                    f"is set up for {self.dim}; set dims = {vectors.shape[1]} for it")
+            if vectors.ndim != 2 or vectors.shape[0] != len(inputs):
                 raise TransientError(f"{what}: answer of shape {vectors.shape} for {len(inputs)} inputs of {self.dim} dims")
             if not np.isfinite(vectors).all():
                 raise TransientError(f"{what}: answer holds NaN or infinite values")
