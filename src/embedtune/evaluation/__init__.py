@@ -1,6 +1,7 @@
-"""Evaluation: test collections, metrics over TREC-shaped dicts, and fusion-weight tuning."""
+"""Evaluation: test collections, metrics over TREC-shaped dicts, fusion-weight tuning, comparisons."""
 
 from embedtune.evaluation.collections import Collection, Document, Qrels, download_beir, load_beir
+from embedtune.evaluation.compare import ComparisonResult, StrategyResult, evaluate_strategies
 from embedtune.evaluation.metrics import (
     evaluate,
     evaluate_per_query,
@@ -14,11 +15,14 @@ from embedtune.evaluation.tuning import tune_convex_weight
 
 __all__ = [
     "Collection",
+    "ComparisonResult",
     "Document",
     "Qrels",
+    "StrategyResult",
     "download_beir",
     "evaluate",
     "evaluate_per_query",
+    "evaluate_strategies",
     "load_beir",
     "map_at_k",
     "mrr_at_k",

@@ -1,0 +1,442 @@
+"""Compare retrieval strategies on one test collection: BM25, dense per model, and hybrids.
+
+:func:`evaluate_strategies` is the pipeline behind ``embedtune eval`` and ``embedtune compare``:
+
+1. BM25 (when asked for, or needed by a hybrid) indexes every document as title + " " + text.
+2. Each model embeds the corpus (``kind="document"``) and the queries (``kind="query"``) through
+   the usual stack, ``factory.build_embedder(spec, cache=...)``, with texts over the model's limit
+   truncated (and counted); a :class:`~embedtune.search.DenseIndex` holds the vectors.
+3. Dense and BM25 retrieval of each query's top ``k`` run concurrently in threads (numpy and
+   bm25s release the GIL for most of their work).
+4. Hybrids fuse each model's run with BM25's: reciprocal rank fusion (``k = 60``) and a convex
+   combination of min-max normalised scores whose weight ``alpha`` (on the dense run) is tuned on
+   the training split (``train``, else ``dev``) and never on the split that is reported.
+5. Every strategy is scored on the reported split by nDCG@10, Recall@100 and MRR@10, with what it
+   costs: tokens, embedding speed, index size, and dollars to embed the corpus for paid models.
+
+Speed counts only texts the model actually embedded (cache misses), timed around the model's own
+calls after one untimed warm-up call (loading weights is not counted); a run served wholly from
+the cache measures no speed and says so. A run served wholly from the cache never loads a model.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from embedtune.catalogue import find_card
+from embedtune.embedder import Embedder, Kind
+from embedtune.engine import BatchingEmbedder, CachingEmbedder, LengthPolicy, OverLimit, find_layer
+from embedtune.errors import ConfigError
+from embedtune.evaluation.collections import Collection, Qrels
+from embedtune.evaluation.metrics import evaluate
+from embedtune.evaluation.tuning import tune_convex_weight
+from embedtune.factory import EmbedderSpec, build_embedder, open_provider
+from embedtune.search.bm25 import BM25Index
+from embedtune.search.dense import DenseIndex
+from embedtune.search.fusion import convex, rrf
+from embedtune.search.runs import Run, cut
+
+__all__ = [
+    "ComparisonResult",
+    "HYBRID_METHODS",
+    "METRICS",
+    "ModelCost",
+    "ProgressFn",
+    "StrategyResult",
+    "evaluate_strategies",
+]
+
+METRICS: tuple[str, ...] = ("ndcg@10", "recall@100", "mrr@10")
+HYBRID_METHODS: tuple[str, ...] = ("rrf", "convex")
+TUNE_SPLITS: tuple[str, ...] = ("train", "dev")
+RRF_K = 60
+_SLICE = 256  # texts per call into the stack: the progress bar moves and the cache commits per slice
+
+ProgressFn = Callable[[str, int, int], None]
+"""``on_progress(task, done, total)``: ``done`` of ``total`` texts of ``task`` are embedded."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelCost:
+    """What embedding the collection with one model took.
+
+    ``tokens`` counts every corpus and query text as the model reads it (its own tokenizer,
+    prefixes and special tokens included, cut at ``max_tokens``): the work of embedding from
+    scratch, whatever the cache held. ``tokens_embedded``, ``texts_embedded`` and
+    ``embed_seconds`` cover only what the model embedded in this run (cache misses);
+    ``texts_per_s`` is ``None`` when nothing was embedded (everything came from the cache).
+    """
+
+    model: str
+    dim: int
+    corpus_tokens: int
+    query_tokens: int
+    tokens_embedded: int
+    texts_embedded: int
+    texts_cached: int
+    embed_seconds: float
+    truncated_documents: int
+    truncated_queries: int
+    usd_per_million_tokens: float | None
+
+    @property
+    def tokens(self) -> int:
+        return self.corpus_tokens + self.query_tokens
+
+    @property
+    def texts_per_s(self) -> float | None:
+        if self.texts_embedded == 0 or self.embed_seconds <= 0:
+            return None
+        return self.texts_embedded / self.embed_seconds
+
+    @property
+    def usd_to_embed_corpus(self) -> float | None:
+        """``usd_per_million_tokens * corpus_tokens / 1e6`` for paid models; ``None`` for local ones."""
+        if self.usd_per_million_tokens is None:
+            return None
+        return self.usd_per_million_tokens * self.corpus_tokens / 1e6
+
+
+@dataclass(frozen=True, kw_only=True)
+class StrategyResult:
+    """One retrieval strategy's scores and costs on the reported split.
+
+    ``kind`` is ``"bm25"``, ``"dense"``, ``"rrf"`` or ``"convex"``; ``model`` is the embedding
+    model (``None`` for BM25); ``alpha`` is the tuned weight of the dense run in a convex hybrid.
+    ``index_bytes`` is the size of the vectors (dense), of the saved BM25 index (bm25), or both
+    (hybrids).
+    """
+
+    name: str
+    kind: str
+    model: str | None
+    metrics: Mapping[str, float]
+    index_bytes: int
+    cost: ModelCost | None = None
+    alpha: float | None = None
+    tuning: Mapping[float, float] | None = None
+
+    @property
+    def tokens(self) -> int | None:
+        return None if self.cost is None else self.cost.tokens
+
+    @property
+    def texts_per_s(self) -> float | None:
+        return None if self.cost is None else self.cost.texts_per_s
+
+    @property
+    def cached(self) -> bool:
+        """True when the strategy embeds and everything came from the cache."""
+        return self.cost is not None and self.cost.texts_embedded == 0
+
+    @property
+    def usd(self) -> float | None:
+        return None if self.cost is None else self.cost.usd_to_embed_corpus
+
+
+@dataclass(frozen=True, kw_only=True)
+class ComparisonResult:
+    """Every strategy's result on ``split``, in the order run, and the winner by nDCG@10."""
+
+    collection: str
+    split: str
+    tune_split: str | None
+    documents: int
+    queries: int
+    k: int
+    strategies: tuple[StrategyResult, ...]
+    winner: str
+    bm25_index_seconds: float | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    def strategy(self, name: str) -> StrategyResult:
+        for result in self.strategies:
+            if result.name == name:
+                return result
+        raise KeyError(name)
+
+    @property
+    def best(self) -> StrategyResult:
+        return self.strategy(self.winner)
+
+
+def evaluate_strategies(
+    collection: Collection,
+    models: Sequence[EmbedderSpec],
+    *,
+    bm25: bool = True,
+    hybrid: Sequence[str] = (),
+    split: str = "test",
+    tune_split: str | None = None,
+    cache: str | Path | None = None,
+    k: int = 100,
+    on_progress: ProgressFn | None = None,
+    providers: Mapping[str, Embedder] | None = None,
+) -> ComparisonResult:
+    """Score BM25, each model's dense retrieval and their hybrids on ``split`` of ``collection``.
+
+    ``hybrid`` names fusion methods (a subset of ``"rrf"``, ``"convex"``); each fuses every model
+    with BM25. ``tune_split`` is where the convex weight is tuned (default: ``train``, else
+    ``dev``); it is never ``split``. When the collection has no such split, convex is left out,
+    RRF (which needs no tuning) is reported instead, and ``notes`` says so. ``cache`` is the
+    embedding cache file (``None``: no cache). ``providers`` maps a model URI to an already
+    opened provider to use instead of opening it again (tests share one loaded model).
+    """
+    hybrid = _check_request(models, bm25, hybrid, k)
+    queries, qrels = collection.split(split)
+    notes: list[str] = []
+    tune_split = _pick_tune_split(collection, split, tune_split, "convex" in hybrid)
+    tune_queries: dict[str, str] = {}
+    tune_qrels: Qrels = {}
+    if "convex" in hybrid and tune_split is None:
+        hybrid = [m for m in hybrid if m != "convex"] + ([] if "rrf" in hybrid else ["rrf"])
+        notes.append(
+            f"convex fusion was not tuned: collection {collection.name!r} has no train or dev split "
+            "(its weight is never tuned on the reported split); reporting RRF only"
+        )
+    elif "convex" in hybrid:
+        tune_queries, tune_qrels = collection.split(tune_split)  # type: ignore[arg-type]
+    all_queries = {**queries, **tune_queries}
+    query_ids = list(all_queries)
+    doc_ids = list(collection.corpus)
+    doc_texts = [collection.documents_text(doc_id) for doc_id in doc_ids]
+
+    results: list[StrategyResult] = []
+    bm25_seconds = None
+    bm25_bytes = 0
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="embedtune-search") as pool:
+        bm25_future = None
+        if bm25 or hybrid:
+            start = time.perf_counter()
+            bm25_index = BM25Index.build(doc_ids, doc_texts)
+            bm25_seconds = time.perf_counter() - start
+            bm25_bytes = _bm25_bytes(bm25_index)
+            # Runs beside the embedding and the dense search below: bm25s, numpy and torch release
+            # the GIL for most of their work.
+            bm25_future = pool.submit(bm25_index.search, all_queries, k)
+        bm25_run: Run | None = None
+        for spec in models:
+            spec = replace(spec, over_limit=OverLimit.TRUNCATE)
+            given = (providers or {}).get(spec.model)
+            timer = _TimedEmbedder(given if given is not None else open_provider(spec))
+            embedder = build_embedder(spec, cache=cache, provider=timer)
+            try:
+                doc_vectors, doc_truncated = _embed_all(embedder, doc_texts, "document", spec.model, on_progress)
+                query_vectors, query_truncated = _embed_all(
+                    embedder, [all_queries[q] for q in query_ids], "query", spec.model, on_progress
+                )
+                cost = _cost(spec.model, embedder, timer, doc_texts, list(all_queries.values()),
+                             doc_truncated, query_truncated)
+            finally:
+                _close(embedder)
+            index = DenseIndex.build(doc_ids, doc_vectors, model=spec.model)
+            dense_future = pool.submit(index.search, query_ids, query_vectors, k)
+            if bm25_future is not None and bm25_run is None:
+                bm25_run = bm25_future.result()
+            dense_run = dense_future.result()
+            dense_bytes = int(index.vectors.nbytes)
+            results.append(StrategyResult(
+                name=spec.model, kind="dense", model=spec.model, metrics=_score(qrels, dense_run),
+                index_bytes=dense_bytes, cost=cost,
+            ))
+            if doc_truncated:
+                notes.append(
+                    f"{spec.model}: {doc_truncated} of {len(doc_texts)} documents are over its "
+                    f"{embedder.max_tokens}-token limit and were truncated"
+                )
+            if query_truncated:
+                notes.append(f"{spec.model}: {query_truncated} queries were truncated")
+            for method in hybrid:
+                results.append(_hybrid(method, spec.model, dense_run, bm25_run, qrels, tune_qrels, k,
+                                       index_bytes=dense_bytes + bm25_bytes, cost=cost))
+
+        if bm25:
+            bm25_run = bm25_run if bm25_run is not None else bm25_future.result()  # type: ignore[union-attr]
+            results.insert(0, StrategyResult(
+                name="bm25", kind="bm25", model=None, metrics=_score(qrels, bm25_run), index_bytes=bm25_bytes,
+            ))
+
+    winner = max(results, key=lambda r: r.metrics["ndcg@10"]).name  # first of equals wins
+    return ComparisonResult(
+        collection=collection.name,
+        split=split,
+        tune_split=tune_split if "convex" in hybrid else None,
+        documents=len(doc_ids),
+        queries=len(queries),
+        k=k,
+        strategies=tuple(results),
+        winner=winner,
+        bm25_index_seconds=bm25_seconds,
+        notes=tuple(notes),
+    )
+
+
+def _check_request(models: Sequence, bm25: bool, hybrid: Sequence[str], k: int) -> list[str]:
+    if isinstance(hybrid, str):
+        hybrid = [part.strip() for part in hybrid.split(",") if part.strip()]
+    unknown = [m for m in hybrid if m not in HYBRID_METHODS]
+    if unknown:
+        raise ConfigError(f"unknown hybrid method {unknown[0]!r}; use {' or '.join(HYBRID_METHODS)}")
+    if not models and not bm25:
+        raise ConfigError("nothing to compare: give at least one model, or BM25")
+    if hybrid and not models:
+        raise ConfigError("a hybrid fuses a model with BM25; give at least one model")
+    for spec in models:
+        find_card(spec.model)  # an unknown model fails before any work is done
+    uris = [spec.model for spec in models]
+    repeated = sorted({uri for uri in uris if uris.count(uri) > 1})
+    if repeated:
+        raise ConfigError(f"model {repeated[0]} is listed twice; list each model once")
+    if k < 100:
+        raise ConfigError(f"k must be at least 100 to report Recall@100, not {k}")
+    return list(dict.fromkeys(hybrid))
+
+
+def _pick_tune_split(collection: Collection, split: str, tune_split: str | None, needed: bool) -> str | None:
+    if tune_split is not None:
+        if tune_split == split:
+            raise ConfigError(
+                f"the convex weight cannot be tuned on {split!r}, the split being reported; "
+                "tune it on a train or dev split"
+            )
+        collection.split(tune_split)  # raises InputError naming the splits there are
+        return tune_split
+    if not needed:
+        return None
+    return next((name for name in TUNE_SPLITS if name in collection.qrels and name != split), None)
+
+
+def _embed_all(
+    embedder: Embedder, texts: list[str], kind: Kind, model: str, on_progress: ProgressFn | None
+) -> tuple[np.ndarray, int]:
+    """All ``texts`` embedded in slices; also how many the length policy truncated."""
+    policy = find_layer(embedder, LengthPolicy)
+    before = policy.stats.truncated if policy is not None else 0
+    task = f"{model} {'documents' if kind == 'document' else 'queries'}"
+    parts = []
+    if on_progress:
+        on_progress(task, 0, len(texts))
+    for start in range(0, len(texts), _SLICE):
+        parts.append(embedder.embed(texts[start : start + _SLICE], kind))
+        if on_progress:
+            on_progress(task, min(start + _SLICE, len(texts)), len(texts))
+    vectors = np.concatenate(parts) if parts else np.zeros((0, embedder.dim), dtype=np.float32)
+    truncated = (policy.stats.truncated - before) if policy is not None else 0
+    return vectors, truncated
+
+
+def _cost(
+    model: str,
+    embedder: Embedder,
+    timer: _TimedEmbedder,
+    doc_texts: list[str],
+    query_texts: list[str],
+    doc_truncated: int,
+    query_truncated: int,
+) -> ModelCost:
+    batcher = find_layer(embedder, BatchingEmbedder)
+    cache = find_layer(embedder, CachingEmbedder)
+    limit = embedder.max_tokens
+
+    def tokens(texts: list[str], kind: Kind) -> int:
+        return sum(min(embedder.count_tokens(t, kind), limit) for t in texts)
+
+    card = find_card(model)
+    embedded = cache.stats.misses if cache is not None else batcher.stats.texts
+    return ModelCost(
+        model=model,
+        dim=embedder.dim,
+        corpus_tokens=tokens(doc_texts, "document"),
+        query_tokens=tokens(query_texts, "query"),
+        tokens_embedded=batcher.stats.tokens,
+        texts_embedded=embedded,
+        texts_cached=cache.stats.hits if cache is not None else 0,
+        embed_seconds=timer.seconds,
+        truncated_documents=doc_truncated,
+        truncated_queries=query_truncated,
+        usd_per_million_tokens=None if card is None else card.usd_per_million_tokens,
+    )
+
+
+def _hybrid(
+    method: str,
+    model: str,
+    dense_run: Run,
+    bm25_run: Run | None,
+    qrels: Qrels,
+    tune_qrels: Qrels,
+    k: int,
+    *,
+    index_bytes: int,
+    cost: ModelCost,
+) -> StrategyResult:
+    assert bm25_run is not None  # a hybrid always builds BM25
+    name = f"{model} + bm25 ({method})"
+    # Only the reported queries are fused; the convex weight is tuned on the training queries alone.
+    test_dense = {qid: dense_run.get(qid, {}) for qid in qrels}
+    test_bm25 = {qid: bm25_run.get(qid, {}) for qid in qrels}
+    if method == "rrf":
+        fused = cut(rrf([test_dense, test_bm25], k=RRF_K), k)
+        return StrategyResult(name=name, kind="rrf", model=model, metrics=_score(qrels, fused),
+                              index_bytes=index_bytes, cost=cost)
+    alpha, table = tune_convex_weight(tune_qrels, dense_run, bm25_run, metric="ndcg@10")
+    fused = cut(convex([test_dense, test_bm25], [alpha, 1.0 - alpha], method="minmax"), k)
+    return StrategyResult(name=name, kind="convex", model=model, metrics=_score(qrels, fused),
+                          index_bytes=index_bytes, cost=cost, alpha=alpha, tuning=table)
+
+
+def _score(qrels: Qrels, run: Run) -> dict[str, float]:
+    return evaluate(qrels, run, METRICS)
+
+
+def _bm25_bytes(index: BM25Index) -> int:
+    """Bytes of the BM25 index as saved on disk (score matrix, vocabulary, ids, manifest)."""
+    with tempfile.TemporaryDirectory(prefix="embedtune-bm25-") as folder:
+        index.save(folder)
+        return sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file())
+
+
+def _close(embedder: Embedder) -> None:
+    cache = find_layer(embedder, CachingEmbedder)
+    if cache is not None:
+        cache.close()
+
+
+class _TimedEmbedder:
+    """Times the model's own calls; the first call is preceded by an untimed one-text warm-up.
+
+    It sits under the cache, so it sees (and times) only texts the model really embeds, and a run
+    served from the cache never calls it, so never loads the model.
+    """
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.dim = inner.dim
+        self.max_tokens = inner.max_tokens
+        self.seconds = 0.0
+        self.texts = 0
+        self._warm = False
+
+    def fingerprint(self, kind: Kind = "document") -> str:
+        return self.inner.fingerprint(kind)
+
+    def count_tokens(self, text: str, kind: Kind = "document") -> int:
+        return self.inner.count_tokens(text, kind)
+
+    def embed(self, texts: Sequence[str], kind: Kind = "document") -> np.ndarray:
+        if not self._warm and texts:
+            self.inner.embed(list(texts[:1]), kind)  # loads weights, warms caches: not timed
+            self._warm = True
+        start = time.perf_counter()
+        vectors = self.inner.embed(texts, kind)
+        self.seconds += time.perf_counter() - start
+        self.texts += len(texts)
+        return vectors

@@ -1,0 +1,240 @@
+"""Reports of a comparison: a rich table for the screen, a JSON-ready dict, and a PNG plot.
+
+All three read a :class:`~embedtune.evaluation.compare.ComparisonResult` and nothing else.
+matplotlib is imported (and switched to its Agg backend) only when a plot is drawn.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from embedtune.errors import require
+from embedtune.evaluation.compare import ComparisonResult, StrategyResult
+
+__all__ = ["comparison_table", "comparison_to_dict", "plot_comparison", "speed_text", "usd_text"]
+
+_MB = 1024 * 1024
+_COLOURS = {"bm25": "#7f7f7f", "dense": "#1f77b4", "rrf": "#ff7f0e", "convex": "#2ca02c"}
+
+
+def speed_text(strategy: StrategyResult) -> str:
+    """Texts per second of embedding, ``cached`` when nothing was embedded, ``-`` for BM25."""
+    if strategy.cost is None:
+        return "-"
+    speed = strategy.texts_per_s
+    return "cached" if speed is None else f"{speed:,.1f}"
+
+
+def usd_text(strategy: StrategyResult) -> str:
+    """Dollars to embed the corpus with a paid model; ``-`` for BM25 and local models."""
+    usd = strategy.usd
+    if usd is None:
+        return "-"
+    return f"${usd:.4f}" if usd < 1 else f"${usd:,.2f}"
+
+
+def comparison_table(result: ComparisonResult):
+    """A ``rich.table.Table``: one row per strategy, the winner in bold."""
+    from rich.table import Table
+
+    tuned = f"; convex tuned on {result.tune_split}" if result.tune_split else ""
+    table = Table(
+        title=f"{result.collection}: {result.split} split, {result.queries} queries, "
+        f"{result.documents} documents{tuned}",
+    )
+    table.add_column("strategy", no_wrap=True)
+    for column in ("nDCG@10", "Recall@100", "MRR@10", "tokens", "texts/s", "index MB", "$ to embed"):
+        table.add_column(column, justify="right")
+    for strategy in result.strategies:
+        name = strategy.name
+        if strategy.alpha is not None:
+            name += f" α={strategy.alpha:.2f}"
+        table.add_row(
+            name,
+            *(f"{strategy.metrics[m]:.4f}" for m in ("ndcg@10", "recall@100", "mrr@10")),
+            "-" if strategy.tokens is None else f"{strategy.tokens:,}",
+            speed_text(strategy),
+            f"{strategy.index_bytes / _MB:.2f}",
+            usd_text(strategy),
+            style="bold" if strategy.name == result.winner else None,
+        )
+    return table
+
+
+def comparison_to_dict(result: ComparisonResult) -> dict[str, Any]:
+    """Everything in the result as plain JSON types (``json.dumps`` takes it as it is)."""
+    return {
+        "collection": result.collection,
+        "split": result.split,
+        "tune_split": result.tune_split,
+        "documents": result.documents,
+        "queries": result.queries,
+        "k": result.k,
+        "winner": result.winner,
+        "bm25_index_seconds": result.bm25_index_seconds,
+        "notes": list(result.notes),
+        "strategies": [_strategy_dict(s) for s in result.strategies],
+    }
+
+
+def _strategy_dict(strategy: StrategyResult) -> dict[str, Any]:
+    cost = strategy.cost
+    row: dict[str, Any] = {
+        "name": strategy.name,
+        "kind": strategy.kind,
+        "model": strategy.model,
+        "metrics": dict(strategy.metrics),
+        "index_bytes": strategy.index_bytes,
+        "alpha": strategy.alpha,
+        "tokens": strategy.tokens,
+        "texts_per_s": strategy.texts_per_s,
+        "cached": strategy.cached,
+        "usd_to_embed_corpus": strategy.usd,
+    }
+    if strategy.tuning is not None:
+        row["tuning"] = {f"{alpha:g}": value for alpha, value in strategy.tuning.items()}
+    if cost is not None:
+        row["embedding"] = {
+            "dim": cost.dim,
+            "corpus_tokens": cost.corpus_tokens,
+            "query_tokens": cost.query_tokens,
+            "tokens_embedded": cost.tokens_embedded,
+            "texts_embedded": cost.texts_embedded,
+            "texts_cached": cost.texts_cached,
+            "embed_seconds": cost.embed_seconds,
+            "truncated_documents": cost.truncated_documents,
+            "truncated_queries": cost.truncated_queries,
+            "usd_per_million_tokens": cost.usd_per_million_tokens,
+        }
+    return row
+
+
+def plot_comparison(result: ComparisonResult, path: str | os.PathLike[str]) -> Path:
+    """Write a PNG: nDCG@10 against embedding speed (texts/s, log scale), every point labelled.
+
+    A model and its hybrids share one speed, so they stand in one column, coloured by kind and
+    labelled with their score; the column's top label names the model, its speed and its cost.
+    BM25 embeds nothing, so it is a dashed horizontal line in the legend. Models served from the
+    cache have no measured speed: they are hollow and stand left of the measured ones. Marker
+    area grows with the dollars to embed the corpus (paid models). The winner is a red star and
+    is named in the title.
+    """
+    matplotlib = require("matplotlib", "eval")
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    groups: dict[str, list[StrategyResult]] = {}
+    for strategy in result.strategies:
+        if strategy.cost is not None:
+            groups.setdefault(strategy.model or strategy.name, []).append(strategy)
+    speeds = [g[0].texts_per_s for g in groups.values() if g[0].texts_per_s is not None]
+    # Cached models get their own columns, a factor of 4 apart, left of every measured speed.
+    next_unmeasured = min(speeds) / 4 if speeds else 1.0
+    columns: dict[str, float] = {}
+    for model, group in groups.items():
+        if group[0].texts_per_s is not None:
+            columns[model] = group[0].texts_per_s
+        else:
+            columns[model] = next_unmeasured
+            next_unmeasured /= 4
+    top_usd = max((g[0].usd or 0.0 for g in groups.values()), default=0.0)
+
+    scores = [s.metrics["ndcg@10"] for s in result.strategies]
+    pad = max(0.03, (max(scores) - min(scores)) * 0.2)
+    y_low, y_high = max(0.0, min(scores) - pad), min(1.0, max(scores) + pad)
+    line = 0.03 * (y_high - y_low)  # the height of one line of label text, in nDCG
+
+    fig, ax = plt.subplots(figsize=(11, 6.5), dpi=120)
+    try:
+        handles = []
+        for model, group in groups.items():
+            x = columns[model]
+            label_y, lines = None, 0
+            for i, strategy in enumerate(sorted(group, key=lambda s: -s.metrics["ndcg@10"])):
+                score = strategy.metrics["ndcg@10"]
+                text = f"{_kind_label(strategy)}  {score:.3f}"
+                if i == 0:
+                    text = f"{_model_heading(strategy)}\n{text}"
+                new_lines = text.count("\n") + 1
+                # Labels in one column are pushed down so that none covers another.
+                wanted = score if label_y is None else label_y - (lines + new_lines) / 2 * line
+                label_y, lines = min(score, wanted), new_lines
+                _draw_point(ax, strategy, x, score, label_y, text, strategy.name == result.winner, top_usd)
+        for strategy in result.strategies:
+            if strategy.cost is None:
+                winner = strategy.name == result.winner
+                handles.append(ax.axhline(
+                    strategy.metrics["ndcg@10"], color="#d62728" if winner else _COLOURS["bm25"],
+                    linestyle="--", linewidth=2 if winner else 1.2, zorder=1,
+                    label=f"{strategy.name} (no embedding): {strategy.metrics['ndcg@10']:.3f}",
+                ))
+        ax.set_xscale("log")
+        xs = list(columns.values())
+        if xs:
+            ax.set_xlim(min(xs) / 2.5, max(xs) * 12)
+        ax.set_ylim(y_low, y_high)
+        if speeds:
+            hollow = "; hollow, at the left: from the cache, not measured" if len(xs) > len(speeds) else ""
+            ax.set_xlabel(f"embedding speed, texts/s (log scale{hollow})")
+        else:
+            ax.set_xticks([], minor=False)
+            ax.set_xticks([], minor=True)
+            ax.set_xlabel("embedding speed not measured: every vector came from the cache")
+        ax.set_ylabel(f"nDCG@10 on {result.split} ({result.queries} queries)")
+        best = result.best
+        ax.set_title(
+            f"{result.collection}: quality against embedding speed\n"
+            f"winner: {best.name} (nDCG@10 {best.metrics['ndcg@10']:.3f})",
+            fontsize=11,
+        )
+        ax.grid(True, which="major", alpha=0.3)
+        handles += [
+            plt.Line2D([], [], marker="o", linestyle="", color=colour, label=_KIND_NAMES[kind])
+            for kind, colour in _COLOURS.items()
+            if kind != "bm25" and any(s.kind == kind for g in groups.values() for s in g)
+        ]
+        if handles:
+            ax.legend(handles=handles, loc="best", fontsize=8.5)
+        if top_usd:
+            fig.text(0.01, 0.01, "marker area grows with the dollars to embed the corpus", fontsize=8, color="#555555")
+        fig.tight_layout()
+        fig.savefig(path, format="png")
+    finally:
+        plt.close(fig)
+    return path
+
+
+_KIND_NAMES = {"dense": "dense", "rrf": "+ bm25, RRF (k=60)", "convex": "+ bm25, convex (tuned α)"}
+
+
+def _kind_label(strategy: StrategyResult) -> str:
+    if strategy.kind == "convex":
+        return f"+ bm25 convex α={strategy.alpha:.2f}" if strategy.alpha is not None else "+ bm25 convex"
+    return {"rrf": "+ bm25 rrf"}.get(strategy.kind, strategy.kind)
+
+
+def _model_heading(strategy: StrategyResult) -> str:
+    speed = "cached" if strategy.texts_per_s is None else f"{strategy.texts_per_s:,.1f} texts/s"
+    cost = "local, $0" if strategy.usd is None else f"{usd_text(strategy)} to embed"
+    return f"{(strategy.model or strategy.name).removeprefix('local:')}\n{speed} · {cost}"
+
+
+def _draw_point(ax, strategy: StrategyResult, x: float, score: float, label_y: float, text: str, winner: bool,
+                top_usd: float) -> None:
+    measured = strategy.texts_per_s is not None
+    colour = _COLOURS.get(strategy.kind, "#9467bd")
+    size = 80 + (600 * strategy.usd / top_usd if strategy.usd and top_usd else 0)
+    ax.scatter(
+        [x], [score], s=size * (3 if winner else 1), marker="*" if winner else "o",
+        facecolors=colour if measured else "none", edgecolors="#d62728" if winner else colour,
+        linewidths=2 if winner else 1.5, zorder=3,
+    )
+    ax.annotate(
+        text, (x, score), xytext=(x * 1.3, label_y), textcoords="data", fontsize=8,
+        fontweight="bold" if winner else "normal", color="#d62728" if winner else "black", va="center",
+        arrowprops={"arrowstyle": "-", "color": "#aaaaaa", "lw": 0.6},
+    )

@@ -1,0 +1,252 @@
+"""The comparison pipeline, its reports and its commands, on the sample collection embedtune ships."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from importlib import resources
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from embedtune.engine import CountingEmbedder
+from embedtune.errors import ConfigError, InputError
+from embedtune.evaluation import evaluate, load_beir
+from embedtune.evaluation.compare import ComparisonResult, ModelCost, StrategyResult, evaluate_strategies
+from embedtune.evaluation.report import comparison_table, comparison_to_dict, plot_comparison
+from embedtune.factory import EmbedderSpec
+
+SAMPLE = Path(str(resources.files("embedtune") / "data" / "sample"))
+FAKE = EmbedderSpec(model="fake:hash-256")
+MINILM = "local:all-MiniLM-L6-v2"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return load_beir(SAMPLE)
+
+
+def names(result: ComparisonResult) -> list[str]:
+    return [s.name for s in result.strategies]
+
+
+def rendered(result: ComparisonResult) -> str:
+    console = Console(width=220, record=True, file=open(os.devnull, "w"))
+    console.print(comparison_table(result))
+    console.file.close()
+    return console.export_text()
+
+
+def test_fake_model_plumbing_first_run_then_rerun_from_the_cache(sample, tmp_path):
+    cache = tmp_path / "cache.sqlite"
+    first = evaluate_strategies(sample, [FAKE], bm25=True, hybrid=["rrf", "convex"], cache=cache)
+    assert names(first) == ["bm25", "fake:hash-256", "fake:hash-256 + bm25 (rrf)", "fake:hash-256 + bm25 (convex)"]
+    assert (first.split, first.tune_split, first.documents, first.queries) == ("test", "train", 120, 20)
+    best = max(first.strategies, key=lambda s: s.metrics["ndcg@10"])
+    assert first.winner == best.name
+    for strategy in first.strategies:
+        assert set(strategy.metrics) == {"ndcg@10", "recall@100", "mrr@10"}
+        assert all(0.0 <= value <= 1.0 for value in strategy.metrics.values())
+        assert strategy.index_bytes > 0
+    dense = first.strategy("fake:hash-256")
+    assert dense.index_bytes == 120 * 256 * 4
+    assert first.strategy("fake:hash-256 + bm25 (rrf)").index_bytes == dense.index_bytes + first.strategy("bm25").index_bytes
+    cost = dense.cost
+    # 120 documents, and the 40 train + 20 test queries; nothing came from the cache
+    assert (cost.texts_embedded, cost.texts_cached) == (180, 0)
+    assert cost.tokens_embedded == cost.tokens == cost.corpus_tokens + cost.query_tokens > 0
+    assert cost.texts_per_s > 0 and cost.usd_to_embed_corpus is None
+    assert 0.0 <= first.strategy("fake:hash-256 + bm25 (convex)").alpha <= 1.0
+
+    again = evaluate_strategies(sample, [FAKE], bm25=True, hybrid=["rrf", "convex"], cache=cache)
+    cost = again.strategy("fake:hash-256").cost
+    assert (cost.texts_embedded, cost.tokens_embedded, cost.texts_cached) == (0, 0, 180)
+    assert cost.texts_per_s is None and again.strategy("fake:hash-256").cached
+    assert cost.tokens == first.strategy("fake:hash-256").tokens
+    assert [s.metrics for s in again.strategies] == [s.metrics for s in first.strategies]
+    assert "cached" in rendered(again)
+    assert plot_comparison(again, tmp_path / "cached.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_texts_over_the_limit_are_truncated_and_counted(sample):
+    short = EmbedderSpec(model="fake:hash-256", max_tokens=30)  # over_limit "error" is overridden
+    result = evaluate_strategies(sample, [short], bm25=False)
+    cost = result.strategy("fake:hash-256").cost
+    over = sum(1 for doc in sample.corpus.values() if len(doc.full_text.split()) > 40)
+    assert cost.truncated_documents >= over > 0
+    assert any(f"{cost.truncated_documents} of 120 documents are over its 30-token limit" in n for n in result.notes)
+    assert cost.corpus_tokens <= 120 * 30
+
+
+def test_bm25_row_matches_bm25_alone(sample):
+    from embedtune.search import BM25Index
+
+    result = evaluate_strategies(sample, [], bm25=True)
+    assert names(result) == ["bm25"] and result.winner == "bm25"
+    ids = list(sample.corpus)
+    queries, qrels = sample.split("test")
+    run = BM25Index.build(ids, [sample.documents_text(i) for i in ids]).search(queries, k=100)
+    assert result.strategy("bm25").metrics == evaluate(qrels, run, ["ndcg@10", "recall@100", "mrr@10"])
+
+
+def test_convex_weight_is_tuned_on_train_only(sample):
+    before = evaluate_strategies(sample, [FAKE], bm25=False, hybrid=["convex"])
+    # Every test judgment moved to another document: test scores change, the weight must not.
+    docs = sorted(sample.corpus)
+    scrambled = {
+        qid: {docs[(docs.index(doc) + 7) % len(docs)]: rel for doc, rel in judged.items()}
+        for qid, judged in sample.qrels["test"].items()
+    }
+    changed = replace(sample, qrels={**sample.qrels, "test": scrambled})
+    after = evaluate_strategies(changed, [FAKE], bm25=False, hybrid=["convex"])
+    name = "fake:hash-256 + bm25 (convex)"
+    assert after.strategy(name).alpha == before.strategy(name).alpha
+    assert after.strategy(name).tuning == before.strategy(name).tuning
+    assert after.strategy(name).metrics != before.strategy(name).metrics
+    assert before.tune_split == "train"
+
+
+def test_without_a_training_split_convex_is_not_tuned_and_rrf_is_reported(sample):
+    only_test = replace(sample, qrels={"test": sample.qrels["test"]})
+    result = evaluate_strategies(only_test, [FAKE], bm25=False, hybrid=["convex"])
+    assert names(result) == ["fake:hash-256", "fake:hash-256 + bm25 (rrf)"]
+    assert result.tune_split is None
+    assert any("convex fusion was not tuned" in note for note in result.notes)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"hybrid": ["rrf"], "tune_split": "test"}, ConfigError, "cannot be tuned on 'test'"),
+        ({"hybrid": ["mean"]}, ConfigError, "unknown hybrid method 'mean'"),
+        ({"split": "dev"}, InputError, "has no split 'dev'"),
+        ({"k": 10}, ConfigError, "k must be at least 100"),
+    ],
+)
+def test_bad_requests(sample, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        evaluate_strategies(sample, [FAKE], bm25=True, **kwargs)
+    with pytest.raises(ConfigError, match="nothing to compare"):
+        evaluate_strategies(sample, [], bm25=False)
+    with pytest.raises(ConfigError, match="listed twice"):
+        evaluate_strategies(sample, [FAKE, FAKE], bm25=False)
+
+
+def test_minilm_on_the_sample_then_a_rerun_embeds_nothing(sample, tmp_path, minilm):
+    cache = tmp_path / "cache.sqlite"
+    counters = []
+
+    def run():
+        counters.append(CountingEmbedder(minilm))
+        return evaluate_strategies(
+            sample, [EmbedderSpec(model=MINILM)], bm25=True, hybrid=["rrf", "convex"], cache=cache,
+            providers={MINILM: counters[-1]},
+        )
+
+    first = run()
+    assert names(first) == ["bm25", MINILM, f"{MINILM} + bm25 (rrf)", f"{MINILM} + bm25 (convex)"]
+    dense = first.strategy(MINILM)
+    assert dense.metrics["ndcg@10"] > 0.6  # a real model finds paraphrases the hash model cannot
+    assert dense.cost.texts_embedded == 180 and dense.cost.texts_per_s > 0
+    assert dense.index_bytes == 120 * 384 * 4
+    assert 0.0 <= first.strategy(f"{MINILM} + bm25 (convex)").alpha <= 1.0
+    assert counters[0].calls > 0
+
+    second = run()
+    assert counters[1].calls == 0 and sum(counters[1].texts.values()) == 0
+    assert second.strategy(MINILM).cost.texts_embedded == 0
+    assert [s.metrics for s in second.strategies] == [s.metrics for s in first.strategies]
+
+
+def _paid_result() -> ComparisonResult:
+    cost = ModelCost(
+        model="openai:text-embedding-3-small", dim=1536, corpus_tokens=2_000_000, query_tokens=500,
+        tokens_embedded=2_000_500, texts_embedded=1000, texts_cached=0, embed_seconds=4.0,
+        truncated_documents=0, truncated_queries=0, usd_per_million_tokens=0.02,
+    )
+    metrics = {"ndcg@10": 0.7, "recall@100": 0.9, "mrr@10": 0.65}
+    strategies = (
+        StrategyResult(name="bm25", kind="bm25", model=None, metrics={**metrics, "ndcg@10": 0.6}, index_bytes=10),
+        StrategyResult(name=cost.model, kind="dense", model=cost.model, metrics=metrics, index_bytes=2 * 1024**2,
+                       cost=cost),
+        StrategyResult(name=f"{cost.model} + bm25 (convex)", kind="convex", model=cost.model,
+                       metrics={**metrics, "ndcg@10": 0.75}, index_bytes=2 * 1024**2 + 10, cost=cost, alpha=0.4),
+    )
+    return ComparisonResult(collection="paid", split="test", tune_split="train", documents=1000, queries=10,
+                            k=100, strategies=strategies, winner=strategies[2].name)
+
+
+def test_reports_table_json_and_png(tmp_path):
+    result = _paid_result()
+    assert result.best.cost.usd_to_embed_corpus == pytest.approx(0.02 * 2_000_000 / 1e6)
+    text = rendered(result)
+    for column in ("strategy", "nDCG@10", "Recall@100", "MRR@10", "tokens", "texts/s", "index MB", "$ to embed"):
+        assert column in text
+    assert "$0.0400" in text and "α=0.40" in text and "250.0" in text and "2,000,500" in text
+
+    data = json.loads(json.dumps(comparison_to_dict(result)))
+    assert data["winner"] == "openai:text-embedding-3-small + bm25 (convex)"
+    assert [row["name"] for row in data["strategies"]] == [s.name for s in result.strategies]
+    assert data["strategies"][2]["alpha"] == 0.4
+    assert data["strategies"][1]["usd_to_embed_corpus"] == pytest.approx(0.04)
+    assert data["strategies"][0]["usd_to_embed_corpus"] is None
+
+    path = plot_comparison(result, tmp_path / "plots" / "comparison.png")
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    from matplotlib import image
+
+    pixels = image.imread(path)
+    assert pixels.shape[0] > 400 and pixels.shape[1] > 600
+
+
+def cli(*args, home, cwd=None):
+    env = {**os.environ, "EMBEDTUNE_HOME": str(home), "HF_HUB_OFFLINE": "1", "COLUMNS": "220"}
+    return subprocess.run([sys.executable, "-m", "embedtune.cli", *map(str, args)],
+                          capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
+
+
+def test_compare_command_writes_json_and_png(tmp_path):
+    result = cli("compare", "--models", "fake:hash-256", "--bm25", "--hybrid", "rrf,convex",
+                 "--out-dir", tmp_path / "report", home=tmp_path / "h")
+    assert result.returncode == 0, result.stderr
+    assert "winner: bm25" in result.stdout and "fake:hash-256 + bm25 (convex) α=" in result.stdout
+    data = json.loads((tmp_path / "report" / "comparison.json").read_text())
+    assert data["collection"] == "sample" and len(data["strategies"]) == 4
+    assert (tmp_path / "report" / "comparison.png").read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.fixture()
+def broken(tmp_path):
+    """Copies of the sample collection, each broken in one way."""
+    missing = tmp_path / "missing-queries"
+    shutil.copytree(SAMPLE, missing)
+    (missing / "queries.jsonl").unlink()
+    duplicated = tmp_path / "duplicate-ids"
+    shutil.copytree(SAMPLE, duplicated)
+    corpus = duplicated / "corpus.jsonl"
+    first = corpus.read_text().splitlines()[0]
+    corpus.write_text(corpus.read_text() + first + "\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["eval", "{p}/missing-queries", "--model", "fake:hash-256"], "queries.jsonl is missing"),
+        (["compare", "{p}/duplicate-ids", "--models", "fake:hash-256"], "repeats 1 document id(s) (first: 'd001')"),
+        (["compare", "{p}/nowhere", "--models", "fake:hash-256"], "does not exist"),
+        (["compare", "--models", "fake:hash-256", "--hybrid", "mean"], "unknown hybrid method 'mean'"),
+        (["eval", "{p}/missing-queries", "--model", "local:no-such-model"], "unknown model 'local:no-such-model'"),
+    ],
+)
+def test_commands_report_bad_input_in_one_line(broken, args, message):
+    result = cli(*(a.format(p=broken) for a in args), home=broken / "h")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stdout
+    assert "Traceback" not in result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert message in lines[0], lines[0]
