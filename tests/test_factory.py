@@ -89,3 +89,14 @@ def test_openai_settings_are_checked_before_any_request(monkeypatch):
     assert small.count_tokens("hello world") == 2  # tiktoken's cl100k_base, shipped offline
     assert "sk-not-used" not in small.fingerprint()
     small.close()
+
+
+def test_openai_batches_never_exceed_its_request_limits(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-used")
+    spec = EmbedderSpec(model="openai:text-embedding-3-small", max_batch=5000, max_batch_tokens=10**7)
+    stack = build_embedder(spec)
+    batcher = stack.inner
+    assert isinstance(batcher, BatchingEmbedder)
+    assert (batcher.max_batch, batcher.max_batch_tokens, batcher.concurrency) == (2048, 300_000, 4)
+    assert stack.max_tokens == 8191 and not batcher.sort_by_length
+    batcher.inner.close()

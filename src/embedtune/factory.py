@@ -60,6 +60,8 @@ class EmbedderSpec:
     tokens_per_minute: int | None = None
     timeout: float = 60.0
     max_attempts: int = 8
+    keep_alive: str = "5m"  # ollama: how long the server keeps the model loaded
+    truncate: bool = False  # ollama: let the server cut long inputs (the length policy counts first)
 
     def __post_init__(self) -> None:
         split_uri(self.model)
@@ -77,6 +79,10 @@ class EmbedderSpec:
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{field} must be a positive integer, not {value!r}")
 
+
+# OpenAI's per-request limits: 2,048 inputs and 300,000 tokens (8,191 per input is the catalogue's
+# max_tokens, which the length policy enforces).
+OPENAI_LIMITS = {"max_inputs": 2048, "max_request_tokens": 300_000}
 
 # How each provider is fed when a spec does not say: (max_batch, max_batch_tokens, concurrency).
 # Local models use every core for one batch; 32 mixed-length texts is their sweet spot (MODELS.md).
@@ -202,7 +208,7 @@ def _open_http(spec: EmbedderSpec, provider: str, name: str) -> Embedder:
     else:
         from .providers.ollama import OllamaEmbedder
 
-        embedder = OllamaEmbedder(**common)
+        embedder = OllamaEmbedder(truncate=spec.truncate, keep_alive=spec.keep_alive, **common)
     if embedder.dim is None:
         try:
             embedder.probe_dim()
@@ -260,13 +266,18 @@ def build_embedder(
     ``provider`` replaces the one the spec names (tests pass a counting wrapper here).
     """
     inner = provider if provider is not None else open_provider(spec)
-    max_batch, max_batch_tokens, concurrency = PROVIDER_DEFAULTS[split_uri(spec.model)[0]]
+    kind = split_uri(spec.model)[0]
+    max_batch, max_batch_tokens, concurrency = PROVIDER_DEFAULTS[kind]
+    max_batch, max_batch_tokens = spec.max_batch or max_batch, spec.max_batch_tokens or max_batch_tokens
+    if kind == "openai":  # OpenAI's own ceilings per request, whatever a config asks for
+        max_batch = min(max_batch, OPENAI_LIMITS["max_inputs"])
+        max_batch_tokens = min(max_batch_tokens, OPENAI_LIMITS["max_request_tokens"])
     embedder: Embedder = BatchingEmbedder(
         inner,
-        max_batch=spec.max_batch or max_batch,
-        max_batch_tokens=spec.max_batch_tokens or max_batch_tokens,
+        max_batch=max_batch,
+        max_batch_tokens=max_batch_tokens,
         concurrency=spec.concurrency or concurrency,
-        sort_by_length=split_uri(spec.model)[0] in ("local", "fake"),
+        sort_by_length=kind in ("local", "fake"),
         on_progress=on_progress,
     )
     if cache is not None:

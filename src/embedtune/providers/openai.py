@@ -13,10 +13,7 @@ import numpy as np
 
 from .http import HttpEmbedder, normalize_rows
 
-__all__ = ["OpenAIEmbedder", "OPENAI_LIMITS"]
-
-# Per request: 2,048 inputs, 8,191 tokens per input, 300,000 tokens in all.
-OPENAI_LIMITS = {"max_inputs": 2048, "max_input_tokens": 8191, "max_request_tokens": 300_000}
+__all__ = ["OpenAIEmbedder"]
 
 
 class OpenAIEmbedder(HttpEmbedder):
