@@ -283,7 +283,7 @@ def _compare(collection: Path | None, uris: list[str], *, bm25: bool, hybrid: st
 
         result = evaluate_strategies(
             data, specs, bm25=bm25, hybrid=methods, split=split,
-            cache=default_home() / "embeddings.sqlite", on_progress=on_progress,
+            cache=default_home() / "embeddings.sqlite", on_progress=on_progress, index_dir=default_home() / "indexes",
         )
     out.print(comparison_table(result))
     for note in result.notes:

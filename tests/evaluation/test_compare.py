@@ -250,3 +250,28 @@ def test_commands_report_bad_input_in_one_line(broken, args, message):
     assert "Traceback" not in result.stderr
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert message in lines[0], lines[0]
+
+
+def test_saved_indexes_are_loaded_on_the_next_run(sample, tmp_path):
+    counted = CountingEmbedder(__import__("embedtune.factory", fromlist=["open_provider"]).open_provider(FAKE))
+    first = evaluate_strategies(sample, [FAKE], hybrid=["rrf"], index_dir=tmp_path / "idx",
+                                providers={FAKE.model: counted})
+    (folder,) = (tmp_path / "idx").iterdir()
+    assert folder.name.startswith("sample-") and {p.name for p in folder.iterdir()} == {"bm25", "fake_hash-256"}
+    documents = [sample.documents_text(d) for d in sample.corpus]
+    embedded = sum(counted.texts[t] for t in documents)
+    assert embedded >= 120  # every document (and the first once more, for the untimed warm-up)
+    second = evaluate_strategies(sample, [FAKE], hybrid=["rrf"], index_dir=tmp_path / "idx",
+                                 providers={FAKE.model: counted})
+    assert sum(counted.texts[t] for t in documents) == embedded  # the saved index was used: none again
+    assert [s.metrics for s in second.strategies] == [s.metrics for s in first.strategies]
+
+
+def test_a_saved_index_of_other_dims_is_refused_in_one_line(tmp_path):
+    (tmp_path / "embedtune.toml").write_text('[embedders.narrow]\nmodel = "fake:hash-256"\ndims = 128\n')
+    first = cli("compare", "--models", "fake:hash-256", "--out-dir", "r", home=tmp_path / "h", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    second = cli("compare", "--models", "narrow", "--out-dir", "r", home=tmp_path / "h", cwd=tmp_path)
+    lines = [line for line in second.stderr.splitlines() if line.strip()]
+    assert second.returncode == 2 and "Traceback" not in second.stderr and len(lines) == 1
+    assert "holds 256-dim vectors of 'fake:hash-256' but the model gives 128-dim vectors" in lines[0]

@@ -21,6 +21,8 @@ the cache measures no speed and says so. A run served wholly from the cache neve
 
 from __future__ import annotations
 
+import hashlib
+import re
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +35,7 @@ import numpy as np
 from embedtune.catalogue import find_card
 from embedtune.embedder import Embedder, Kind
 from embedtune.engine import BatchingEmbedder, CachingEmbedder, LengthPolicy, OverLimit, find_layer
+from embedtune.engine.wrapper import Wrapper
 from embedtune.errors import ConfigError
 from embedtune.evaluation.collections import Collection, Qrels
 from embedtune.evaluation.metrics import evaluate
@@ -179,6 +182,7 @@ def evaluate_strategies(
     k: int = 100,
     on_progress: ProgressFn | None = None,
     providers: Mapping[str, Embedder] | None = None,
+    index_dir: str | Path | None = None,
 ) -> ComparisonResult:
     """Score BM25, each model's dense retrieval and their hybrids on ``split`` of ``collection``.
 
@@ -188,6 +192,12 @@ def evaluate_strategies(
     RRF (which needs no tuning) is reported instead, and ``notes`` says so. ``cache`` is the
     embedding cache file (``None``: no cache). ``providers`` maps a model URI to an already
     opened provider to use instead of opening it again (tests share one loaded model).
+
+    With ``index_dir``, the BM25 index and each model's dense index are saved there, in a folder
+    named for the collection and a hash of its documents, and loaded on the next run instead of
+    rebuilt: the corpus is then not embedded again. A saved dense index whose dims differ from the
+    model's is refused with one line; one built by another revision or setting of the same model
+    (a different fingerprint, same dims) is rebuilt.
     """
     hybrid = _check_request(models, bm25, hybrid, k)
     queries, qrels = collection.split(split)
@@ -207,6 +217,7 @@ def evaluate_strategies(
     query_ids = list(all_queries)
     doc_ids = list(collection.corpus)
     doc_texts = [collection.documents_text(doc_id) for doc_id in doc_ids]
+    store = _IndexStore(index_dir, collection.name, doc_ids, doc_texts) if index_dir is not None else None
 
     results: list[StrategyResult] = []
     bm25_seconds = None
@@ -215,7 +226,7 @@ def evaluate_strategies(
         bm25_future = None
         if bm25 or hybrid:
             start = time.perf_counter()
-            bm25_index = BM25Index.build(doc_ids, doc_texts)
+            bm25_index = store.bm25() if store is not None else BM25Index.build(doc_ids, doc_texts)
             bm25_seconds = time.perf_counter() - start
             bm25_bytes = _bm25_bytes(bm25_index)
             # Runs beside the embedding and the dense search below: bm25s, numpy and torch release
@@ -228,7 +239,14 @@ def evaluate_strategies(
             timer = _TimedEmbedder(given if given is not None else open_provider(spec))
             embedder = build_embedder(spec, cache=cache, provider=timer)
             try:
-                doc_vectors, doc_truncated = _embed_all(embedder, doc_texts, "document", spec.model, on_progress)
+                index = store.dense(spec.model, embedder) if store is not None else None
+                if index is None:
+                    doc_vectors, doc_truncated = _embed_all(embedder, doc_texts, "document", spec.model, on_progress)
+                    index = DenseIndex.build(doc_ids, doc_vectors, model=spec.model)
+                    if store is not None:
+                        store.save_dense(index, embedder)
+                else:
+                    doc_truncated = sum(embedder.count_tokens(t, "document") > embedder.max_tokens for t in doc_texts)
                 query_vectors, query_truncated = _embed_all(
                     embedder, [all_queries[q] for q in query_ids], "query", spec.model, on_progress
                 )
@@ -236,7 +254,6 @@ def evaluate_strategies(
                              doc_truncated, query_truncated)
             finally:
                 _close(embedder)
-            index = DenseIndex.build(doc_ids, doc_vectors, model=spec.model)
             dense_future = pool.submit(index.search, query_ids, query_vectors, k)
             if bm25_future is not None and bm25_run is None:
                 bm25_run = bm25_future.result()
@@ -409,7 +426,50 @@ def _close(embedder: Embedder) -> None:
         cache.close()
 
 
-class _TimedEmbedder:
+class _IndexStore:
+    """Saved indexes of one corpus: ``ROOT/<collection>-<hash of its documents>/{bm25,<model>}``.
+
+    The folder name changes whenever a document does, so an index never outlives its corpus.
+    Each dense index keeps the fingerprint of the embedder that built it beside its vectors.
+    """
+
+    def __init__(self, root: str | Path, name: str, doc_ids: list[str], doc_texts: list[str]) -> None:
+        digest = hashlib.sha256()
+        for doc_id, text in zip(doc_ids, doc_texts):
+            digest.update(doc_id.encode() + b"\x00" + text.encode() + b"\x00")
+        self.folder = Path(root) / f"{_slug(name)}-{digest.hexdigest()[:12]}"
+        self.doc_ids = doc_ids
+        self.doc_texts = doc_texts
+
+    def bm25(self) -> BM25Index:
+        folder = self.folder / "bm25"
+        if (folder / "manifest.json").exists():
+            return BM25Index.load(folder)
+        index = BM25Index.build(self.doc_ids, self.doc_texts)
+        index.save(folder)
+        return index
+
+    def dense(self, model: str, embedder: Embedder) -> DenseIndex | None:
+        """The saved index of ``model``, or None when there is none (or it is stale)."""
+        folder = self.folder / _slug(model)
+        if not (folder / "manifest.json").exists():
+            return None
+        index = DenseIndex.load(folder, model=model, dim=embedder.dim)  # other dims: one clear line
+        saved = (folder / "fingerprint.txt").read_text(encoding="utf-8") if (folder / "fingerprint.txt").exists() else ""
+        if saved != embedder.fingerprint("document") or list(index.ids) != self.doc_ids:
+            return None
+        return index
+
+    def save_dense(self, index: DenseIndex, embedder: Embedder) -> None:
+        folder = index.save(self.folder / _slug(index.model))
+        (folder / "fingerprint.txt").write_text(embedder.fingerprint("document"), encoding="utf-8")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:80] or "index"
+
+
+class _TimedEmbedder(Wrapper):
     """Times the model's own calls; the first call is preceded by an untimed one-text warm-up.
 
     It sits under the cache, so it sees (and times) only texts the model really embeds, and a run
@@ -417,19 +477,10 @@ class _TimedEmbedder:
     """
 
     def __init__(self, inner: Embedder) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.dim = inner.dim
-        self.max_tokens = inner.max_tokens
+        super().__init__(inner)
         self.seconds = 0.0
         self.texts = 0
         self._warm = False
-
-    def fingerprint(self, kind: Kind = "document") -> str:
-        return self.inner.fingerprint(kind)
-
-    def count_tokens(self, text: str, kind: Kind = "document") -> int:
-        return self.inner.count_tokens(text, kind)
 
     def embed(self, texts: Sequence[str], kind: Kind = "document") -> np.ndarray:
         if not self._warm and texts:
