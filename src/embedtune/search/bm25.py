@@ -28,6 +28,7 @@ import numpy as np
 
 from embedtune.errors import InputError, require
 from embedtune.search.runs import Run
+from embedtune.search.saved import read_manifest
 
 __all__ = ["BM25Index"]
 
@@ -137,23 +138,7 @@ class BM25Index:
         """Open an index written by :meth:`save`; ``mmap=True`` maps its score arrays read-only."""
         bm25s = require("bm25s", "eval")
         folder = Path(folder)
-        for name in (_MANIFEST, _IDS):
-            if not (folder / name).is_file():
-                raise InputError(f"{folder / name} is missing; {folder} is not a saved BM25 index")
-        try:
-            manifest = json.loads((folder / _MANIFEST).read_text(encoding="utf-8"))
-            ids = json.loads((folder / _IDS).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise InputError(
-                f"{folder} holds a broken manifest.json or ids.json ({exc.msg}); rebuild the index"
-            ) from exc
-        if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
-            raise InputError(f"{folder / _MANIFEST} is not an embedtune BM25 manifest; rebuild the index")
-        if manifest.get("version") != _VERSION:
-            raise InputError(
-                f"{folder} holds BM25 index version {manifest.get('version')}; this embedtune reads "
-                f"version {_VERSION}; rebuild the index"
-            )
+        manifest, ids = read_manifest(folder, fmt=_FORMAT, version=_VERSION, what="BM25 index")
         try:
             retriever = bm25s.BM25.load(str(folder), mmap=mmap)
         except FileNotFoundError as exc:

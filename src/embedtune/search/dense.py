@@ -20,6 +20,7 @@ import numpy as np
 
 from embedtune.errors import InputError
 from embedtune.search.runs import Run
+from embedtune.search.saved import read_manifest
 
 __all__ = ["DenseIndex", "dense_run", "l2_normalize", "top_k_inner_product"]
 
@@ -201,25 +202,7 @@ class DenseIndex:
         ``mmap=True`` maps ``vectors.npy`` read-only instead of reading it into memory.
         """
         folder = Path(folder)
-        for name in (_MANIFEST, _IDS, _VECTORS):
-            if not (folder / name).is_file():
-                raise InputError(f"{folder / name} is missing; {folder} is not a saved dense index")
-        try:
-            manifest = json.loads((folder / _MANIFEST).read_text(encoding="utf-8"))
-            ids = json.loads((folder / _IDS).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise InputError(
-                f"{folder} holds a broken manifest.json or ids.json ({exc.msg}); rebuild the index"
-            ) from exc
-        if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
-            raise InputError(
-                f"{folder / _MANIFEST} is not an embedtune dense index manifest; rebuild the index"
-            )
-        if manifest.get("version") != _VERSION:
-            raise InputError(
-                f"{folder} holds dense index version {manifest.get('version')}; this embedtune reads "
-                f"version {_VERSION}; rebuild the index"
-            )
+        manifest, ids = read_manifest(folder, fmt=_FORMAT, version=_VERSION, what="dense index", files=(_VECTORS,))
         saved_model, saved_dim = manifest["model"], int(manifest["dim"])
         if dim is not None and dim != saved_dim:
             raise InputError(
