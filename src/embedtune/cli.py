@@ -30,7 +30,7 @@ err = Console(stderr=True)
 
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model URI (local:all-MiniLM-L6-v2) or a configured name.")]
 ConfigOption = Annotated[
-    Optional[Path], typer.Option("--config", help="TOML file with [embedders.NAME] tables (default: ./embedtune.toml if present).")
+    Optional[Path], typer.Option("--config", help="TOML file of named embedders, one embedders.NAME table each (default: ./embedtune.toml if present).")
 ]
 
 
