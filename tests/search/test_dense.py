@@ -141,3 +141,19 @@ def test_build_refuses_bad_input() -> None:
         DenseIndex.build(["a", "b"], np.ones((1, 2)), model="m")
     with pytest.raises(InputError, match="repeat"):
         DenseIndex.build(["a", "a"], np.ones((2, 2)), model="m")
+
+
+def test_float16_scan_returns_the_exact_run():
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((3000, 64)).astype(np.float32)
+    ids = [f"d{i}" for i in range(len(vectors))]
+    exact = DenseIndex.build(ids, vectors, model="m")
+    half = DenseIndex.build(ids, vectors, model="m", scan="float16")
+    assert half._half is not None  # torch is installed with the local extra: the float16 path runs
+    queries = rng.standard_normal((20, 64)).astype(np.float32)
+    qids = [f"q{i}" for i in range(20)]
+    for i in range(20):  # one query at a time: the float16 path
+        assert half.search(qids[i : i + 1], queries[i : i + 1], 10) == exact.search(qids[i : i + 1], queries[i : i + 1], 10)
+    assert half.search(qids, queries, 10) == exact.search(qids, queries, 10)  # a large batch: the exact path
+    with pytest.raises(ValueError, match="scan must be"):
+        DenseIndex.build(ids, vectors, model="m", scan="int8")

@@ -105,10 +105,48 @@ def dense_run(
     scores, indices = top_k_inner_product(
         query_vectors, doc_vectors, k, query_block=query_block, document_block=document_block
     )
+    return _as_run(query_ids, doc_ids, scores, indices)
+
+
+def _as_run(query_ids: Sequence[str], doc_ids: Sequence[str], scores: np.ndarray, indices: np.ndarray) -> Run:
     return {
         qid: {doc_ids[i]: float(s) for i, s in zip(row_indices.tolist(), row_scores.tolist())}
         for qid, row_scores, row_indices in zip(query_ids, scores, indices)
     }
+
+
+# A float16 product is fast for a few queries (memory-bound); for many, the float32 matrix
+# product is compute-bound and the exact scan is the faster one.
+_HALF_SCAN_MAX_QUERIES = 8
+_HALF_SCAN_DEPTH = 2  # candidates per wanted result, rescored exactly
+
+
+def _half_copy(vectors: np.ndarray):
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float16))
+
+
+def _top_k_half_scan(queries: np.ndarray, documents: np.ndarray, half, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Candidates from the float16 copy, then exact float32 scores and the exact tie order."""
+    import torch
+
+    depth = min(k, documents.shape[0])
+    wanted = min(documents.shape[0], depth * _HALF_SCAN_DEPTH)
+    scores = np.empty((len(queries), depth), dtype=np.float32)
+    indices = np.empty((len(queries), depth), dtype=np.int64)
+    with torch.no_grad():
+        for row, query in enumerate(queries):
+            # One matrix-vector product per query: torch's float16 gemv is the fast kernel.
+            rough = torch.mv(half, torch.from_numpy(query.astype(np.float16)))
+            rows = np.sort(torch.topk(rough, wanted).indices.numpy())
+            exact = np.asarray(documents[rows]) @ query
+            order = np.lexsort((rows, -exact))[:depth]  # score descending, then lower index
+            scores[row] = exact[order]
+            indices[row] = rows[order]
+    return scores, indices
 
 
 class DenseIndex:
@@ -120,8 +158,16 @@ class DenseIndex:
     ``model``, and queries from the same model.
     """
 
-    def __init__(self, *, ids: Sequence[str], vectors: np.ndarray, model: str) -> None:
-        """Wrap vectors that are already L2-normalised float32 rows; prefer :meth:`build`."""
+    def __init__(self, *, ids: Sequence[str], vectors: np.ndarray, model: str, scan: str = "exact") -> None:
+        """Wrap vectors that are already L2-normalised float32 rows; prefer :meth:`build`.
+
+        ``scan="float16"`` answers small batches of queries (a service's one query at a time) by
+        scanning a float16 copy for candidates, then scoring those exactly in float32: half the
+        memory traffic of the exact scan, which is what a one-query scan is bound by. It needs
+        torch (numpy has no fast float16 product) and falls back to the exact scan without it.
+        """
+        if scan not in ("exact", "float16"):
+            raise ValueError(f"scan must be 'exact' or 'float16', not {scan!r}")
         vectors = _as_matrix(vectors, "document vectors")
         if len(ids) != vectors.shape[0]:
             raise InputError(f"{len(ids)} document ids but {vectors.shape[0]} vectors; give one id per row")
@@ -130,14 +176,15 @@ class DenseIndex:
         self._ids = tuple(ids)
         self._vectors = vectors
         self._model = model
+        self._half = _half_copy(vectors) if scan == "float16" else None
 
     @classmethod
-    def build(cls, ids: Sequence[str], vectors: np.ndarray, *, model: str) -> DenseIndex:
+    def build(cls, ids: Sequence[str], vectors: np.ndarray, *, model: str, scan: str = "exact") -> DenseIndex:
         """An index of ``vectors`` (one row per id), L2-normalised, checked to be finite."""
         vectors = _as_matrix(vectors, "document vectors")
         if not np.isfinite(vectors).all():
             raise InputError("document vectors hold NaN or infinite values; check the embedder's output")
-        return cls(ids=ids, vectors=l2_normalize(vectors), model=model)
+        return cls(ids=ids, vectors=l2_normalize(vectors), model=model, scan=scan)
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -168,7 +215,11 @@ class DenseIndex:
             )
         if not np.isfinite(query_vectors).all():
             raise InputError("query vectors hold NaN or infinite values; check the embedder's output")
-        return dense_run(query_ids, l2_normalize(query_vectors), self._ids, self._vectors, k)
+        query_vectors = l2_normalize(query_vectors)
+        if self._half is not None and len(query_vectors) <= _HALF_SCAN_MAX_QUERIES:
+            scores, indices = _top_k_half_scan(query_vectors, self._vectors, self._half, k)
+            return _as_run(query_ids, self._ids, scores, indices)
+        return dense_run(query_ids, query_vectors, self._ids, self._vectors, k)
 
     def save(self, folder: str | Path) -> Path:
         """Write ``vectors.npy``, ``ids.json`` and ``manifest.json`` (last) into ``folder``."""
