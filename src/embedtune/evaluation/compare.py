@@ -34,7 +34,7 @@ import numpy as np
 
 from embedtune.catalogue import find_card
 from embedtune.embedder import Embedder, Kind
-from embedtune.engine import BatchingEmbedder, CachingEmbedder, LengthPolicy, OverLimit, find_layer
+from embedtune.engine import BatchingEmbedder, CachingEmbedder, LengthPolicy, OverLimit, close_stack, find_layer
 from embedtune.engine.wrapper import Wrapper
 from embedtune.errors import ConfigError
 from embedtune.evaluation.collections import Collection, Qrels
@@ -239,6 +239,8 @@ def evaluate_strategies(
             timer = _TimedEmbedder(given if given is not None else open_provider(spec))
             embedder = build_embedder(spec, cache=cache, provider=timer)
             try:
+                # Counted once: for the cost, and for the truncation note when the index is loaded.
+                doc_lengths = [embedder.count_tokens(t, "document") for t in doc_texts]
                 index = store.dense(spec.model, embedder) if store is not None else None
                 if index is None:
                     doc_vectors, doc_truncated = _embed_all(embedder, doc_texts, "document", spec.model, on_progress)
@@ -246,14 +248,17 @@ def evaluate_strategies(
                     if store is not None:
                         store.save_dense(index, embedder)
                 else:
-                    doc_truncated = sum(embedder.count_tokens(t, "document") > embedder.max_tokens for t in doc_texts)
+                    doc_truncated = sum(n > embedder.max_tokens for n in doc_lengths)
                 query_vectors, query_truncated = _embed_all(
                     embedder, [all_queries[q] for q in query_ids], "query", spec.model, on_progress
                 )
-                cost = _cost(spec.model, embedder, timer, doc_texts, list(all_queries.values()),
+                cost = _cost(spec.model, embedder, timer, doc_lengths, list(all_queries.values()),
                              doc_truncated, query_truncated)
             finally:
-                _close(embedder)
+                if given is None:  # the cache file, and an HTTP provider's connections
+                    close_stack(embedder)
+                elif (cache_layer := find_layer(embedder, CachingEmbedder)) is not None:
+                    cache_layer.close()  # a provider the caller handed in stays the caller's
             dense_future = pool.submit(index.search, query_ids, query_vectors, k)
             if bm25_future is not None and bm25_run is None:
                 bm25_run = bm25_future.result()
@@ -353,7 +358,7 @@ def _cost(
     model: str,
     embedder: Embedder,
     timer: _TimedEmbedder,
-    doc_texts: list[str],
+    doc_lengths: list[int],
     query_texts: list[str],
     doc_truncated: int,
     query_truncated: int,
@@ -370,7 +375,7 @@ def _cost(
     return ModelCost(
         model=model,
         dim=embedder.dim,
-        corpus_tokens=tokens(doc_texts, "document"),
+        corpus_tokens=sum(min(n, limit) for n in doc_lengths),
         query_tokens=tokens(query_texts, "query"),
         tokens_embedded=batcher.stats.tokens,
         texts_embedded=embedded,
@@ -418,12 +423,6 @@ def _bm25_bytes(index: BM25Index) -> int:
     with tempfile.TemporaryDirectory(prefix="embedtune-bm25-") as folder:
         index.save(folder)
         return sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file())
-
-
-def _close(embedder: Embedder) -> None:
-    cache = find_layer(embedder, CachingEmbedder)
-    if cache is not None:
-        cache.close()
 
 
 class _IndexStore:
