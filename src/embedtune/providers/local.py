@@ -114,11 +114,16 @@ def locate_weights(card: ModelCard, model_dir: Path | None = None) -> Path | Non
     return locate(model_dir or default_model_dir()) if locate else None
 
 
+# Files that describe a model without changing its vectors: a fine-tuned folder's card gains
+# figures after training, and that must not make the cache embed everything again.
+_NOT_WEIGHTS = ("embedtune-card.json",)
+
+
 @lru_cache(maxsize=32)
 def _hash_folder(folder: str, stamp: tuple) -> str:
     digest = hashlib.sha256()
     for path in sorted(Path(folder).rglob("*")):
-        if path.is_file() and path.suffix not in {".md", ".ini"}:
+        if path.is_file() and path.suffix not in {".md", ".ini"} and path.name not in _NOT_WEIGHTS:
             digest.update(str(path.relative_to(folder)).encode())
             with path.open("rb") as handle:
                 while block := handle.read(1 << 20):
@@ -214,6 +219,14 @@ class SentenceTransformerEmbedder:
         if tokenizer is not None:
             return len(tokenizer.encode(prefixed).ids)
         return len(self._load().tokenizer(prefixed, add_special_tokens=True, verbose=False)["input_ids"])
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]] | None:
+        """Character spans of the tokens of ``text`` (no prefix, no special tokens), for chunkers
+        that cut on token boundaries; None when the folder has no fast tokenizer."""
+        tokenizer = self._fast_tokenizer()
+        if tokenizer is None:
+            return None
+        return [(int(s), int(e)) for s, e in tokenizer.encode(text, add_special_tokens=False).offsets]
 
     def _fast_tokenizer(self):
         """The folder's tokenizer.json alone: counts the same tokens without loading torch."""

@@ -1,0 +1,42 @@
+"""The Chunker seam: text in, chunks with character offsets and token counts out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+__all__ = ["Chunk", "Chunker"]
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A piece of a text: ``text == original[start:end]``; ``tokens`` under the target model's tokenizer."""
+
+    text: str
+    start: int
+    end: int
+    tokens: int
+
+
+@runtime_checkable
+class Chunker(Protocol):
+    """Splits one text into chunks of at most ``max_tokens`` tokens of the target model.
+
+    ``name`` is a short, stable label of the chunker and its settings (``fixed-200-o50``), used in
+    reports and in the keys of saved indexes.
+
+    embedtune's chunkers also count in ``fallbacks`` the pieces that no natural boundary could bring
+    under the limit, which were cut by tokens instead, and say so in ``notices`` (one line each, for
+    a report or the CLI); other chunkers need not (read them with ``getattr(chunker, "notices", [])``).
+    """
+
+    name: str
+    max_tokens: int
+
+    def chunk(self, text: str) -> list[Chunk]: ...
+
+    def chunk_many(self, texts: Sequence[str]) -> list[list[Chunk]]:
+        """The chunks of each text, in input order (the semantic chunker embeds all texts' windows
+        in one call)."""
+        ...
