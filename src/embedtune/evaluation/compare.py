@@ -14,6 +14,12 @@
 5. Every strategy is scored on the reported split by nDCG@10, Recall@100 and MRR@10, with what it
    costs: tokens, embedding speed, index size, and dollars to embed the corpus for paid models.
 
+With ``chunkers``, each model embeds the chunks of every document (title + " " + text) instead of
+whole documents, once per chunker: the dense index holds chunk vectors, and a document scores
+its best chunk (``chunk_score="max"``) or the sum of its best ``N`` (``"sumN"``), see
+:mod:`embedtune.search.chunks`. Each model x chunker is a strategy of its own
+(``local:all-MiniLM-L6-v2 @ recursive-256``); hybrids fuse it with BM25 on whole documents.
+
 Speed counts only texts the model actually embedded (cache misses), timed around the model's own
 calls after one untimed warm-up call (loading weights is not counted); a run served wholly from
 the cache measures no speed and says so. A run served wholly from the cache never loads a model.
@@ -22,6 +28,7 @@ the cache measures no speed and says so. A run served wholly from the cache neve
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import tempfile
 import time
@@ -42,6 +49,7 @@ from embedtune.evaluation.metrics import evaluate
 from embedtune.evaluation.tuning import tune_convex_weight
 from embedtune.factory import EmbedderSpec, build_embedder, open_provider
 from embedtune.search.bm25 import BM25Index
+from embedtune.search.chunks import chunk_score_depth, search_by_chunks
 from embedtune.search.dense import DenseIndex
 from embedtune.search.fusion import convex, rrf
 from embedtune.search.runs import Run, cut
@@ -59,7 +67,9 @@ __all__ = [
 METRICS: tuple[str, ...] = ("ndcg@10", "recall@100", "mrr@10")
 HYBRID_METHODS: tuple[str, ...] = ("rrf", "convex")
 TUNE_SPLITS: tuple[str, ...] = ("train", "dev")
+WHOLE_DOCUMENTS = "none"  # the chunker spec that embeds whole documents
 RRF_K = 60
+_CHUNKS = "chunks.json"  # beside a chunked index: (document index, start, end) of each chunk
 _SLICE = 256  # texts per call into the stack: the progress bar moves and the cache commits per slice
 
 ProgressFn = Callable[[str, int, int], None]
@@ -75,6 +85,8 @@ class ModelCost:
     scratch, whatever the cache held. ``tokens_embedded``, ``texts_embedded`` and
     ``embed_seconds`` cover only what the model embedded in this run (cache misses);
     ``texts_per_s`` is ``None`` when nothing was embedded (everything came from the cache).
+    With a chunker, the corpus is its chunks (``truncated_documents`` counts chunks), and the
+    sentence windows a semantic chunker embeds count as embedded texts and seconds too.
     """
 
     model: str
@@ -114,7 +126,8 @@ class StrategyResult:
     ``kind`` is ``"bm25"``, ``"dense"``, ``"rrf"`` or ``"convex"``; ``model`` is the embedding
     model (``None`` for BM25); ``alpha`` is the tuned weight of the dense run in a convex hybrid.
     ``index_bytes`` is the size of the vectors (dense), of the saved BM25 index (bm25), or both
-    (hybrids).
+    (hybrids). ``chunker`` names the chunker whose chunks were embedded and ``chunks`` counts them
+    (both ``None`` when whole documents were embedded).
     """
 
     name: str
@@ -125,6 +138,15 @@ class StrategyResult:
     cost: ModelCost | None = None
     alpha: float | None = None
     tuning: Mapping[float, float] | None = None
+    chunker: str | None = None
+    chunks: int | None = None
+
+    @property
+    def embedding(self) -> str | None:
+        """What was embedded: the model, and ``@ chunker`` when documents were chunked."""
+        if self.model is None:
+            return None
+        return self.model if self.chunker is None else f"{self.model} @ {self.chunker}"
 
     @property
     def tokens(self) -> int | None:
@@ -158,6 +180,7 @@ class ComparisonResult:
     winner: str
     bm25_index_seconds: float | None = None
     notes: tuple[str, ...] = field(default=())
+    chunk_score: str | None = None  # how chunked strategies scored documents; None when none chunked
 
     def strategy(self, name: str) -> StrategyResult:
         for result in self.strategies:
@@ -183,6 +206,9 @@ def evaluate_strategies(
     on_progress: ProgressFn | None = None,
     providers: Mapping[str, Embedder] | None = None,
     index_dir: str | Path | None = None,
+    chunkers: Sequence[str] = (),
+    chunk_score: str = "max",
+    chunk_over_limit: str = "error",
 ) -> ComparisonResult:
     """Score BM25, each model's dense retrieval and their hybrids on ``split`` of ``collection``.
 
@@ -198,8 +224,15 @@ def evaluate_strategies(
     rebuilt: the corpus is then not embedded again. A saved dense index whose dims differ from the
     model's is refused with one line; one built by another revision or setting of the same model
     (a different fingerprint, same dims) is rebuilt.
+
+    ``chunkers`` are chunker specs (``fixed:size=200,overlap=50``, ``recursive``, ``semantic``;
+    ``none`` stands for whole documents), each built for each model with
+    ``over_model_limit=chunk_over_limit`` (``"allow"`` lets chunks over the model's limit through,
+    to be truncated and counted). ``chunk_score`` is ``"max"`` or ``"sumN"``. Saved indexes are
+    kept per model and chunker, with the chunks' offsets, so a rerun neither embeds nor chunks.
     """
     hybrid = _check_request(models, bm25, hybrid, k)
+    chunkers = _check_chunking(chunkers, chunk_score, chunk_over_limit)
     queries, qrels = collection.split(split)
     notes: list[str] = []
     tune_split = _pick_tune_split(collection, split, tune_split, "convex" in hybrid)
@@ -236,48 +269,63 @@ def evaluate_strategies(
         for spec in models:
             spec = replace(spec, over_limit=OverLimit.TRUNCATE)
             given = (providers or {}).get(spec.model)
-            timer = _TimedEmbedder(given if given is not None else open_provider(spec))
-            embedder = build_embedder(spec, cache=cache, provider=timer)
+            provider = given if given is not None else open_provider(spec)
             try:
-                # Counted once: for the cost, and for the truncation note when the index is loaded.
-                doc_lengths = [embedder.count_tokens(t, "document") for t in doc_texts]
-                index = store.dense(spec.model, embedder) if store is not None else None
-                if index is None:
-                    doc_vectors, doc_truncated = _embed_all(embedder, doc_texts, "document", spec.model, on_progress)
-                    index = DenseIndex.build(doc_ids, doc_vectors, model=spec.model)
-                    if store is not None:
-                        store.save_dense(index, embedder)
-                else:
-                    doc_truncated = sum(n > embedder.max_tokens for n in doc_lengths)
-                query_vectors, query_truncated = _embed_all(
-                    embedder, [all_queries[q] for q in query_ids], "query", spec.model, on_progress
-                )
-                cost = _cost(spec.model, embedder, timer, doc_lengths, list(all_queries.values()),
-                             doc_truncated, query_truncated)
+                for chunker_spec in chunkers:
+                    timer = _TimedEmbedder(provider)  # one per chunker: each strategy's own cost
+                    embedder = build_embedder(spec, cache=cache, provider=timer)
+                    try:
+                        units = _units(spec.model, chunker_spec, chunk_over_limit, embedder, store, doc_ids, doc_texts)
+                        # Counted once: for the cost, and for the truncation note when the index is loaded.
+                        unit_lengths = [embedder.count_tokens(t, "document") for t in units.texts]
+                        index = units.index
+                        if index is None:
+                            unit_vectors, unit_truncated = _embed_all(
+                                embedder, units.texts, "document", units.label, on_progress
+                            )
+                            index = DenseIndex.build(units.ids, unit_vectors, model=spec.model)
+                            if store is not None:
+                                store.save_dense(index, embedder, units.chunker, units.spans)
+                        else:
+                            unit_truncated = sum(n > embedder.max_tokens for n in unit_lengths)
+                        query_vectors, query_truncated = _embed_all(
+                            embedder, [all_queries[q] for q in query_ids], "query", units.label, on_progress
+                        )
+                        cost = _cost(spec.model, embedder, timer, unit_lengths, list(all_queries.values()),
+                                     unit_truncated, query_truncated)
+                    finally:
+                        if (cache_layer := find_layer(embedder, CachingEmbedder)) is not None:
+                            cache_layer.close()
+                    if units.chunk_docs is None:
+                        dense_future = pool.submit(index.search, query_ids, query_vectors, k)
+                    else:
+                        dense_future = pool.submit(search_by_chunks, index, units.chunk_docs, query_ids,
+                                                   query_vectors, k, score=chunk_score)
+                    if bm25_future is not None and bm25_run is None:
+                        bm25_run = bm25_future.result()
+                    dense_run = dense_future.result()
+                    dense_bytes = int(index.vectors.nbytes)
+                    chunk_fields = {"chunker": units.chunker, "chunks": None if units.chunker is None else len(index)}
+                    results.append(StrategyResult(
+                        name=units.label, kind="dense", model=spec.model, metrics=_score(qrels, dense_run),
+                        index_bytes=dense_bytes, cost=cost, **chunk_fields,
+                    ))
+                    if unit_truncated:
+                        what = "documents" if units.chunker is None else "chunks"
+                        notes.append(
+                            f"{units.label}: {unit_truncated} of {len(units.texts)} {what} are over its "
+                            f"{embedder.max_tokens}-token limit and were truncated"
+                        )
+                    if query_truncated:
+                        notes.append(f"{units.label}: {query_truncated} queries were truncated")
+                    notes.extend(f"{units.label}: {notice}" for notice in units.notices)
+                    for method in hybrid:
+                        fused = _hybrid(method, units.label, dense_run, bm25_run, qrels, tune_qrels, k,
+                                        index_bytes=dense_bytes + bm25_bytes, cost=cost)
+                        results.append(replace(fused, model=spec.model, **chunk_fields))
             finally:
-                if given is None:  # the cache file, and an HTTP provider's connections
-                    close_stack(embedder)
-                elif (cache_layer := find_layer(embedder, CachingEmbedder)) is not None:
-                    cache_layer.close()  # a provider the caller handed in stays the caller's
-            dense_future = pool.submit(index.search, query_ids, query_vectors, k)
-            if bm25_future is not None and bm25_run is None:
-                bm25_run = bm25_future.result()
-            dense_run = dense_future.result()
-            dense_bytes = int(index.vectors.nbytes)
-            results.append(StrategyResult(
-                name=spec.model, kind="dense", model=spec.model, metrics=_score(qrels, dense_run),
-                index_bytes=dense_bytes, cost=cost,
-            ))
-            if doc_truncated:
-                notes.append(
-                    f"{spec.model}: {doc_truncated} of {len(doc_texts)} documents are over its "
-                    f"{embedder.max_tokens}-token limit and were truncated"
-                )
-            if query_truncated:
-                notes.append(f"{spec.model}: {query_truncated} queries were truncated")
-            for method in hybrid:
-                results.append(_hybrid(method, spec.model, dense_run, bm25_run, qrels, tune_qrels, k,
-                                       index_bytes=dense_bytes + bm25_bytes, cost=cost))
+                if given is None:  # an HTTP provider's connections; one handed in stays the caller's
+                    close_stack(provider)
 
         if bm25:
             bm25_run = bm25_run if bm25_run is not None else bm25_future.result()  # type: ignore[union-attr]
@@ -297,6 +345,7 @@ def evaluate_strategies(
         winner=winner,
         bm25_index_seconds=bm25_seconds,
         notes=tuple(notes),
+        chunk_score=chunk_score if any(c != WHOLE_DOCUMENTS for c in chunkers) else None,
     )
 
 
@@ -319,6 +368,88 @@ def _check_request(models: Sequence, bm25: bool, hybrid: Sequence[str], k: int) 
     if k < 100:
         raise ConfigError(f"k must be at least 100 to report Recall@100, not {k}")
     return list(dict.fromkeys(hybrid))
+
+
+def _check_chunking(chunkers: Sequence[str], chunk_score: str, over_limit: str) -> list[str]:
+    """The chunker specs to run, whole documents (``none``) when none is given."""
+    if isinstance(chunkers, str):
+        raise ConfigError("chunkers must be a list of chunker specs (specs hold commas), not one string")
+    chunk_score_depth(chunk_score)
+    if over_limit not in ("error", "allow"):
+        raise ConfigError(f"chunk_over_limit must be 'error' or 'allow', not {over_limit!r}")
+    specs = [spec.strip() for spec in chunkers if spec.strip()] or [WHOLE_DOCUMENTS]
+    repeated = sorted({spec for spec in specs if specs.count(spec) > 1})
+    if repeated:
+        raise ConfigError(f"chunker {repeated[0]!r} is listed twice; list each chunker once")
+    return specs
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Units:
+    """What one model embeds for the corpus: whole documents, or the chunks of one chunker.
+
+    ``spans`` are ``(document index, start, end)`` per chunk; ``index`` is a saved index loaded
+    for them (``None``: embed them).
+    """
+
+    label: str
+    chunker: str | None
+    ids: list[str]
+    texts: list[str]
+    chunk_docs: dict[str, str] | None
+    spans: list[tuple[int, int, int]] | None
+    index: DenseIndex | None
+    notices: tuple[str, ...] = ()
+
+
+def _units(
+    model: str,
+    chunker_spec: str,
+    over_limit: str,
+    embedder: Embedder,
+    store: _IndexStore | None,
+    doc_ids: list[str],
+    doc_texts: list[str],
+) -> _Units:
+    if chunker_spec == WHOLE_DOCUMENTS:
+        saved = store.dense(model, embedder) if store is not None else None
+        return _Units(label=model, chunker=None, ids=doc_ids, texts=doc_texts, chunk_docs=None, spans=None,
+                      index=None if saved is None else saved[0])
+    from embedtune.chunking import make_chunker
+
+    # A semantic chunker embeds sentences through this same stack: its cache, its timer.
+    chunker = make_chunker(chunker_spec, embedder, over_model_limit=over_limit)
+    saved = store.dense(model, embedder, chunker.name) if store is not None else None
+    if saved is not None:
+        index, spans = saved
+    else:
+        index = None
+        # Empty documents have nothing to chunk; they are never retrieved.
+        kept = [i for i, text in enumerate(doc_texts) if text.strip()]
+        per_doc = chunker.chunk_many([doc_texts[i] for i in kept])
+        spans = [(i, chunk.start, chunk.end) for i, chunks in zip(kept, per_doc) for chunk in chunks]
+    ids = _chunk_ids(doc_ids, spans)
+    return _Units(
+        label=f"{model} @ {chunker.name}",
+        chunker=chunker.name,
+        ids=ids,
+        texts=[doc_texts[i][start:end] for i, start, end in spans],
+        chunk_docs={chunk_id: doc_ids[i] for chunk_id, (i, _, _) in zip(ids, spans)},
+        spans=spans,
+        index=index,
+        notices=tuple(chunker.notices),
+    )
+
+
+def _chunk_ids(doc_ids: list[str], spans: list[tuple[int, int, int]]) -> list[str]:
+    """``<doc id>#<n>``: the document's id and the chunk's place in it."""
+    seen: dict[int, int] = {}
+    ids = []
+    for i, _, _ in spans:
+        n = seen.get(i, 0)
+        seen[i] = n + 1
+        ids.append(f"{doc_ids[i]}#{n}")
+    return ids
 
 
 def _pick_tune_split(collection: Collection, split: str, tune_split: str | None, needed: bool) -> str | None:
@@ -430,6 +561,7 @@ class _IndexStore:
 
     The folder name changes whenever a document does, so an index never outlives its corpus.
     Each dense index keeps the fingerprint of the embedder that built it beside its vectors.
+    A chunked index lives in ``<model>@<chunker name>`` with its chunks' offsets (``chunks.json``).
     """
 
     def __init__(self, root: str | Path, name: str, doc_ids: list[str], doc_texts: list[str]) -> None:
@@ -448,20 +580,43 @@ class _IndexStore:
         index.save(folder)
         return index
 
-    def dense(self, model: str, embedder: Embedder) -> DenseIndex | None:
-        """The saved index of ``model``, or None when there is none (or it is stale)."""
-        folder = self.folder / _slug(model)
+    def dense(
+        self, model: str, embedder: Embedder, chunker: str | None = None
+    ) -> tuple[DenseIndex, list[tuple[int, int, int]] | None] | None:
+        """The saved index of ``model`` and, with ``chunker``, its chunks' spans; None when none or stale."""
+        folder = self._dense_folder(model, chunker)
         if not (folder / "manifest.json").exists():
             return None
         index = DenseIndex.load(folder, model=model, dim=embedder.dim)  # other dims: one clear line
         saved = (folder / "fingerprint.txt").read_text(encoding="utf-8") if (folder / "fingerprint.txt").exists() else ""
-        if saved != embedder.fingerprint("document") or list(index.ids) != self.doc_ids:
+        if saved != embedder.fingerprint("document"):
             return None
-        return index
+        if chunker is None:
+            return (index, None) if list(index.ids) == self.doc_ids else None
+        try:
+            spans = [tuple(span) for span in json.loads((folder / _CHUNKS).read_text(encoding="utf-8"))]
+        except (OSError, ValueError):
+            return None  # no or broken chunk offsets: chunk and embed again
+        if list(index.ids) != _chunk_ids(self.doc_ids, spans):  # type: ignore[arg-type]
+            return None
+        return index, spans
 
-    def save_dense(self, index: DenseIndex, embedder: Embedder) -> None:
-        folder = index.save(self.folder / _slug(index.model))
+    def save_dense(
+        self,
+        index: DenseIndex,
+        embedder: Embedder,
+        chunker: str | None = None,
+        spans: list[tuple[int, int, int]] | None = None,
+    ) -> None:
+        folder = self._dense_folder(index.model, chunker)
+        if chunker is not None:  # a crash before the index is saved leaves ids that do not match: rebuilt
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / _CHUNKS).write_text(json.dumps(spans), encoding="utf-8")
+        index.save(folder)
         (folder / "fingerprint.txt").write_text(embedder.fingerprint("document"), encoding="utf-8")
+
+    def _dense_folder(self, model: str, chunker: str | None) -> Path:
+        return self.folder / (_slug(model) if chunker is None else f"{_slug(model)}@{_slug(chunker)}")
 
 
 def _slug(text: str) -> str:

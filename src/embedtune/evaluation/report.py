@@ -40,19 +40,26 @@ def comparison_table(result: ComparisonResult):
     from rich.table import Table
 
     tuned = f"; convex tuned on {result.tune_split}" if result.tune_split else ""
+    scored = f"; documents scored by their chunks' {result.chunk_score}" if result.chunk_score else ""
     table = Table(
         title=f"{result.collection}: {result.split} split, {result.queries} queries, "
-        f"{result.documents} documents{tuned}",
+        f"{result.documents} documents{tuned}{scored}",
     )
+    chunked = any(s.chunker is not None for s in result.strategies)
     table.add_column("strategy", no_wrap=True)
+    if chunked:
+        table.add_column("chunker", no_wrap=True)
+        table.add_column("chunks", justify="right")
     for column in ("nDCG@10", "Recall@100", "MRR@10", "tokens", "texts/s", "index MB", "$ to embed"):
         table.add_column(column, justify="right")
     for strategy in result.strategies:
         name = strategy.name
         if strategy.alpha is not None:
             name += f" α={strategy.alpha:.2f}"
+        chunk_cells = [strategy.chunker or "-", "-" if strategy.chunks is None else f"{strategy.chunks:,}"]
         table.add_row(
             name,
+            *(chunk_cells if chunked else []),
             *(f"{strategy.metrics[m]:.4f}" for m in ("ndcg@10", "recall@100", "mrr@10")),
             "-" if strategy.tokens is None else f"{strategy.tokens:,}",
             speed_text(strategy),
@@ -74,6 +81,7 @@ def comparison_to_dict(result: ComparisonResult) -> dict[str, Any]:
         "k": result.k,
         "winner": result.winner,
         "bm25_index_seconds": result.bm25_index_seconds,
+        "chunk_score": result.chunk_score,
         "notes": list(result.notes),
         "strategies": [_strategy_dict(s) for s in result.strategies],
     }
@@ -85,6 +93,8 @@ def _strategy_dict(strategy: StrategyResult) -> dict[str, Any]:
         "name": strategy.name,
         "kind": strategy.kind,
         "model": strategy.model,
+        "chunker": strategy.chunker,
+        "chunks": strategy.chunks,
         "metrics": dict(strategy.metrics),
         "index_bytes": strategy.index_bytes,
         "alpha": strategy.alpha,
@@ -114,8 +124,9 @@ def _strategy_dict(strategy: StrategyResult) -> dict[str, Any]:
 def plot_comparison(result: ComparisonResult, path: str | os.PathLike[str]) -> Path:
     """Write a PNG: nDCG@10 against embedding speed (texts/s, log scale), every point labelled.
 
-    A model and its hybrids share one speed, so they stand in one column, coloured by kind and
-    labelled with their score; the column's top label names the model, its speed and its cost.
+    A model (with one chunker, when documents were chunked) and its hybrids share one speed, so
+    they stand in one column, coloured by kind and labelled with their score; the column's top
+    label names the model (and chunker), its speed and its cost.
     BM25 embeds nothing, so it is a dashed horizontal line in the legend. Models served from the
     cache have no measured speed: they are hollow and stand left of the measured ones. Marker
     area grows with the dollars to embed the corpus (paid models). The winner is a red star and
@@ -130,7 +141,7 @@ def plot_comparison(result: ComparisonResult, path: str | os.PathLike[str]) -> P
     groups: dict[str, list[StrategyResult]] = {}
     for strategy in result.strategies:
         if strategy.cost is not None:
-            groups.setdefault(strategy.model or strategy.name, []).append(strategy)
+            groups.setdefault(strategy.embedding or strategy.name, []).append(strategy)
     speeds = [g[0].texts_per_s for g in groups.values() if g[0].texts_per_s is not None]
     # Cached models get their own columns, a factor of 4 apart, left of every measured speed.
     next_unmeasured = min(speeds) / 4 if speeds else 1.0
@@ -220,7 +231,7 @@ def _kind_label(strategy: StrategyResult) -> str:
 def _model_heading(strategy: StrategyResult) -> str:
     speed = "cached" if strategy.texts_per_s is None else f"{strategy.texts_per_s:,.1f} texts/s"
     cost = "local, $0" if strategy.usd is None else f"{usd_text(strategy)} to embed"
-    return f"{(strategy.model or strategy.name).removeprefix('local:')}\n{speed} · {cost}"
+    return f"{(strategy.embedding or strategy.name).removeprefix('local:')}\n{speed} · {cost}"
 
 
 def _draw_point(ax, strategy: StrategyResult, x: float, score: float, label_y: float, text: str, winner: bool,
