@@ -62,6 +62,7 @@ class EmbedderSpec:
     max_attempts: int = 8
     keep_alive: str = "5m"  # ollama: how long the server keeps the model loaded
     truncate: bool = False  # ollama: let the server cut long inputs (the length policy counts first)
+    adapter: str | None = None  # folder of a query adapter trained on this model (queries only)
 
     def __post_init__(self) -> None:
         split_uri(self.model)
@@ -118,6 +119,8 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, EmbedderSpec]:
                 f"{path}: [embedders.{name}] has unknown keys {', '.join(sorted(unknown))}; "
                 f"known keys: {', '.join(sorted(known))}"
             )
+        if isinstance(table.get("adapter"), str):  # a relative adapter path is relative to the file
+            table = {**table, "adapter": str(Path(path).parent / Path(table["adapter"]).expanduser())}
         try:
             specs[name] = EmbedderSpec(**table)
         except UnknownModelError as exc:
@@ -263,6 +266,8 @@ def build_embedder(
 ) -> Embedder:
     """The usual stack: length policy over cache (when a path is given) over batching over the provider.
 
+    With ``spec.adapter``, a query adapter wraps the whole stack: the cache keeps base vectors, so
+    documents are shared with the bare model and adapted queries are mapped from cached ones.
     ``provider`` replaces the one the spec names (tests pass a counting wrapper here).
     """
     inner = provider if provider is not None else open_provider(spec)
@@ -282,4 +287,14 @@ def build_embedder(
     )
     if cache is not None:
         embedder = CachingEmbedder(embedder, cache)
-    return LengthPolicy(embedder, spec.over_limit)
+    embedder = LengthPolicy(embedder, spec.over_limit)
+    if spec.adapter is not None:
+        from .engine import close_stack
+        from .engine.adapter import AdaptedEmbedder, QueryAdapter
+
+        try:
+            embedder = AdaptedEmbedder(embedder, QueryAdapter.load(spec.adapter))
+        except BaseException:
+            close_stack(embedder)
+            raise
+    return embedder

@@ -24,6 +24,12 @@ the budget (and appear in ``stats.token_log``). ``latency_s`` delays every answe
 endpoint; ``slow_s`` is added to the answer of a request drawn slow. Tokens are counted as words
 (``HashEmbedder.count_tokens`` less its two special tokens), at least one per input.
 
+It also answers OpenAI's chat API (``POST /v1/chat/completions``) as a deterministic stand-in
+for a doc2query model: the answer holds ``chat_queries`` lines, line ``i`` being the ``i``-th run
+of five words (of four letters or more) of the text after ``Document:`` in the last user message.
+Chat requests pass through steps 1, 2, 3, 5 and 6 too; of the content faults only ``malformed``
+applies to them.
+
 Standard library only; ``python -m embedtune.testing.fault_server --help`` runs one by hand.
 """
 
@@ -61,6 +67,7 @@ _log = logging.getLogger(__name__)
 HOST = "127.0.0.1"
 OPENAI_PATH = "/v1/embeddings"
 OLLAMA_PATH = "/api/embed"
+CHAT_PATH = "/v1/chat/completions"
 _ROUTES = {OPENAI_PATH: "openai", OLLAMA_PATH: "ollama"}
 _MAX_BODY_BYTES = 64 * 1024 * 1024
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -100,6 +107,7 @@ class FaultConfig:
     - ``bad_marker``: an input containing it gets 400 ``input[i] is invalid`` (None: off).
     - ``dim``: width of the vectors; ``dimensions`` in a request may ask for fewer.
     - ``shuffle_rows``: OpenAI rows in random order, so clients must sort by ``index``.
+    - ``chat_queries``: lines in each answer of the chat endpoint.
     """
 
     seed: int = 0
@@ -127,6 +135,7 @@ class FaultConfig:
     bad_marker: str | None = "<<BAD>>"
     dim: int = 64
     shuffle_rows: bool = False
+    chat_queries: int = 3
 
     def __post_init__(self) -> None:
         if not _is_int(self.seed):
@@ -150,7 +159,8 @@ class FaultConfig:
                     f"{name}={value} admits less than one per window of {self.window_s:g} s; "
                     "raise it or lengthen window_s"
                 )
-        for name in ("max_inputs", "max_tokens_per_input", "max_tokens_per_request", "ollama_context", "dim"):
+        for name in ("max_inputs", "max_tokens_per_input", "max_tokens_per_request", "ollama_context", "dim",
+                     "chat_queries"):
             value = getattr(self, name)
             if not _is_int(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
@@ -458,6 +468,36 @@ class FaultServer:
             payload = _openai_answer(job, vectors, missing, rng if config.shuffle_rows else None)
         return _Reply(200, _dumps(payload), delay=delay, served=served)
 
+    def _process_chat(self, authorization: str | None, body: bytes) -> _Reply:
+        """A POST to the chat endpoint: key, body, transport faults, budget, then the answer."""
+        config, _ = self._state
+        delay = config.latency_s
+        try:
+            self._check_key(config, authorization)
+            model, prompt = _parse_chat(body)
+            fault, slow, _ = self._draw(config)
+            if slow:
+                delay += config.slow_s
+            if fault in _TRANSPORT_FAULTS:
+                return _injected(fault, config, "openai", delay)
+            tokens = max(1, len(_WORD.findall(prompt)))
+            self._admit(config, tokens)
+        except _Fail as fail:
+            return fail.reply("openai", delay)
+        if fault == "malformed":
+            with self._lock:
+                self._stats.faults[fault] += 1
+            return _Reply(200, b'{"object": "chat.completion", "choices": [{"message": {"content": "', delay=delay)
+        content = "\n".join(_chat_queries(prompt, config.chat_queries))
+        answer = {
+            "object": "chat.completion",
+            "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": tokens, "completion_tokens": len(_WORD.findall(content)),
+                      "total_tokens": tokens + len(_WORD.findall(content))},
+        }
+        return _Reply(200, _dumps(answer), delay=delay)
+
     def _check_key(self, config: FaultConfig, authorization: str | None) -> None:
         if config.api_key is None:
             return
@@ -596,6 +636,35 @@ def _parse(dialect: str, body: bytes, config: FaultConfig, embedder: HashEmbedde
     return _Job(model, texts, embed_texts, tokens, dimensions, encoding == "base64")
 
 
+def _parse_chat(body: bytes) -> tuple[str, str]:
+    """The model and the last user message of a chat request (400 for anything malformed)."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise _Fail(400, "the request body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise _Fail(400, "the request body must be a JSON object")
+    model = payload.get("model")
+    if not isinstance(model, str) or not model:
+        raise _Fail(400, "you must provide a model parameter", param="model")
+    messages = payload.get("messages")
+    if not isinstance(messages, list) or not messages or not all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages
+    ):
+        raise _Fail(400, "messages must be a non-empty list of {role, content} objects", param="messages")
+    users = [m["content"] for m in messages if m["role"] == "user"]
+    if not users:
+        raise _Fail(400, "messages must include a user message", param="messages")
+    return model, users[-1]
+
+
+def _chat_queries(prompt: str, n: int) -> list[str]:
+    """Line i: the i-th run of five long words of the document in the prompt."""
+    document = prompt.split("Document:", 1)[-1]
+    words = [w for w in _WORD.findall(document) if len(w) >= 4]
+    return [" ".join(words[i * 5 : i * 5 + 5]) for i in range(n) if words[i * 5 : i * 5 + 5]]
+
+
 def _texts(value: object, dialect: str) -> list[str]:
     if isinstance(value, str):
         return [value]
@@ -721,8 +790,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         if path == "/health":
             self._send(path, _Reply(200, _dumps({"status": "ok"})))
-        elif path in _ROUTES:
-            self._send(path, _Fail(405, f"use POST for {path}").reply(_ROUTES[path]))
+        elif path in _ROUTES or path == CHAT_PATH:
+            self._send(path, _Fail(405, f"use POST for {path}").reply(_ROUTES.get(path, "openai")))
         else:
             self._send(path, _not_found("GET", path))
 
@@ -732,10 +801,13 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None:
             return
         dialect = _ROUTES.get(path)
-        if dialect is None:
+        if path == CHAT_PATH:
+            reply = self.server.owner._process_chat(self.headers.get("Authorization"), body)
+        elif dialect is None:
             self._send(path, _not_found("POST", path))
             return
-        reply = self.server.owner._process(dialect, self.headers.get("Authorization"), body)
+        else:
+            reply = self.server.owner._process(dialect, self.headers.get("Authorization"), body)
         if reply.delay > 0:
             self.server.stopping.wait(reply.delay)
         if reply.status is None:
