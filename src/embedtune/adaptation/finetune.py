@@ -1,0 +1,573 @@
+"""Fine-tune a local sentence-transformers model on training pairs.
+
+Training goes through sentence-transformers' trainer with MultipleNegativesRankingLoss (Henderson
+et al., "Efficient Natural Language Response Suggestion for Smart Reply", 2017): each query's
+positive is scored against every other positive (and hard negative) of its batch, so the batch
+is the pool of negatives. ``loss="cached-mnrl"`` is its gradient-cached variant (GradCache, Gao
+et al., 2021): the same loss over a large batch, computed in mini-batches, so a big batch fits
+in CPU memory. ``matryoshka_dims`` wraps either in MatryoshkaLoss (Kusupati et al., 2022), so
+the vector's leading dims can be kept alone. Batches never hold the same text twice (the
+NO_DUPLICATES sampler): a duplicate would be scored as its own negative.
+
+A dev set (queries, judgments, documents) is scored by nDCG@10 with embedtune's own metrics
+before training and after each epoch; the weights of the best epoch are kept. Same seed, same
+data, same machine: the same weights, bit for bit (``weights_hash``).
+
+The output folder is a sentence-transformers model (``local:/that/folder``) with
+``embedtune-card.json`` and a short ``README.md`` saying what it was trained from, how, and what
+it scored. Nothing is downloaded: the base model must be a local folder or a catalogued model
+whose weights a package carries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+import random
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..catalogue import find_card, split_uri
+from ..errors import ConfigError, InputError, ModelLoadError, require
+from .pairs import Pair
+
+__all__ = [
+    "CARD_FILE",
+    "LOSSES",
+    "MIN_PAIRS",
+    "DevSet",
+    "FineTuneResult",
+    "base_folder",
+    "check_out_dir",
+    "dev_set",
+    "fine_tune",
+    "record_figures",
+    "weights_hash",
+]
+
+LOSSES: tuple[str, ...] = ("mnrl", "cached-mnrl")
+MIN_PAIRS = 16
+CARD_FILE = "embedtune-card.json"
+_DEV_DOCUMENTS = 1000  # enough distractors to make dev nDCG@10 mean something, few enough to embed each epoch
+
+ProgressFn = Callable[[str, int, int], None]
+"""``on_progress("training", done, total)``: ``done`` of ``total`` optimiser steps are taken."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DevSet:
+    """A small retrieval test run during training: queries, their judgments, documents to rank."""
+
+    queries: Mapping[str, str]
+    qrels: Mapping[str, Mapping[str, int]]
+    documents: Mapping[str, str]
+
+    def __post_init__(self) -> None:
+        if not self.qrels:
+            raise InputError("the dev set holds no judged query")
+        missing = {doc for judged in self.qrels.values() for doc in judged if doc not in self.documents}
+        if missing or set(self.qrels) - set(self.queries):
+            raise InputError("the dev set's judgments name queries or documents it does not hold")
+
+
+def dev_set(
+    pairs: Sequence[Pair],
+    *,
+    documents: Mapping[str, str] | None = None,
+    max_documents: int = _DEV_DOCUMENTS,
+    seed: int = 0,
+) -> DevSet:
+    """A dev set from held-out pairs: each distinct query, judged relevant to its positives,
+    ranked against those positives plus up to ``max_documents`` others drawn (seeded) from
+    ``documents`` (id -> text)."""
+    queries: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    texts: dict[str, str] = {}
+    for pair in pairs:
+        qid = queries.setdefault(pair.query, f"q{len(queries)}")
+        doc_id = pair.positive_id or _text_id(pair.positive)
+        texts[doc_id] = pair.positive
+        qrels.setdefault(qid, {})[doc_id] = 1
+    others = sorted(set(documents or {}) - texts.keys())
+    random.Random(seed).shuffle(others)
+    for doc_id in others[: max(0, max_documents - len(texts))]:
+        texts[doc_id] = documents[doc_id]  # type: ignore[index]
+    return DevSet(queries={qid: q for q, qid in queries.items()}, qrels=qrels, documents=texts)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FineTuneResult:
+    """What :func:`fine_tune` made: the model folder, its weights hash, time and dev figures.
+
+    ``dev_by_epoch[0]`` is the base model's dev nDCG@10, ``dev_by_epoch[i]`` the figure after
+    epoch ``i``; ``best_epoch`` is the epoch whose weights were saved (the last one without a dev set).
+    """
+
+    out_dir: Path
+    uri: str
+    weights_hash: str
+    train_seconds: float
+    steps: int
+    best_epoch: int
+    dev_by_epoch: tuple[float, ...] = ()
+    card: Mapping = field(default_factory=dict)
+
+    @property
+    def dev_before(self) -> float | None:
+        return self.dev_by_epoch[0] if self.dev_by_epoch else None
+
+    @property
+    def dev_after(self) -> float | None:
+        return self.dev_by_epoch[self.best_epoch] if self.dev_by_epoch else None
+
+
+def fine_tune(
+    base_model: str | Path,
+    train_pairs: Sequence[Pair],
+    *,
+    out_dir: str | Path,
+    dev: DevSet | Sequence[Pair] | None = None,
+    epochs: int = 1,
+    batch_size: int = 32,
+    lr: float = 2e-5,
+    loss: str = "mnrl",
+    mini_batch_size: int = 16,
+    matryoshka_dims: Sequence[int] | None = None,
+    max_seq_length: int | None = None,
+    warmup: float = 0.1,
+    seed: int = 0,
+    on_progress: ProgressFn | None = None,
+    data_note: Mapping[str, object] | None = None,
+) -> FineTuneResult:
+    """Fine-tune ``base_model`` (``local:NAME``, ``local:/folder`` or a folder) on ``train_pairs``
+    and save the result in ``out_dir`` (which must not exist, or be empty).
+
+    Hard negatives ride along as extra columns, as many per pair as the pair with the most has;
+    a pair short of them is filled with other pairs' positives (counted in the card). ``dev`` (a
+    :class:`DevSet`, or held-out pairs ranked among the training positives) picks the best epoch. ``max_seq_length`` cuts
+    texts during training only; the saved model keeps the base's limit. ``warmup`` is the share
+    of steps over which the learning rate rises linearly. ``data_note`` is recorded in the card
+    (where the pairs came from).
+    """
+    source, prefixes = base_folder(base_model)
+    _check_settings(train_pairs, epochs, batch_size, lr, loss, mini_batch_size, matryoshka_dims, max_seq_length, warmup)
+    out = _empty_out_dir(out_dir)
+    if dev is not None and not isinstance(dev, DevSet):
+        pool = {p.positive_id or _text_id(p.positive): p.positive for p in train_pairs}
+        dev = dev_set(dev, documents=pool, seed=seed)
+    torch = require("torch", "local")
+    st = require("sentence_transformers", "local")
+    require("datasets", "adapt", import_now=False)
+    require("accelerate", "adapt", import_now=False)
+
+    with _deterministic(torch, seed):
+        model = _load(st, source)
+        dim = int(model.get_embedding_dimension())
+        if matryoshka_dims and max(matryoshka_dims) > dim:
+            raise ConfigError(f"matryoshka dims {list(matryoshka_dims)} exceed the model's {dim} dims")
+        saved_length = model.max_seq_length
+        if max_seq_length is not None:
+            model.max_seq_length = max_seq_length
+        train_pairs, negatives, filled = _even_negatives(train_pairs, seed)
+        dataset = _dataset(train_pairs, negatives, prefixes)
+        evaluate = _dev_scorer(dev, prefixes) if dev is not None else None
+        figures = [evaluate(model)] if evaluate else []
+        steps_per_epoch = max(1, len(train_pairs) // batch_size)
+        total_steps = steps_per_epoch * epochs
+        tracker = _EpochTracker(evaluate, figures, on_progress, total_steps)
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="embedtune-train-") as scratch:
+            trainer = _trainer(
+                st, model, dataset, scratch,
+                loss=_loss(st, model, loss, mini_batch_size, matryoshka_dims),
+                epochs=epochs, batch_size=batch_size, lr=lr,
+                warmup_steps=math.ceil(warmup * total_steps), seed=seed, callback=tracker.callback(),
+            )
+            trainer.train()
+            steps = int(trainer.state.global_step)
+        train_seconds = time.perf_counter() - started
+        best_epoch = tracker.restore_best(model)
+        model.max_seq_length = saved_length
+        weights = weights_hash(model)
+        with _no_hub_bars():
+            model.save(str(out), create_model_card=False)
+
+    card = {
+        "format": "embedtune.finetune/1",
+        "base_model": str(base_model),
+        "base_folder": str(source),
+        "data": {
+            "train_pairs": len(train_pairs),
+            "train_queries": len({p.query for p in train_pairs}),
+            "sources": dict(Counter(p.source for p in train_pairs)),
+            "hard_negatives_per_pair": negatives,
+            "negatives_filled_at_random": filled,
+            "pairs_sha256": _pairs_hash(train_pairs),
+            "dev_queries": len(dev.qrels) if dev is not None else 0,
+            "dev_documents": len(dev.documents) if dev is not None else 0,
+            **dict(data_note or {}),
+        },
+        "settings": {
+            "loss": loss, "mini_batch_size": mini_batch_size if loss == "cached-mnrl" else None,
+            "matryoshka_dims": list(matryoshka_dims) if matryoshka_dims else None,
+            "epochs": epochs, "batch_size": batch_size, "lr": lr, "warmup": warmup,
+            "max_seq_length_training": max_seq_length or saved_length, "max_seq_length": saved_length,
+            "batch_sampler": "no_duplicates", "prefixes": {"query": prefixes[0], "document": prefixes[1]},
+        },
+        "seed": seed,
+        "steps": steps,
+        "best_epoch": best_epoch,
+        "train_seconds": round(train_seconds, 1),
+        "weights_sha256": weights,
+        "machine": f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "figures": {"dev": {"metric": "ndcg@10", "before": figures[0], "after": figures[best_epoch],
+                            "by_epoch": figures}} if figures else {},
+    }
+    _write_card(out, card)
+    return FineTuneResult(
+        out_dir=out, uri=f"local:{out}", weights_hash=weights, train_seconds=train_seconds, steps=steps,
+        best_epoch=best_epoch, dev_by_epoch=tuple(figures), card=card,
+    )
+
+
+def record_figures(out_dir: str | Path, name: str, before: Mapping[str, float], after: Mapping[str, float]) -> dict:
+    """Add before/after figures (e.g. ``name="test"``, ``{"ndcg@10": ...}``) to a model's card."""
+    folder = Path(out_dir)
+    try:
+        card = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{folder} holds no readable {CARD_FILE}; was it made by embedtune adapt?") from exc
+    card.setdefault("figures", {})[name] = {"before": dict(before), "after": dict(after)}
+    _write_card(folder, card)
+    return card
+
+
+def weights_hash(model) -> str:
+    """sha256 of every parameter and buffer, by name: equal only for bit-identical weights."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+# -- the base model ------------------------------------------------------------------------------
+
+
+def base_folder(base_model: str | Path) -> tuple[Path, tuple[str, str]]:
+    """The local folder of a model to fine-tune and its (query, document) prefixes; one line
+    (ConfigError, ModelLoadError) for an API model or a folder that is not a model."""
+    text = str(base_model)
+    if isinstance(base_model, Path) or ":" not in text or Path(text).exists():
+        folder, prefixes = Path(text).expanduser(), ("", "")
+    else:
+        provider, name = split_uri(text)
+        if provider != "local":
+            raise ConfigError(
+                f"{text} is an API model: its weights cannot be fine-tuned; "
+                "learn a query adapter instead (--method adapter)"
+            )
+        card = find_card(text)
+        if card is None:
+            folder, prefixes = Path(name).expanduser(), ("", "")
+        else:
+            if card.engine != "sentence-transformers":
+                raise ConfigError(f"{text} runs in {card.engine}, not torch; fine-tune a sentence-transformers model")
+            from ..providers.local import locate_weights
+
+            located = locate_weights(card)
+            if located is None:
+                raise ModelLoadError(
+                    f"no weights for {text} on this machine (fine-tuning never downloads); "
+                    f"install {' '.join(card.offline_packages) or 'its weights'} or give a model folder"
+                )
+            folder, prefixes = located, (card.query_prefix, card.document_prefix)
+    if not folder.is_dir():
+        raise ModelLoadError(f"model folder {folder} does not exist; give a sentence-transformers model folder")
+    if not (folder / "modules.json").is_file() and not (folder / "config.json").is_file():
+        raise ModelLoadError(
+            f"{folder} is not a sentence-transformers model (no modules.json or config.json); "
+            "give the folder that holds the model's files"
+        )
+    return folder, prefixes
+
+
+@contextmanager
+def _no_hub_bars():
+    """transformers' own loading and saving bars would interleave with ours."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
+def _load(st, folder: Path):
+    try:
+        with _no_hub_bars():
+            return st.SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load {folder} as a sentence-transformers model: {exc}") from exc
+
+
+def check_out_dir(out_dir: str | Path) -> Path:
+    """The output folder, resolved; refused when it exists and is not empty (nothing is overwritten)."""
+    out = Path(out_dir).expanduser().resolve()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"output folder {out} exists and is not empty; choose a new folder")
+    return out
+
+
+def _empty_out_dir(out_dir: str | Path) -> Path:
+    out = check_out_dir(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _check_settings(pairs, epochs, batch_size, lr, loss, mini_batch_size, matryoshka_dims, max_seq_length, warmup):
+    if len(pairs) < MIN_PAIRS:
+        raise InputError(
+            f"only {len(pairs)} training pairs; fine-tuning needs at least {MIN_PAIRS} "
+            "(generate queries from the corpus with --generate title or span)"
+        )
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("mini_batch_size", mini_batch_size)):
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, not {value!r}")
+    if batch_size < 2:
+        raise ConfigError("batch_size must be at least 2: the other pairs of a batch are the negatives")
+    if not (isinstance(lr, (int, float)) and 0 < lr < 1):
+        raise ConfigError(f"lr must be a small positive number such as 2e-5, not {lr!r}")
+    if loss not in LOSSES:
+        raise ConfigError(f"unknown loss {loss!r}; use {' or '.join(LOSSES)}")
+    if matryoshka_dims is not None and (not matryoshka_dims or any(int(d) < 1 for d in matryoshka_dims)):
+        raise ConfigError(f"matryoshka dims must be positive integers, not {matryoshka_dims!r}")
+    if max_seq_length is not None and max_seq_length < 8:
+        raise ConfigError(f"max_seq_length must be at least 8 tokens, not {max_seq_length}")
+    if not 0 <= warmup < 1:
+        raise ConfigError(f"warmup is a share of the steps, from 0 up to 1, not {warmup}")
+    if any(not p.query.strip() or not p.positive.strip() for p in pairs):
+        raise InputError("a training pair has an empty query or positive; drop it")
+
+
+# -- training ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _deterministic(torch, seed: int):
+    """Seeded, deterministic kernels for the duration; the caller's settings come back after."""
+    was = torch.are_deterministic_algorithms_enabled()
+    state = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    torch.use_deterministic_algorithms(True)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was)
+        random.setstate(state[0])
+        np.random.set_state(state[1])
+        torch.random.set_rng_state(state[2])
+
+
+def _even_negatives(pairs: Sequence[Pair], seed: int) -> tuple[list[Pair], int, int]:
+    """Every pair with as many negatives as the pair that has the most (the trainer needs equal
+    columns): a pair short of them gets other pairs' positives, drawn with a seeded RNG, which is
+    what in-batch negatives are anyway. Returns the pairs, the count and how many were filled."""
+    from dataclasses import replace
+
+    count = max(len(p.negatives) for p in pairs)
+    if count == 0:
+        return list(pairs), 0, 0
+    rng = random.Random(seed)
+    evened, filled = [], 0
+    for pair in pairs:
+        negatives = list(pair.negatives)
+        for _ in range(100 * count):  # bounded: pairs that all share one query have nothing to draw
+            if len(negatives) == count:
+                break
+            other = pairs[rng.randrange(len(pairs))]
+            if other.query != pair.query and other.positive != pair.positive:
+                negatives.append(other.positive)
+                filled += 1
+        if len(negatives) < count:
+            raise InputError("no other pair's positive can serve as a negative; give pairs of several queries")
+        evened.append(replace(pair, negatives=tuple(negatives)))
+    return evened, count, filled
+
+
+def _dataset(pairs: Sequence[Pair], negatives: int, prefixes: tuple[str, str]):
+    from datasets import Dataset
+
+    query_prefix, doc_prefix = prefixes
+    columns = {
+        "anchor": [query_prefix + p.query for p in pairs],
+        "positive": [doc_prefix + p.positive for p in pairs],
+    }
+    for i in range(negatives):
+        columns[f"negative_{i + 1}"] = [doc_prefix + p.negatives[i] for p in pairs]
+    return Dataset.from_dict(columns)
+
+
+def _loss(st, model, loss: str, mini_batch_size: int, matryoshka_dims):
+    from sentence_transformers.sentence_transformer import losses
+
+    if loss == "cached-mnrl":
+        base = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini_batch_size, show_progress_bar=False)
+    else:
+        base = losses.MultipleNegativesRankingLoss(model)
+    if matryoshka_dims:
+        return losses.MatryoshkaLoss(model, base, matryoshka_dims=[int(d) for d in matryoshka_dims])
+    return base
+
+
+def _trainer(st, model, dataset, scratch: str, *, loss, epochs, batch_size, lr, warmup_steps, seed, callback):
+    from sentence_transformers.base.sampler import BatchSamplers
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class _Trainer(st.SentenceTransformerTrainer):
+        def add_model_card_callback(self, default_args_dict):
+            pass  # we write our own card; theirs samples the data and renders a long README
+
+    args = st.SentenceTransformerTrainingArguments(
+        output_dir=scratch,
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        learning_rate=lr,
+        warmup_steps=warmup_steps,
+        seed=seed,
+        data_seed=seed,
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,  # single-process loading: one RNG, one order
+        use_cpu=True,
+    )
+    trainer = _Trainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[callback])
+    for noisy in (PrinterCallback, ProgressCallback):  # our progress bar replaces theirs
+        trainer.remove_callback(noisy)
+    return trainer
+
+
+class _EpochTracker:
+    """Reports steps, scores the dev set after each epoch and keeps the best epoch's weights."""
+
+    def __init__(self, evaluate, figures: list[float], on_progress: ProgressFn | None, total_steps: int) -> None:
+        self.evaluate, self.figures, self.on_progress, self.total = evaluate, figures, on_progress, total_steps
+        self.best_state = None
+        self.best_epoch = 0
+        self.epochs = 0
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        tracker = self
+
+        class _Callback(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if tracker.on_progress:
+                    tracker.on_progress("training", state.global_step, max(state.max_steps, 1))
+
+            def on_epoch_end(self, args, state, control, model=None, **kwargs):
+                tracker.end_epoch(model)
+
+        return _Callback()
+
+    def end_epoch(self, model) -> None:
+        self.epochs += 1
+        if self.evaluate is None:
+            self.best_epoch = self.epochs
+            return
+        was_training = model.training
+        score = self.evaluate(model)
+        model.train(was_training)
+        self.figures.append(score)
+        if self.best_state is None or score > self.figures[self.best_epoch]:
+            self.best_epoch = self.epochs
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def restore_best(self, model) -> int:
+        if self.best_state is not None and self.best_epoch != self.epochs:
+            model.load_state_dict(self.best_state)
+        return self.best_epoch
+
+
+def _dev_scorer(dev: DevSet, prefixes: tuple[str, str]):
+    from ..evaluation.metrics import evaluate
+    from ..search.dense import dense_run
+
+    query_ids, doc_ids = list(dev.qrels), list(dev.documents)
+
+    def score(model) -> float:
+        def encode(texts):
+            return model.encode(texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=True,
+                                show_progress_bar=False).astype(np.float32)
+
+        queries = encode([prefixes[0] + dev.queries[q] for q in query_ids])
+        docs = encode([prefixes[1] + dev.documents[d] for d in doc_ids])
+        run = dense_run(query_ids, queries, doc_ids, docs, 10)
+        return round(evaluate(dev.qrels, run, ["ndcg@10"])["ndcg@10"], 6)
+
+    return score
+
+
+# -- the card ------------------------------------------------------------------------------------
+
+
+def _write_card(folder: Path, card: Mapping) -> None:
+    (folder / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    (folder / "README.md").write_text(_readme(folder, card), encoding="utf-8")
+
+
+def _readme(folder: Path, card: Mapping) -> str:
+    data, settings = card["data"], card["settings"]
+    lines = [
+        f"# {folder.name}",
+        "",
+        (
+            f"Fine-tuned by embedtune from `{card['base_model']}` on {data['train_pairs']} pairs "
+            f"({data['train_queries']} queries; sources: {', '.join(f'{k} {v}' for k, v in data['sources'].items())}), "
+            f"{settings['epochs']} epoch(s) of {settings['loss']}, batch {settings['batch_size']}, lr {settings['lr']}, "
+            f"seed {card['seed']}: {card['steps']} steps in {card['train_seconds']} s."
+        ),
+        "",
+        f"Use it as `local:{folder}`. Weights sha256: `{card['weights_sha256']}`. Everything else is in `{CARD_FILE}`.",
+    ]
+    figures = card.get("figures") or {}
+    if figures:
+        lines += ["", "| figure | before | after |", "|---|---|---|"]
+        for name, values in figures.items():
+            if "metric" in values:
+                lines.append(f"| {name} {values['metric']} | {values['before']:.4f} | {values['after']:.4f} |")
+            else:
+                for metric in values["after"]:
+                    lines.append(f"| {name} {metric} | {values['before'].get(metric, float('nan')):.4f} "
+                                 f"| {values['after'][metric]:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _pairs_hash(pairs: Sequence[Pair]) -> str:
+    digest = hashlib.sha256()
+    for pair in pairs:
+        digest.update(json.dumps([pair.query, pair.positive, list(pair.negatives)], ensure_ascii=False).encode())
+    return digest.hexdigest()
+
+
+def _text_id(text: str) -> str:
+    return "t:" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]

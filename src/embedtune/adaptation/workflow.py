@@ -1,0 +1,214 @@
+"""What ``embedtune adapt`` does, step by step: pairs in, a model or adapter out, figures before and after.
+
+1. Pairs come from a collection's qrels (``split``), from a collection's corpus alone (a query
+   generator, then the consistency filter), or from a JSONL file (texts, or ids in ``corpus``).
+2. Hard negatives are mined when asked (BM25 or the base model), which needs the corpus.
+3. A seeded tenth of the queries is held out as the dev split that picks the epoch.
+4. ``finetune`` trains the model's weights (a local model only); ``adapter`` learns a query
+   adapter on the frozen model (any model, API ones included).
+5. Before/after nDCG@10 on the collection's ``test`` split when it has one (and it was not
+   trained on), else on the dev split.
+
+Every check a user can fail runs before anything slow: the model, the output folder, the pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ..catalogue import split_uri
+from ..errors import ConfigError, InputError
+from ..evaluation.collections import Collection
+from ..factory import EmbedderSpec
+from .pairs import Pair, pairs_from_qrels, read_pairs, split_dev
+
+__all__ = ["HARD_NEGATIVES", "METHODS", "AdaptOutcome", "adapt", "load_pairs"]
+
+METHODS: tuple[str, ...] = ("finetune", "adapter")
+HARD_NEGATIVES: tuple[str, ...] = ("none", "bm25", "model")
+MIN_PAIRS = 16
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdaptOutcome:
+    """What was trained and how it scored: ``figures[split] = (before, after)`` nDCG@10."""
+
+    method: str
+    out_dir: Path
+    uri: str
+    train_pairs: int
+    dev_pairs: int
+    train_seconds: float
+    figures: dict[str, tuple[float, float]] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+
+def load_pairs(
+    source: Path,
+    *,
+    split: str = "train",
+    generate: str | None = None,
+    corpus: Path | None = None,
+    chat=None,
+    seed: int = 0,
+) -> tuple[list[Pair], Collection | None, dict]:
+    """The training pairs, the collection they came from (when any) and a note for the card."""
+    from ..evaluation import load_beir
+
+    if source.is_dir():
+        collection = load_beir(source, strict=False)
+        if generate:
+            from .generate import filter_consistent, generate_pairs
+
+            made = generate_pairs(collection.corpus, generate, seed=seed, chat=chat)
+            pairs = filter_consistent(made, collection.corpus, by="bm25", top_k=10)
+            note = {"collection": collection.name, "generator": generate, "generated": len(made),
+                    "consistent": len(pairs), "labels_used": False}
+        else:
+            pairs = pairs_from_qrels(collection, split)
+            note = {"collection": collection.name, "split": split}
+        return pairs, collection, note
+    if generate:
+        raise ConfigError("--generate makes queries from a collection's corpus; give a collection folder, not a pairs file")
+    collection = load_beir(corpus, strict=False) if corpus is not None else None
+    pairs = read_pairs(source, collection)
+    return pairs, collection, {"pairs_file": str(source)}
+
+
+def adapt(
+    source: Path,
+    spec: EmbedderSpec,
+    out_dir: Path,
+    *,
+    method: str = "finetune",
+    split: str = "train",
+    generate: str | None = None,
+    corpus: Path | None = None,
+    chat=None,
+    hard_negatives: str = "none",
+    epochs: int = 1,
+    batch_size: int = 32,
+    lr: float = 2e-5,
+    loss: str = "mnrl",
+    matryoshka_dims: list[int] | None = None,
+    max_seq_length: int | None = None,
+    seed: int = 0,
+    cache: Path | None = None,
+    on_progress: ProgressFn | None = None,
+) -> AdaptOutcome:
+    """Run the steps of the module docstring; see ``embedtune adapt --help`` for the options."""
+    from . import finetune
+
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; use {' or '.join(METHODS)}")
+    if hard_negatives not in HARD_NEGATIVES:
+        raise ConfigError(f"unknown --hard-negatives {hard_negatives!r}; use {', '.join(HARD_NEGATIVES)}")
+    provider = split_uri(spec.model)[0]
+    if method == "finetune":
+        if provider in ("openai", "ollama"):
+            raise ConfigError(
+                f"{spec.model} is an API model: its weights cannot be fine-tuned; "
+                "use --method adapter to learn a query adapter on it instead"
+            )
+        if provider == "fake":
+            raise ConfigError(f"{spec.model} has no weights to fine-tune; give a local model")
+        finetune.base_folder(spec.model)  # a folder that is not a model fails now, not after the data
+    out = finetune.check_out_dir(out_dir)
+
+    pairs, collection, note = load_pairs(source, split=split, generate=generate, corpus=corpus, chat=chat, seed=seed)
+    train, dev = split_dev(pairs, 0.1, seed=seed) if len(pairs) > 1 else (pairs, [])
+    if len(train) < MIN_PAIRS:
+        how = "" if generate else "; generate queries from a collection's corpus with --generate title (or span)"
+        raise InputError(
+            f"only {len(train)} training pairs (after holding out {len(dev)} for dev); "
+            f"adapting needs at least {MIN_PAIRS}{how}"
+        )
+    if hard_negatives != "none":
+        if collection is None:
+            raise ConfigError("--hard-negatives needs the documents to mine: give a collection (or --corpus)")
+        train = _mine(train, collection, hard_negatives, spec, cache)
+    note = {**note, "hard_negatives": hard_negatives}
+
+    test_split = "test" if collection is not None and "test" in collection.qrels and split != "test" else None
+    if method == "finetune":
+        result = finetune.fine_tune(
+            spec.model, train, out_dir=out, dev=_dev(dev, collection, seed), epochs=epochs, batch_size=batch_size,
+            lr=lr, loss=loss, matryoshka_dims=matryoshka_dims, max_seq_length=max_seq_length, seed=seed,
+            on_progress=on_progress, data_note=note,
+        )
+        adapted = EmbedderSpec(model=result.uri)
+        figures = {"dev": (result.dev_before, result.dev_after)}
+        seconds = result.train_seconds
+    else:
+        adapted, figures, seconds = _train_adapter(spec, train, dev, out, seed, cache)
+    notes: list[str] = []
+    if test_split is not None:
+        before = _ndcg(collection, spec, test_split, cache, on_progress)
+        after = _ndcg(collection, adapted, test_split, cache, on_progress)
+        figures["test"] = (before, after)
+        if method == "finetune":
+            finetune.record_figures(out, "test", {"ndcg@10": before}, {"ndcg@10": after})
+    elif collection is not None and split == "test":
+        notes.append("trained on the test split: no untouched test figure to report")
+    return AdaptOutcome(method=method, out_dir=out, uri=adapted.model if method == "finetune" else spec.model,
+                        train_pairs=len(train), dev_pairs=len(dev), train_seconds=seconds, figures=figures,
+                        notes=tuple(notes))
+
+
+def _mine(pairs, collection: Collection, how: str, spec: EmbedderSpec, cache):
+    from .negatives import mine_hard_negatives
+
+    if any(p.positive_id is None for p in pairs):
+        raise ConfigError("--hard-negatives needs pairs that name their documents (ids, or a collection's qrels)")
+    if how == "bm25":
+        return mine_hard_negatives(pairs, collection.corpus, by="bm25", count=1)
+    from ..engine import close_stack
+    from ..factory import build_embedder
+
+    embedder = build_embedder(replace(spec, over_limit="truncate"), cache=cache)
+    try:
+        return mine_hard_negatives(pairs, collection.corpus, by=embedder, count=1)
+    finally:
+        close_stack(embedder)
+
+
+def _dev(dev: list[Pair], collection: Collection | None, seed: int):
+    """Dev queries ranked among their positives and (up to 1,000) documents of the collection."""
+    from .finetune import dev_set
+
+    if not dev:
+        return None
+    documents = None
+    if collection is not None:
+        documents = {doc_id: doc.full_text for doc_id, doc in collection.corpus.items()}
+    return dev_set(dev, documents=documents, seed=seed)
+
+
+def _train_adapter(spec: EmbedderSpec, train, dev, out: Path, seed: int, cache):
+    from ..engine import close_stack
+    from ..factory import build_embedder
+    from .adapter import train_query_adapter
+
+    embedder = build_embedder(replace(spec, over_limit="truncate"), cache=cache)
+    try:
+        adapter = train_query_adapter(embedder, train, dev_pairs=dev or None, seed=seed)
+    finally:
+        close_stack(embedder)
+    adapter.save(out)
+    info = adapter.info or {}
+    dev_info = info.get("dev", {})
+    figures = {}
+    if "base" in dev_info:
+        figures["dev mrr@10"] = (dev_info["base"], dev_info["adapted"])
+    return replace(spec, adapter=str(out)), figures, float(info.get("train_seconds", 0.0))
+
+
+def _ndcg(collection: Collection, spec: EmbedderSpec, split: str, cache, on_progress) -> float:
+    from ..evaluation.compare import evaluate_strategies
+
+    result = evaluate_strategies(collection, [spec], bm25=False, split=split, cache=cache, on_progress=on_progress)
+    return result.strategies[0].metrics["ndcg@10"]
