@@ -164,6 +164,74 @@ def embed(
     out.print("wrote " + ", ".join(str(p) for p in written))
 
 
+@app.command()
+def chunk(
+    input: Annotated[Path, typer.Argument(help="A .txt (one text per line), .jsonl, .parquet file or a BEIR folder.")],
+    chunker_spec: Annotated[str, typer.Option(
+        "--chunker", "-c",
+        help="NAME[:key=value,...]: fixed:size=200,overlap=50 | recursive | sentence | "
+             "semantic:rule=percentile,threshold=95,min_tokens=32 (rules: percentile, stdev, iqr, gradient, absolute).",
+    )],
+    model: ModelOption = "local:all-MiniLM-L6-v2",
+    max_tokens: Annotated[
+        Optional[int], typer.Option("--max-tokens", help="Most tokens per chunk (default: the model's maximum).")
+    ] = None,
+    output: Annotated[Path, typer.Option("--out", "-o", help="Where to write the chunks: a .jsonl file.")] = Path(
+        "chunks.jsonl"
+    ),
+    text_field: Annotated[str, typer.Option(help="The text field of .jsonl / .parquet input.")] = "text",
+    id_field: Annotated[Optional[str], typer.Option(help="The id field (default: _id or id, else the line number).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Cut texts into chunks the model reads whole (tokens counted by its own tokenizer); one JSON line per chunk."""
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .chunking import make_chunker
+    from .engine import close_stack
+    from .errors import InputError
+    from .factory import build_embedder
+    from .textio import read_texts
+
+    if output.suffix.lower() != ".jsonl":
+        raise EmbedtuneError(f"--out {output}: use a .jsonl file name")
+    embedder = build_embedder(_spec(model, config), cache=default_home() / "embeddings.sqlite")
+    try:
+        chunker = make_chunker(chunker_spec, embedder, max_tokens=max_tokens)
+        data = read_texts(input, text_field=text_field, id_field=id_field)
+        for i, text in enumerate(data.texts):
+            if not text.strip():
+                raise InputError(f"{input}: text {i} (id {data.ids[i]!r}) is empty; remove it or give it some text")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = output.with_name(f".{output.name}.tmp")
+        sizes: list[int] = []
+        slice_size = 256  # the semantic chunker embeds a slice's windows in one call
+        with tmp.open("w", encoding="utf-8") as handle, Progress(
+            TextColumn("[bold]chunking"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            console=err, transient=True,
+        ) as progress:
+            task = progress.add_task("chunk", total=len(data))
+            for start in range(0, len(data), slice_size):
+                texts = data.texts[start : start + slice_size]
+                for doc_id, chunks in zip(data.ids[start : start + slice_size], chunker.chunk_many(texts)):
+                    for number, piece in enumerate(chunks):
+                        row = {"doc_id": doc_id, "chunk": number, "start": piece.start, "end": piece.end,
+                               "tokens": piece.tokens, "text": piece.text}
+                        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                        sizes.append(piece.tokens)
+                progress.advance(task, len(texts))
+        os.replace(tmp, output)
+    finally:
+        close_stack(embedder)
+    mean = sum(sizes) / len(sizes) if sizes else 0.0
+    out.print(f"chunked {len(data)} texts into {len(sizes)} chunks with {chunker.name} ({embedder.name} tokens): "
+              f"mean {mean:.1f} tokens, max {max(sizes, default=0)}")
+    for notice in chunker.notices:
+        err.print(f"[yellow]note:[/] {notice}", highlight=False)
+    out.print(f"wrote {output}")
+
+
 def _name_text(exc, offset: int, ids: list[str]) -> EmbedtuneError:
     """The error again, naming the text by its position in the whole input and by its id."""
     from .errors import InvalidInputError
@@ -246,6 +314,19 @@ HybridOption = Annotated[
 ]
 Bm25Option = Annotated[bool, typer.Option("--bm25", help="Report BM25 on its own too.")]
 SplitOption = Annotated[str, typer.Option("--split", help="The qrels split to report (convex is tuned on train or dev).")]
+ChunkerOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--chunker", help="Embed chunks, not whole documents: fixed:size=200,overlap=50, recursive, sentence, "
+                 "semantic:rule=percentile,threshold=95, or none (whole documents). Repeat to compare chunkers."),
+]
+ChunkScoreOption = Annotated[
+    str, typer.Option("--chunk-score", help="A document's score from its chunks: max, or sumN (sum of its N best).")
+]
+GenerateOption = Annotated[
+    Optional[str], typer.Option("--generate-queries", help="Judge with queries generated from the documents, for a "
+                                "corpus without labels: title or span (BM25-filtered; a train split tunes convex).")
+]
+GeneratedCountOption = Annotated[int, typer.Option("--queries", help="Generated test queries (and as many for train).")]
 
 
 def _sample_collection() -> Path:
@@ -255,7 +336,8 @@ def _sample_collection() -> Path:
 
 
 def _compare(collection: Path | None, uris: list[str], *, bm25: bool, hybrid: str | None, split: str,
-             config: Path | None):
+             config: Path | None, chunkers: list[str] | None = None, chunk_score: str = "max",
+             generate: str | None = None, queries: int = 200):
     """Load the collection, run every strategy with a progress bar, print the table and the winner."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -269,7 +351,15 @@ def _compare(collection: Path | None, uris: list[str], *, bm25: bool, hybrid: st
     for spec in specs:
         find_card(spec.model)  # an unknown model fails before the collection is read
     methods = [m.strip() for m in (hybrid or "").split(",") if m.strip()]
-    data = load_beir(collection or _sample_collection())
+    if generate:
+        from .adaptation.generate import generated_collection, read_corpus
+
+        if generate not in ("title", "span"):
+            raise EmbedtuneError(f"--generate-queries {generate}: use title or span")
+        folder = collection or _sample_collection()
+        data = generated_collection(read_corpus(folder), generate, queries=queries, name=folder.name)
+    else:
+        data = load_beir(collection or _sample_collection())
     with Progress(
         TextColumn("[bold]embedding {task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeRemainingColumn(), console=err, transient=True,
@@ -284,7 +374,17 @@ def _compare(collection: Path | None, uris: list[str], *, bm25: bool, hybrid: st
         result = evaluate_strategies(
             data, specs, bm25=bm25, hybrid=methods, split=split,
             cache=default_home() / "embeddings.sqlite", on_progress=on_progress, index_dir=default_home() / "indexes",
+            chunkers=chunkers or (), chunk_score=chunk_score,
         )
+    if generate:
+        from dataclasses import replace
+
+        note = (
+            f"the queries are generated, not judged by people: {generate!r} generator, {len(data.qrels['test'])} "
+            f"test queries (and {len(data.qrels.get('train', {}))} train), kept by a BM25 top-10 consistency "
+            "filter; each query's document is indexed without the query's own text"
+        )
+        result = replace(result, notes=(*result.notes, note))
     out.print(comparison_table(result))
     for note in result.notes:
         out.print(f"[yellow]note:[/] {note}")
@@ -300,9 +400,14 @@ def eval_(
     hybrid: HybridOption = None,
     split: SplitOption = "test",
     config: ConfigOption = None,
+    chunker: ChunkerOption = None,
+    chunk_score: ChunkScoreOption = "max",
+    generate_queries: GenerateOption = None,
+    queries: GeneratedCountOption = 200,
 ) -> None:
     """Score one model's retrieval on a collection (nDCG@10, Recall@100, MRR@10), with BM25 and hybrids."""
-    _compare(collection, [model], bm25=bm25, hybrid=hybrid, split=split, config=config)
+    _compare(collection, [model], bm25=bm25, hybrid=hybrid, split=split, config=config, chunkers=chunker,
+             chunk_score=chunk_score, generate=generate_queries, queries=queries)
 
 
 @app.command()
@@ -320,6 +425,10 @@ def compare(
         "embedtune-report"
     ),
     config: ConfigOption = None,
+    chunker: ChunkerOption = None,
+    chunk_score: ChunkScoreOption = "max",
+    generate_queries: GenerateOption = None,
+    queries: GeneratedCountOption = 200,
 ) -> None:
     """Compare models, BM25 and hybrids on a collection; write a JSON report and a plot."""
     import json
@@ -329,7 +438,8 @@ def compare(
     uris = [uri.strip() for uri in models.split(",") if uri.strip()]
     if not uris:
         raise EmbedtuneError("--models names no model; give URIs like local:all-MiniLM-L6-v2,local:all-mpnet-base-v2")
-    result = _compare(collection, uris, bm25=bm25, hybrid=hybrid, split=split, config=config)
+    result = _compare(collection, uris, bm25=bm25, hybrid=hybrid, split=split, config=config, chunkers=chunker,
+                      chunk_score=chunk_score, generate=generate_queries, queries=queries)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         json_path = out_dir / "comparison.json"
@@ -340,6 +450,87 @@ def compare(
     except OSError as exc:
         raise EmbedtuneError(f"cannot write the report into {out_dir}: {exc.strerror}; choose another --out-dir") from None
     out.print(f"wrote {json_path}, {png_path}")
+
+
+@app.command()
+def adapt(
+    source: Annotated[Path, typer.Argument(help="A BEIR collection folder, or a JSONL file of training pairs.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="A new (or empty) folder for the model or adapter.")],
+    model: ModelOption = "local:all-MiniLM-L6-v2",
+    split: Annotated[str, typer.Option("--split", help="The collection's qrels split to train on.")] = "train",
+    generate: Annotated[
+        Optional[str], typer.Option("--generate", help="No labels: generate queries from the corpus (title, span or chat).")
+    ] = None,
+    chat_model: Annotated[Optional[str], typer.Option("--chat-model", help="--generate chat: the chat model.")] = None,
+    chat_url: Annotated[
+        str, typer.Option("--chat-url", help="--generate chat: an OpenAI-compatible base URL.")
+    ] = "http://localhost:8000/v1",
+    corpus: Annotated[
+        Optional[Path], typer.Option("--corpus", help="The collection whose documents a pairs file names by id.")
+    ] = None,
+    hard_negatives: Annotated[str, typer.Option("--hard-negatives", help="Mine one per pair: none, bm25 or model.")] = "none",
+    method: Annotated[
+        str, typer.Option("--method", help="finetune (a local model's weights) or adapter (a query map; any model).")
+    ] = "finetune",
+    epochs: Annotated[int, typer.Option("--epochs")] = 1,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
+    lr: Annotated[float, typer.Option("--lr")] = 2e-5,
+    loss: Annotated[str, typer.Option("--loss", help="mnrl, or cached-mnrl for big batches in little memory.")] = "mnrl",
+    matryoshka: Annotated[Optional[str], typer.Option("--matryoshka", help="Also train these leading dims, e.g. 384,256,128.")] = None,
+    max_seq_length: Annotated[Optional[int], typer.Option("--max-seq-length", help="Cut texts to this many tokens in training.")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    config: ConfigOption = None,
+) -> None:
+    """Adapt a model to a corpus: fine-tune a local model, or learn a query adapter, then show nDCG@10 before and after."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .adaptation.workflow import adapt as run_adapt
+
+    dims = None
+    if matryoshka:
+        try:
+            dims = [int(d) for d in matryoshka.split(",") if d.strip()]
+        except ValueError:
+            raise EmbedtuneError(f"--matryoshka {matryoshka}: give dims as integers, e.g. 384,256,128") from None
+    chat = None
+    if generate == "chat":
+        from .adaptation.generate import ChatConfig
+
+        if not chat_model:
+            raise EmbedtuneError("--generate chat needs --chat-model (and --chat-url for your endpoint)")
+        chat = ChatConfig(model=chat_model, base_url=chat_url)
+    spec = _spec(model, config)
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=err, transient=True,
+    ) as progress:
+        tasks: dict[str, object] = {}
+
+        def on_progress(task: str, done: int, total: int) -> None:
+            if task not in tasks:
+                tasks[task] = progress.add_task(task, total=total)
+            progress.update(tasks[task], completed=done, total=total)  # type: ignore[arg-type]
+
+        outcome = run_adapt(
+            source, spec, out_dir, method=method, split=split, generate=generate, corpus=corpus, chat=chat,
+            hard_negatives=hard_negatives, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
+            matryoshka_dims=dims, max_seq_length=max_seq_length, seed=seed,
+            cache=default_home() / "embeddings.sqlite", on_progress=on_progress,
+        )
+    what = "fine-tuned model" if outcome.method == "finetune" else "query adapter"
+    out.print(f"{what} trained on {outcome.train_pairs} pairs ({outcome.dev_pairs} held out for dev) "
+              f"in {outcome.train_seconds:.1f} s; wrote {outcome.out_dir}")
+    for name, (before, after) in outcome.figures.items():
+        if before is None or after is None:
+            continue
+        label = name if " " in name else f"{name} nDCG@10"
+        out.print(f"{label}: {before:.4f} -> {after:.4f} ({after - before:+.4f})")
+    for note in outcome.notes:
+        out.print(f"[yellow]note:[/] {note}")
+    if outcome.method == "finetune":
+        out.print(f"use it as --model {outcome.uri}")
+    else:
+        out.print(f'use it with an embedder whose config says model = "{spec.model}", adapter = "{outcome.out_dir}"')
 
 
 def main() -> None:

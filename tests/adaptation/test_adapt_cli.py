@@ -1,0 +1,98 @@
+"""``embedtune adapt`` as a user meets it: one error line for each mistake, and a run end to end."""
+
+import json
+import os
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+SAMPLE = Path(str(resources.files("embedtune") / "data" / "sample"))
+
+
+def run(*args, home, timeout=300):
+    env = {**os.environ, "EMBEDTUNE_HOME": str(home), "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "embedtune.cli", "adapt", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=timeout, check=False)
+
+
+def assert_one_error_line(result, *messages):
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for message in messages:
+        assert message in lines[0], lines[0]
+
+
+def write_jsonl(path, rows):
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_pairs_naming_unknown_documents(tmp_path):
+    pairs = write_jsonl(tmp_path / "p.jsonl", [{"query": f"q{i}", "positive_id": f"x{i}"} for i in range(20)])
+    result = run(pairs, "--corpus", SAMPLE, "--out", tmp_path / "o", home=tmp_path / "h")
+    assert_one_error_line(result, "20 document id(s) missing from collection 'sample'", "'x0', 'x1', 'x2' and 17 more")
+
+
+def test_too_few_pairs_hints_at_generating(tmp_path):
+    pairs = write_jsonl(tmp_path / "p.jsonl", [{"query": f"q{i}", "positive": f"doc {i}"} for i in range(6)])
+    result = run(pairs, "--out", tmp_path / "o", home=tmp_path / "h")
+    assert_one_error_line(result, "training pairs", "at least 16", "--generate title")
+
+
+@pytest.mark.parametrize("model", ["openai:text-embedding-3-small", "ollama:nomic-embed-text"])
+def test_api_model_with_finetune_hints_at_the_adapter(tmp_path, model):
+    result = run(SAMPLE, "--model", model, "--out", tmp_path / "o", home=tmp_path / "h")
+    assert_one_error_line(result, "cannot be fine-tuned", "--method adapter")
+
+
+def test_folder_that_is_not_a_model(tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not weights")
+    result = run(SAMPLE, "--model", f"local:{folder}", "--out", tmp_path / "o", home=tmp_path / "h")
+    assert_one_error_line(result, "not a sentence-transformers model")
+
+
+def test_output_folder_not_empty(tmp_path):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "keep.txt").write_text("mine")
+    result = run(SAMPLE, "--out", tmp_path / "o", home=tmp_path / "h")
+    assert_one_error_line(result, "exists and is not empty")
+    assert (tmp_path / "o" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--method", "lora"], "unknown method"),
+    (["--hard-negatives", "random"], "unknown --hard-negatives"),
+    (["--matryoshka", "384,big"], "--matryoshka"),
+])
+def test_bad_options(tmp_path, option, message):
+    result = run(SAMPLE, "--out", tmp_path / "o", *option, home=tmp_path / "h")
+    assert_one_error_line(result, message)
+
+
+def test_adapter_end_to_end_prints_before_and_after(tmp_path):
+    result = run(SAMPLE, "--model", "fake:hash-256", "--method", "adapter", "--out", tmp_path / "a",
+                 home=tmp_path / "h")
+    assert result.returncode == 0, result.stderr
+    assert "query adapter trained on" in result.stdout
+    line = next(line for line in result.stdout.splitlines() if line.startswith("test nDCG@10: "))
+    before, after = (float(x) for x in line.split(": ")[1].split(" (")[0].split(" -> "))
+    assert 0 < before <= 1 and 0 < after <= 1
+    assert (tmp_path / "a" / "adapter.json").is_file()
+
+
+def test_generated_pairs_read_no_labels():
+    from embedtune.adaptation.workflow import load_pairs
+
+    pairs, collection, note = load_pairs(SAMPLE, generate="title")
+    assert len(pairs) >= 16 and {p.source for p in pairs} == {"title"}
+    assert all(p.positive_id in collection.corpus for p in pairs)
+    assert note["labels_used"] is False and note["consistent"] == len(pairs) <= note["generated"]
+    labelled = {q for q in collection.queries.values()}
+    assert not labelled & {p.query for p in pairs}
