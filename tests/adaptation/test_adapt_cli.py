@@ -96,3 +96,15 @@ def test_generated_pairs_read_no_labels():
     assert note["labels_used"] is False and note["consistent"] == len(pairs) <= note["generated"]
     labelled = {q for q in collection.queries.values()}
     assert not labelled & {p.query for p in pairs}
+
+
+def test_fine_tune_end_to_end_writes_a_usable_model_and_says_when_steps_are_few(tmp_path):
+    """The sample's 40 train queries make two optimiser steps: the run works, and says that is too few."""
+    out = tmp_path / "model"
+    result = run(SAMPLE, "--model", "local:all-MiniLM-L6-v2", "--out", out, "--max-seq-length", "32",
+                 home=tmp_path / "h")
+    assert result.returncode == 0, result.stderr
+    assert "test nDCG@10:" in result.stdout and f"use it as --model local:{out}" in result.stdout
+    assert "only 2 training steps" in result.stdout
+    card = json.loads((out / "embedtune-card.json").read_text())
+    assert card["steps"] == 2 and card["data"]["split"] == "train" and card["settings"]["lr"] == 5e-5

@@ -117,7 +117,7 @@ def test_reports_show_the_chunker_and_its_chunks(sample, tmp_path):
         console.print(comparison_table(result))
     text = console.export_text()
     chunks = result.strategy(f"{FAKE.model} @ fixed-40-o10").chunks
-    assert "chunker" in text and "chunks" in text and "fixed-40-o10" in text and f"{chunks:,}" in text
+    assert "chunks" in text and "fixed-40-o10" in text and f"{chunks:,}" in text
     assert "chunks' sum2" in text
     data = json.loads(json.dumps(comparison_to_dict(result)))
     assert data["chunk_score"] == "sum2"

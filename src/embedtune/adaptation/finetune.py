@@ -138,7 +138,7 @@ def fine_tune(
     dev: DevSet | Sequence[Pair] | None = None,
     epochs: int = 1,
     batch_size: int = 32,
-    lr: float = 2e-5,
+    lr: float = 5e-5,
     loss: str = "mnrl",
     mini_batch_size: int = 16,
     matryoshka_dims: Sequence[int] | None = None,

@@ -29,6 +29,7 @@ __all__ = ["HARD_NEGATIVES", "METHODS", "AdaptOutcome", "adapt", "load_pairs"]
 METHODS: tuple[str, ...] = ("finetune", "adapter")
 HARD_NEGATIVES: tuple[str, ...] = ("none", "bm25", "model")
 MIN_PAIRS = 16
+_FEW_STEPS = 10  # below this a fine-tune barely moves the weights: say so
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -92,7 +93,7 @@ def adapt(
     hard_negatives: str = "none",
     epochs: int = 1,
     batch_size: int = 32,
-    lr: float = 2e-5,
+    lr: float = 5e-5,
     loss: str = "mnrl",
     matryoshka_dims: list[int] | None = None,
     max_seq_length: int | None = None,
@@ -146,6 +147,11 @@ def adapt(
     else:
         adapted, figures, seconds = _train_adapter(spec, train, dev, out, seed, cache)
     notes: list[str] = []
+    if method == "finetune" and result.steps < _FEW_STEPS:
+        notes.append(
+            f"only {result.steps} training steps ({len(train)} pairs, batch {batch_size}): too few to move the model "
+            "much; add pairs (--generate title or span) or raise --epochs"
+        )
     if test_split is not None:
         before = _ndcg(collection, spec, test_split, cache, on_progress)
         after = _ndcg(collection, adapted, test_split, cache, on_progress)
