@@ -353,7 +353,8 @@ def _compare(collection: Path | None, uris: list[str], *, bm25: bool, hybrid: st
         find_card(spec.model)  # an unknown model fails before the collection is read
     methods = [m.strip() for m in (hybrid or "").split(",") if m.strip()]
     if generate:
-        from .adaptation.generate import generated_collection, read_corpus
+        from .adaptation.generate import generated_collection
+        from .evaluation.collections import read_corpus
 
         if generate not in ("title", "span"):
             raise EmbedtuneError(f"--generate-queries {generate}: use title or span")

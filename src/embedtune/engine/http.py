@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import AuthenticationError, ProviderError, TransientError
 
-__all__ = ["RetryPolicy", "RateLimiter", "call_with_retries", "redact_url", "status_error"]
+__all__ = ["RetryPolicy", "RateLimiter", "call_with_retries", "error_detail", "redact_url", "status_error"]
 
 T = TypeVar("T")
 
@@ -181,3 +181,15 @@ def _seconds(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None  # an HTTP date: rare for APIs; backoff covers it
+
+
+def error_detail(response) -> str:
+    """What a server said went wrong: the ``error`` message of a JSON body, else the start of the body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300]
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("message", error))
+    return str(error if error is not None else body)

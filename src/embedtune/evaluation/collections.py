@@ -35,7 +35,7 @@ from pathlib import Path
 
 from embedtune.errors import InputError
 
-__all__ = ["BEIR_URL", "Collection", "Document", "Qrels", "download_beir", "load_beir"]
+__all__ = ["BEIR_URL", "Collection", "Document", "Qrels", "download_beir", "load_beir", "read_corpus"]
 
 Qrels = dict[str, dict[str, int]]
 """Judgments in TREC shape: ``{query_id: {doc_id: relevance}}``."""
@@ -101,17 +101,7 @@ def load_beir(
         )
     problems: list[str] = []
 
-    corpus: dict[str, Document] = {}
-    duplicates: list[str] = []
-    for line_no, row in _read_jsonl(_required(folder, "corpus.jsonl")):
-        doc_id = _field(row, "_id", folder / "corpus.jsonl", line_no)
-        if doc_id in corpus:
-            duplicates.append(doc_id)
-            continue
-        corpus[doc_id] = Document(
-            title=_text(row, "title", folder / "corpus.jsonl", line_no),
-            text=_text(row, "text", folder / "corpus.jsonl", line_no),
-        )
+    corpus, duplicates = _read_corpus(_required(folder, "corpus.jsonl"))
     if duplicates:
         problems.append(
             f"corpus.jsonl repeats {len(duplicates)} document id(s) (first: {duplicates[0]!r}); "
@@ -205,6 +195,32 @@ def _required(folder: Path, name: str) -> Path:
             f"{path} is missing; a BEIR folder needs corpus.jsonl, queries.jsonl and qrels/<split>.tsv"
         )
     return path
+
+
+def read_corpus(path: str | Path) -> dict[str, Document]:
+    """The documents of a BEIR ``corpus.jsonl`` (or of a folder holding one), for a corpus without
+    queries or labels; a repeated id keeps its first document."""
+    path = Path(path)
+    file = path / "corpus.jsonl" if path.is_dir() else path
+    if not file.is_file():
+        raise InputError(f"{file} does not exist; give a corpus.jsonl or a folder holding one")
+    corpus, _ = _read_corpus(file)
+    if not corpus:
+        raise InputError(f"{file} holds no documents")
+    return corpus
+
+
+def _read_corpus(path: Path) -> tuple[dict[str, Document], list[str]]:
+    """Documents by id, and the ids seen again after their first line (those lines are skipped)."""
+    corpus: dict[str, Document] = {}
+    duplicates: list[str] = []
+    for line_no, row in _read_jsonl(path):
+        doc_id = _field(row, "_id", path, line_no)
+        if doc_id in corpus:
+            duplicates.append(doc_id)
+            continue
+        corpus[doc_id] = Document(title=_text(row, "title", path, line_no), text=_text(row, "text", path, line_no))
+    return corpus, duplicates
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:

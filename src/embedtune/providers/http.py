@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..embedder import Kind, check_kind, empty_vectors
-from ..engine.http import RateLimiter, RetryPolicy, call_with_retries, redact_url, status_error
+from ..engine.http import RateLimiter, RetryPolicy, call_with_retries, error_detail, redact_url, status_error
 from ..errors import InvalidInputError, MissingDependencyError, ProviderError, TransientError, require
 
 __all__ = ["HttpEmbedder", "Usage", "normalize_rows", "token_counter"]
@@ -120,16 +120,6 @@ class HttpEmbedder:
         """The answer's rows in input order and the tokens the server counted (None if it did not say)."""
         raise NotImplementedError
 
-    def _detail(self, response) -> str:
-        try:
-            body = response.json()
-        except ValueError:
-            return response.text[:300]
-        error = body.get("error") if isinstance(body, dict) else None
-        if isinstance(error, dict):
-            return str(error.get("message", error))
-        return str(error if error is not None else body)
-
     # -- machinery ---------------------------------------------------------------------------
 
     def _embed_or_bisect(self, inputs: list[str]) -> np.ndarray:
@@ -162,9 +152,9 @@ class HttpEmbedder:
             except httpx.TransportError as exc:
                 raise TransientError(f"{what}: connection failed ({type(exc).__name__})") from None
             if response.status_code == 400:
-                raise _BadRequest(self._detail(response))
+                raise _BadRequest(error_detail(response))
             if response.status_code != 200:
-                raise status_error(response.status_code, self._detail(response), what=what,
+                raise status_error(response.status_code, error_detail(response), what=what,
                                    retry_after=response.headers.get("retry-after"))
             try:
                 body = response.json()
