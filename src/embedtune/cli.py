@@ -43,6 +43,14 @@ def default_home() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "embedtune"
 
 
+def _progress(label: str):
+    """The progress bar every long command shows on stderr; ``label`` may use ``{task.description}``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=err, transient=True)
+
+
 def _spec(model: str, config: Path | None, **overrides):
     from dataclasses import replace
 
@@ -104,7 +112,6 @@ def embed(
     config: ConfigOption = None,
 ) -> None:
     """Embed texts and write their vectors; a rerun takes everything it can from the cache."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .embedder import check_kind
     from .errors import InvalidInputError, TextTooLongError
@@ -127,10 +134,7 @@ def embed(
 
     vectors = []
     slice_size = 256  # the cache commits after each slice, so a killed run loses at most one
-    with Progress(
-        TextColumn("[bold]embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=err, transient=True,
-    ) as progress:
+    with _progress("embedding") as progress:
         task = progress.add_task("embed", total=len(data))
         for start in range(0, len(data), slice_size):
             part = data.texts[start : start + slice_size]
@@ -187,7 +191,6 @@ def chunk(
     """Cut texts into chunks the model reads whole (tokens counted by its own tokenizer); one JSON line per chunk."""
     import json
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .chunking import make_chunker
     from .engine import close_stack
@@ -208,10 +211,7 @@ def chunk(
         tmp = output.with_name(f".{output.name}.tmp")
         sizes: list[int] = []
         slice_size = 256  # the semantic chunker embeds a slice's windows in one call
-        with tmp.open("w", encoding="utf-8") as handle, Progress(
-            TextColumn("[bold]chunking"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            console=err, transient=True,
-        ) as progress:
+        with tmp.open("w", encoding="utf-8") as handle, _progress("chunking") as progress:
             task = progress.add_task("chunk", total=len(data))
             for start in range(0, len(data), slice_size):
                 texts = data.texts[start : start + slice_size]
@@ -340,7 +340,6 @@ def _compare(collection: Path | None, uris: list[str], *, bm25: bool, hybrid: st
              config: Path | None, chunkers: list[str] | None = None, chunk_score: str = "max",
              generate: str | None = None, queries: int = 200):
     """Load the collection, run every strategy with a progress bar, print the table and the winner."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .evaluation import load_beir
     from .evaluation.compare import evaluate_strategies
@@ -362,10 +361,7 @@ def _compare(collection: Path | None, uris: list[str], *, bm25: bool, hybrid: st
         data = generated_collection(read_corpus(folder), generate, queries=queries, name=folder.name)
     else:
         data = load_beir(collection or _sample_collection())
-    with Progress(
-        TextColumn("[bold]embedding {task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeRemainingColumn(), console=err, transient=True,
-    ) as progress:
+    with _progress("embedding {task.description}") as progress:
         tasks: dict[str, object] = {}
 
         def on_progress(task: str, done: int, total: int) -> None:
@@ -484,7 +480,6 @@ def adapt(
     config: ConfigOption = None,
 ) -> None:
     """Adapt a model to a corpus: fine-tune a local model, or learn a query adapter, then show nDCG@10 before and after."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .adaptation.workflow import adapt as run_adapt
 
@@ -502,10 +497,7 @@ def adapt(
             raise EmbedtuneError("--generate chat needs --chat-model (and --chat-url for your endpoint)")
         chat = ChatConfig(model=chat_model, base_url=chat_url)
     spec = _spec(model, config)
-    with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=err, transient=True,
-    ) as progress:
+    with _progress("{task.description}") as progress:
         tasks: dict[str, object] = {}
 
         def on_progress(task: str, done: int, total: int) -> None:

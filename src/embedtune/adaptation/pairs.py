@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from embedtune.errors import InputError
+from embedtune.evaluation.collections import read_jsonl
 
 if TYPE_CHECKING:
     from embedtune.evaluation.collections import Collection
@@ -54,22 +54,16 @@ def read_pairs(path: str | Path, corpus: Collection | None = None) -> list[Pair]
     Ids that ``corpus`` lacks are gathered and refused in one line naming a few.
     """
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise InputError(f"pairs file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read pairs file {path}: {exc}") from exc
+    if not path.is_file():
+        raise InputError(f"pairs file {path} does not exist")
     pairs: list[Pair] = []
     unknown: list[str] = []
-    for line_no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path} line {line_no} is not JSON ({exc.msg}); each line must be one object") from exc
-        if not isinstance(row, dict) or not isinstance(row.get("query"), str) or not row["query"].strip():
+    try:
+        rows = list(read_jsonl(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read pairs file {path}: {exc}") from exc
+    for line_no, row in rows:
+        if not isinstance(row.get("query"), str) or not row["query"].strip():
             raise InputError(f"{path} line {line_no} has no \"query\" text; each line needs one")
         if "positive_id" in row:
             pairs.append(_pair_from_ids(row, corpus, path, line_no, unknown))

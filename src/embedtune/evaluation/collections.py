@@ -35,7 +35,7 @@ from pathlib import Path
 
 from embedtune.errors import InputError
 
-__all__ = ["BEIR_URL", "Collection", "Document", "Qrels", "download_beir", "load_beir", "read_corpus"]
+__all__ = ["BEIR_URL", "Collection", "Document", "Qrels", "download_beir", "load_beir", "read_corpus", "read_jsonl"]
 
 Qrels = dict[str, dict[str, int]]
 """Judgments in TREC shape: ``{query_id: {doc_id: relevance}}``."""
@@ -214,7 +214,7 @@ def _read_corpus(path: Path) -> tuple[dict[str, Document], list[str]]:
     """Documents by id, and the ids seen again after their first line (those lines are skipped)."""
     corpus: dict[str, Document] = {}
     duplicates: list[str] = []
-    for line_no, row in _read_jsonl(path):
+    for line_no, row in read_jsonl(path):
         doc_id = _field(row, "_id", path, line_no)
         if doc_id in corpus:
             duplicates.append(doc_id)
@@ -223,7 +223,8 @@ def _read_corpus(path: Path) -> tuple[dict[str, Document], list[str]]:
     return corpus, duplicates
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` for each non-blank line of a JSONL file; one clear line for a bad one."""
     with path.open(encoding="utf-8") as lines:
         for line_no, line in enumerate(lines, start=1):
             if not line.strip():
@@ -258,7 +259,7 @@ def _read_queries(path: Path, problems: list[str], *, required: bool) -> dict[st
         _required(path.parent, path.name)
     queries: dict[str, str] = {}
     duplicates: list[str] = []
-    for line_no, row in _read_jsonl(path):
+    for line_no, row in read_jsonl(path):
         qid = _field(row, "_id", path, line_no)
         if qid in queries:
             duplicates.append(qid)

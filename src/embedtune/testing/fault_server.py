@@ -575,7 +575,8 @@ def _injected(fault: str, config: FaultConfig, dialect: str, delay: float) -> _R
 # -- parsing and answering ----------------------------------------------------------------------
 
 
-def _parse(dialect: str, body: bytes, config: FaultConfig, embedder: HashEmbedder) -> _Job:
+def _request(body: bytes) -> tuple[dict, str]:
+    """A request body as a JSON object, and the model it names (400 for anything else)."""
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -585,6 +586,11 @@ def _parse(dialect: str, body: bytes, config: FaultConfig, embedder: HashEmbedde
     model = payload.get("model")
     if not isinstance(model, str) or not model:
         raise _Fail(400, "you must provide a model parameter", param="model")
+    return payload, model
+
+
+def _parse(dialect: str, body: bytes, config: FaultConfig, embedder: HashEmbedder) -> _Job:
+    payload, model = _request(body)
     texts = _texts(payload.get("input"), dialect)
     dimensions = payload.get("dimensions")
     if dimensions is not None and (not _is_int(dimensions) or not 1 <= dimensions <= config.dim):
@@ -638,15 +644,7 @@ def _parse(dialect: str, body: bytes, config: FaultConfig, embedder: HashEmbedde
 
 def _parse_chat(body: bytes) -> tuple[str, str]:
     """The model and the last user message of a chat request (400 for anything malformed)."""
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise _Fail(400, "the request body is not valid JSON") from None
-    if not isinstance(payload, dict):
-        raise _Fail(400, "the request body must be a JSON object")
-    model = payload.get("model")
-    if not isinstance(model, str) or not model:
-        raise _Fail(400, "you must provide a model parameter", param="model")
+    payload, model = _request(body)
     messages = payload.get("messages")
     if not isinstance(messages, list) or not messages or not all(
         isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages
