@@ -71,10 +71,23 @@ def _train(name: str, pairs, dev, args, note: dict) -> Path:
     _log(f"{name}: fine-tuning on {len(pairs)} pairs, dev {len(dev)} pairs")
     pool = {p.positive_id: p.positive for p in pairs if p.positive_id}
     dev_docs = dev_set(dev, documents=pool, max_documents=args.dev_documents, seed=0)
-    result = fine_tune(BASE, pairs, out_dir=out, dev=dev_docs, epochs=args.epochs, batch_size=32, lr=args.lr,
-                       max_seq_length=args.max_seq_length, seed=0, on_progress=_progress(), data_note=note)
-    _log(f"{name}: {result.steps} steps in {result.train_seconds:.0f} s; dev nDCG@10 by epoch {result.dev_by_epoch}, "
-         f"kept epoch {result.best_epoch}; weights {result.weights_hash[:16]}")
+    result = fine_tune(
+        BASE,
+        pairs,
+        out_dir=out,
+        dev=dev_docs,
+        epochs=args.epochs,
+        batch_size=32,
+        lr=args.lr,
+        max_seq_length=args.max_seq_length,
+        seed=0,
+        on_progress=_progress(),
+        data_note=note,
+    )
+    _log(
+        f"{name}: {result.steps} steps in {result.train_seconds:.0f} s; dev nDCG@10 by epoch {result.dev_by_epoch}, "
+        f"kept epoch {result.best_epoch}; weights {result.weights_hash[:16]}"
+    )
     return out
 
 
@@ -123,13 +136,26 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_generated:
             generated, counts = _generated_pairs(collection, args.generated_pairs + args.generated_pairs // 10)
             gen_train, gen_dev = split_dev(generated, 1 / 11, seed=0)
-            models["generated"] = _train("generated", gen_train, gen_dev, args,
-                                         {"collection": "scifact (corpus only, no labels)", "generators": counts})
+            models["generated"] = _train(
+                "generated",
+                gen_train,
+                gen_dev,
+                args,
+                {"collection": "scifact (corpus only, no labels)", "generators": counts},
+            )
             _quick_test(scored, models["generated"], cache)
         specs = [EmbedderSpec(model=BASE)] + [EmbedderSpec(model=f"local:{path}") for path in models.values()]
         _log("evaluating on the test split")
-        result = evaluate_strategies(scored, specs, bm25=True, hybrid=["convex"], split="test", tune_split="dev",
-                                     cache=cache, on_progress=_progress())
+        result = evaluate_strategies(
+            scored,
+            specs,
+            bm25=True,
+            hybrid=["convex"],
+            split="test",
+            tune_split="dev",
+            cache=cache,
+            on_progress=_progress(),
+        )
         adapter_row = _adapter(collection, train_all, dev, scored, cache) if args.adapter else None
     except EmbedtuneError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -140,16 +166,28 @@ def main(argv: list[str] | None = None) -> int:
         labels[f"local:{path}"] = f"MiniLM fine-tuned: {name}"
         card = json.loads((path / CARD_FILE).read_text(encoding="utf-8"))
         test = result.strategy(f"local:{path}").metrics
-        record_figures(path, "test", {"ndcg@10": result.strategy(BASE).metrics["ndcg@10"]},
-                       {"ndcg@10": test["ndcg@10"]})
-        print(f"{name}: {card['data']['train_pairs']} pairs, {card['steps']} steps, {card['train_seconds']:.0f} s "
-              f"training, kept epoch {card['best_epoch']} (dev nDCG@10 {card['figures']['dev']['by_epoch']})")
-    print(f"SciFact test: {result.queries} queries, {result.documents} documents; convex weight tuned on "
-          f"{len(tuning)} held-out train queries; {time.perf_counter() - started:.0f} s in all")
+        record_figures(
+            path, "test", {"ndcg@10": result.strategy(BASE).metrics["ndcg@10"]}, {"ndcg@10": test["ndcg@10"]}
+        )
+        print(
+            f"{name}: {card['data']['train_pairs']} pairs, {card['steps']} steps, {card['train_seconds']:.0f} s "
+            f"training, kept epoch {card['best_epoch']} (dev nDCG@10 {card['figures']['dev']['by_epoch']})"
+        )
+    print(
+        f"SciFact test: {result.queries} queries, {result.documents} documents; convex weight tuned on "
+        f"{len(tuning)} held-out train queries; {time.perf_counter() - started:.0f} s in all"
+    )
     print(f"{'strategy':<52}{'nDCG@10':>8}{'vs base':>9}{'R@100':>8}{'alpha':>7}")
     base = result.strategy(BASE).metrics["ndcg@10"]
-    rows = [(s.name if s.kind == "bm25" else labels[s.model] + ("" if s.kind == "dense" else f" + BM25 {s.kind}"),
-             s.metrics["ndcg@10"], s.metrics["recall@100"], s.alpha) for s in result.strategies]
+    rows = [
+        (
+            s.name if s.kind == "bm25" else labels[s.model] + ("" if s.kind == "dense" else f" + BM25 {s.kind}"),
+            s.metrics["ndcg@10"],
+            s.metrics["recall@100"],
+            s.alpha,
+        )
+        for s in result.strategies
+    ]
     if adapter_row is not None:
         rows.append(adapter_row)
     for label, ndcg, recall, alpha in rows:
@@ -163,8 +201,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _quick_test(scored, path: Path, cache) -> None:
     """The model's test figure as soon as it is trained (its vectors land in the cache for the table)."""
-    result = evaluate_strategies(scored, [EmbedderSpec(model=f"local:{path}")], bm25=False, split="test",
-                                 cache=cache, on_progress=_progress())
+    result = evaluate_strategies(
+        scored, [EmbedderSpec(model=f"local:{path}")], bm25=False, split="test", cache=cache, on_progress=_progress()
+    )
     _log(f"{path.name}: test nDCG@10 {result.strategies[0].metrics['ndcg@10']:.4f}")
 
 

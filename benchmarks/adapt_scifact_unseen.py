@@ -35,8 +35,14 @@ def main(folders: list[str]) -> None:
     subset = Collection(name="scifact-unseen", corpus=data.corpus, queries=data.queries, qrels={"test": unseen})
     models = ["local:all-MiniLM-L6-v2", *(f"local:{Path(f).resolve()}" for f in folders)]
     started = time.perf_counter()
-    result = evaluate_strategies(subset, [EmbedderSpec(model=m) for m in models], bm25=True, hybrid=[],
-                                 split="test", cache=HOME / "embeddings.sqlite")
+    result = evaluate_strategies(
+        subset,
+        [EmbedderSpec(model=m) for m in models],
+        bm25=True,
+        hybrid=[],
+        split="test",
+        cache=HOME / "embeddings.sqlite",
+    )
     base = result.strategy("local:all-MiniLM-L6-v2").metrics["ndcg@10"]
     for strategy in result.strategies:
         ndcg = strategy.metrics["ndcg@10"]

@@ -62,8 +62,10 @@ CHUNKERS = (
     "semantic:rule=percentile,threshold=95",
     "semantic:rule=gradient",
 )
-BIAS = ("stitch points are perfect topic boundaries (unrelated documents meet there), which real long "
-        "documents lack: this favours semantic chunkers; see the natural-collection table too")
+BIAS = (
+    "stitch points are perfect topic boundaries (unrelated documents meet there), which real long "
+    "documents lack: this favours semantic chunkers; see the natural-collection table too"
+)
 
 
 class ModelTimer(Wrapper):
@@ -97,8 +99,9 @@ def slice_collection(collection: Collection, docs: int | None, seed: int = 0) ->
     keep = set((judged + others)[:docs])
     qrels = {q: {d: r for d, r in j.items() if d in keep} for q, j in collection.qrels["test"].items()}
     qrels = {q: j for q, j in qrels.items() if j}
-    return replace(collection, corpus={d: doc for d, doc in collection.corpus.items() if d in keep},
-                   qrels={"test": qrels})
+    return replace(
+        collection, corpus={d: doc for d, doc in collection.corpus.items() if d in keep}, qrels={"test": qrels}
+    )
 
 
 def stitched_table(collection: Collection, spec: EmbedderSpec, provider, chunkers: Sequence[str]) -> None:
@@ -106,20 +109,27 @@ def stitched_table(collection: Collection, spec: EmbedderSpec, provider, chunker
     embedder = build_embedder(spec, cache=HOME / "embeddings.sqlite", provider=timer)
     stitched = stitch(collection, per_text=5, seed=0)
     evidence = sum(1 for q in stitched.queries if stitched.evidence(q))
-    print(f"\n## {collection.name}, stitched: {len(stitched.placements)} documents in {len(stitched.texts)} "
-          f"long texts (5 each, seed 0), {evidence} test queries with evidence; model {spec.model}")
+    print(
+        f"\n## {collection.name}, stitched: {len(stitched.placements)} documents in {len(stitched.texts)} "
+        f"long texts (5 each, seed 0), {evidence} test queries with evidence; model {spec.model}"
+    )
     print(f"note: {BIAS}")
-    header = (f"{'chunker':<34}{'chunks':>8}{'mean tok':>9}{'recall@5':>9}{'prec@5':>8}{'IoU@5':>8}"
-              f"{'nDCG@10':>9}{'chunk s':>9}{'embed s':>8}{'model s':>8}{'embedded':>9}")
+    header = (
+        f"{'chunker':<34}{'chunks':>8}{'mean tok':>9}{'recall@5':>9}{'prec@5':>8}{'IoU@5':>8}"
+        f"{'nDCG@10':>9}{'chunk s':>9}{'embed s':>8}{'model s':>8}{'embedded':>9}"
+    )
     print(header)
     print("-" * len(header))
     for chunker_spec in chunkers:
         chunker = make_chunker(chunker_spec, embedder, over_model_limit="allow")
         timer.reset()
         result = evaluate_stitched(stitched, chunker, embedder, k=5)
-        print(f"{result.chunker:<34}{result.chunks:>8,}{result.mean_tokens:>9.1f}{result.recall:>9.4f}"
-              f"{result.precision:>8.4f}{result.iou:>8.4f}{result.ndcg_at_10:>9.4f}{result.chunk_seconds:>9.1f}"
-              f"{result.embed_seconds:>8.1f}{timer.seconds:>8.1f}{timer.texts:>9,}", flush=True)
+        print(
+            f"{result.chunker:<34}{result.chunks:>8,}{result.mean_tokens:>9.1f}{result.recall:>9.4f}"
+            f"{result.precision:>8.4f}{result.iou:>8.4f}{result.ndcg_at_10:>9.4f}{result.chunk_seconds:>9.1f}"
+            f"{result.embed_seconds:>8.1f}{timer.seconds:>8.1f}{timer.texts:>9,}",
+            flush=True,
+        )
         for notice in chunker.notices:
             print(f"    {result.chunker}: {notice}")
     find_layer(embedder, CachingEmbedder).close()
@@ -128,8 +138,13 @@ def stitched_table(collection: Collection, spec: EmbedderSpec, provider, chunker
 def natural_table(collection: Collection, spec: EmbedderSpec, provider, chunkers: Sequence[str]) -> None:
     print(f"\n## {collection.name}, natural documents: chunked retrieval, a document scores its best chunk")
     result = evaluate_strategies(
-        collection, [spec], bm25=True, chunkers=["none", *chunkers], chunk_over_limit="allow",
-        cache=HOME / "embeddings.sqlite", providers={spec.model: provider},
+        collection,
+        [spec],
+        bm25=True,
+        chunkers=["none", *chunkers],
+        chunk_over_limit="allow",
+        cache=HOME / "embeddings.sqlite",
+        providers={spec.model: provider},
     )
     header = f"{'strategy':<34}{'chunks':>8}{'nDCG@10':>9}{'R@100':>8}{'model s':>8}"
     print(header)
@@ -138,8 +153,10 @@ def natural_table(collection: Collection, spec: EmbedderSpec, provider, chunkers
         name = strategy.chunker or ("whole documents" if strategy.kind == "dense" else strategy.name)
         chunks = "-" if strategy.chunks is None else f"{strategy.chunks:,}"
         seconds = "-" if strategy.cost is None else f"{strategy.cost.embed_seconds:.1f}"
-        print(f"{name:<34}{chunks:>8}{strategy.metrics['ndcg@10']:>9.4f}{strategy.metrics['recall@100']:>8.4f}"
-              f"{seconds:>8}")
+        print(
+            f"{name:<34}{chunks:>8}{strategy.metrics['ndcg@10']:>9.4f}{strategy.metrics['recall@100']:>8.4f}"
+            f"{seconds:>8}"
+        )
     for note in result.notes:
         print(f"note: {note}")
 
@@ -154,10 +171,14 @@ def model_share(collection: Collection, spec: EmbedderSpec, provider, chunker_sp
     start = time.perf_counter()
     chunks = chunker.chunk_many(texts)
     total = time.perf_counter() - start
-    print(f"\n## semantic chunking of {collection.name}: {len(texts):,} documents -> "
-          f"{sum(map(len, chunks)):,} chunks ({chunker.name}, no cache)")
-    print(f"model calls: {timer.calls:,} calls, {timer.texts:,} sentence windows, {timer.seconds:.1f} s; "
-          f"chunking in all: {total:.1f} s; share of time in the model: {timer.seconds / total:.1%}")
+    print(
+        f"\n## semantic chunking of {collection.name}: {len(texts):,} documents -> "
+        f"{sum(map(len, chunks)):,} chunks ({chunker.name}, no cache)"
+    )
+    print(
+        f"model calls: {timer.calls:,} calls, {timer.texts:,} sentence windows, {timer.seconds:.1f} s; "
+        f"chunking in all: {total:.1f} s; share of time in the model: {timer.seconds / total:.1%}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,15 +198,19 @@ def main(argv: list[str] | None = None) -> int:
     chunkers = [c.strip() for c in args.chunkers.split(";") if c.strip()]
     try:
         provider = open_provider(spec)
-        print(f"embedtune chunking benchmark: model {spec.model} (max {provider.max_tokens} tokens), "
-              f"cache {HOME / 'embeddings.sqlite'}, {os.cpu_count()} CPUs")
+        print(
+            f"embedtune chunking benchmark: model {spec.model} (max {provider.max_tokens} tokens), "
+            f"cache {HOME / 'embeddings.sqlite'}, {os.cpu_count()} CPUs"
+        )
         for name in [n.strip() for n in args.collections.split(",") if n.strip()]:
             full = load_beir(args.datasets / name, splits=["test"])
             collection = slice_collection(full, args.docs)
             if len(collection.corpus) < len(full.corpus):
-                print(f"\nslice of {name}: {len(collection.corpus):,} of {len(full.corpus):,} documents "
-                      f"(every judged one, then others in a seeded order), {len(collection.qrels['test'])} "
-                      "test queries")
+                print(
+                    f"\nslice of {name}: {len(collection.corpus):,} of {len(full.corpus):,} documents "
+                    f"(every judged one, then others in a seeded order), {len(collection.qrels['test'])} "
+                    "test queries"
+                )
             started = time.perf_counter()
             if not args.no_stitched:
                 stitched_table(collection, spec, provider, chunkers)

@@ -40,8 +40,9 @@ def main() -> None:
     with FaultServer(config) as server:
         provider = open_provider(EmbedderSpec(model="openai:budget-model", base_url=f"{server.url}/v1"))
         provider.limiter = RateLimiter(requests_per_minute=args.rpm, tokens_per_minute=args.tpm, window=args.window)
-        batcher = BatchingEmbedder(provider, max_batch=args.batch, max_batch_tokens=1 << 30,
-                                   concurrency=args.concurrency, sort_by_length=False)
+        batcher = BatchingEmbedder(
+            provider, max_batch=args.batch, max_batch_tokens=1 << 30, concurrency=args.concurrency, sort_by_length=False
+        )
         start = time.monotonic()
         vectors = batcher.embed(texts)
         end = time.monotonic()
@@ -54,13 +55,16 @@ def main() -> None:
     tokens_per_min = sum(n for _, n in steady) / span * 60
     requests_per_min = len(steady) / span * 60
     throttled = sum(n for (path, status), n in stats.requests.items() if status == 429)
-    print(f"{len(texts)} texts of {words} tokens, {args.batch} per request, {args.concurrency} in flight; "
-          f"budget {args.rpm} requests/min and {args.tpm} tokens/min over a {args.window:g} s window")
+    print(
+        f"{len(texts)} texts of {words} tokens, {args.batch} per request, {args.concurrency} in flight; "
+        f"budget {args.rpm} requests/min and {args.tpm} tokens/min over a {args.window:g} s window"
+    )
     print(f"ran {end - start:.1f} s; steady state (after the first window) {span:.1f} s")
     print(f"tokens/min   {tokens_per_min:9.0f}  = {tokens_per_min / args.tpm:6.1%} of the budget")
     print(f"requests/min {requests_per_min:9.0f}  = {requests_per_min / args.rpm:6.1%} of the budget")
-    print(f"429s from the server: {throttled}; client retries: {provider.retries}; "
-          f"every text embedded and in order: {ok}")
+    print(
+        f"429s from the server: {throttled}; client retries: {provider.retries}; every text embedded and in order: {ok}"
+    )
 
 
 if __name__ == "__main__":

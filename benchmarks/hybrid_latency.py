@@ -142,11 +142,15 @@ def main(argv: list[str] | None = None) -> int:
                 timings[name].append(time.perf_counter() - begin)
     pool.shutdown()
 
-    print(f"{args.docs:,} documents, {args.queries} queries one at a time, top {args.k}; "
-          f"BM25 index built in {bm25_build:.1f} s, dense index ({args.dim} dims, "
-          f"{dense.vectors.nbytes / 2**20:.0f} MiB) in {dense_build:.1f} s")
-    print("NOTE: the document and query vectors are synthetic (random unit vectors): this measures "
-          "search latency, not embedding or retrieval quality.")
+    print(
+        f"{args.docs:,} documents, {args.queries} queries one at a time, top {args.k}; "
+        f"BM25 index built in {bm25_build:.1f} s, dense index ({args.dim} dims, "
+        f"{dense.vectors.nbytes / 2**20:.0f} MiB) in {dense_build:.1f} s"
+    )
+    print(
+        "NOTE: the document and query vectors are synthetic (random unit vectors): this measures "
+        "search latency, not embedding or retrieval quality."
+    )
     same = sum(dense_one(i) == half_one(i) for i in range(args.queries))
     print(f"the float16 scan returned the exact scan's run for {same} of {args.queries} queries")
     print(f"{'strategy':<46}{'p50 ms':>9}{'p95 ms':>9}{'mean ms':>9}")

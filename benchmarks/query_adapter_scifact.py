@@ -64,30 +64,41 @@ def main() -> None:
 
         def ndcg(query_vectors) -> tuple[float, float]:
             run = dense_run(query_ids, query_vectors, doc_ids, documents, 100)
-            return (evaluate(test_qrels, run, ["ndcg@10"])["ndcg@10"],
-                    evaluate(unseen_qrels, {q: run[q] for q in unseen_qrels}, ["ndcg@10"])["ndcg@10"])
+            return (
+                evaluate(test_qrels, run, ["ndcg@10"])["ndcg@10"],
+                evaluate(unseen_qrels, {q: run[q] for q in unseen_qrels}, ["ndcg@10"])["ndcg@10"],
+            )
 
         base, base_unseen = ndcg(base_queries)
         start = time.perf_counter()
         mined = mine_hard_negatives(pairs, collection.corpus, by="bm25", count=3)
         mine_seconds = time.perf_counter() - start
-        print(f"{len(pairs)} train pairs ({len({p.query for p in pairs})} queries); BM25 hard negatives mined in "
-              f"{mine_seconds:.1f} s ({sum(len(p.negatives) for p in mined)} negatives)")
-        print(f"\nSciFact test, {len(query_ids)} queries, {args.model} frozen; base nDCG@10 {base:.4f}; "
-              f"on the {len(unseen_qrels)} queries whose documents no train pair names: {base_unseen:.4f}")
-        print(f"{'adapter':<26}{'nDCG@10':>9}{'change':>9}{'unseen':>9}{'change':>9}"
-              f"{'dev MRR@10 base→kept':>24}{'epoch':>7}{'train s':>9}")
+        print(
+            f"{len(pairs)} train pairs ({len({p.query for p in pairs})} queries); BM25 hard negatives mined in "
+            f"{mine_seconds:.1f} s ({sum(len(p.negatives) for p in mined)} negatives)"
+        )
+        print(
+            f"\nSciFact test, {len(query_ids)} queries, {args.model} frozen; base nDCG@10 {base:.4f}; "
+            f"on the {len(unseen_qrels)} queries whose documents no train pair names: {base_unseen:.4f}"
+        )
+        print(
+            f"{'adapter':<26}{'nDCG@10':>9}{'change':>9}{'unseen':>9}{'change':>9}"
+            f"{'dev MRR@10 base→kept':>24}{'epoch':>7}{'train s':>9}"
+        )
         for rank_text in [r.strip() for r in args.ranks.split(",") if r.strip()]:
             rank = None if rank_text == "full" else int(rank_text)
             for label, data in (("", pairs), (" + BM25 negatives", mined)):
-                adapter = train_query_adapter(embedder, data, rank=rank, epochs=args.epochs, lr=args.lr,
-                                              seed=args.seed, pool=doc_texts)
+                adapter = train_query_adapter(
+                    embedder, data, rank=rank, epochs=args.epochs, lr=args.lr, seed=args.seed, pool=doc_texts
+                )
                 score, unseen = ndcg(adapter.apply(base_queries))
                 dev = adapter.info["dev"]
                 name = ("full-rank" if rank is None else f"rank {rank}") + label
-                print(f"{name:<26}{score:>9.4f}{score - base:>+9.4f}{unseen:>9.4f}{unseen - base_unseen:>+9.4f}"
-                      f"{dev['base']:>13.4f} → {dev['adapted']:.4f}{dev['best_epoch']:>7}"
-                      f"{adapter.info['train_seconds']:>9.1f}")
+                print(
+                    f"{name:<26}{score:>9.4f}{score - base:>+9.4f}{unseen:>9.4f}{unseen - base_unseen:>+9.4f}"
+                    f"{dev['base']:>13.4f} → {dev['adapted']:.4f}{dev['best_epoch']:>7}"
+                    f"{adapter.info['train_seconds']:>9.1f}"
+                )
     finally:
         close_stack(embedder)
 
@@ -96,8 +107,10 @@ def main() -> None:
         start = time.perf_counter()
         generated = generate_pairs(collection.corpus, generator, seed=args.seed)
         kept = filter_consistent(generated, collection.corpus, by="bm25", top_k=10)
-        print(f"  {generator:<6} {len(generated):>5} pairs, {len(kept):>5} kept by the BM25 top-10 consistency "
-              f"filter ({len(generated) - len(kept)} dropped), {time.perf_counter() - start:.1f} s")
+        print(
+            f"  {generator:<6} {len(generated):>5} pairs, {len(kept):>5} kept by the BM25 top-10 consistency "
+            f"filter ({len(generated) - len(kept)} dropped), {time.perf_counter() - start:.1f} s"
+        )
 
 
 if __name__ == "__main__":

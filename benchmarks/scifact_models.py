@@ -43,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", type=Path, default=DEFAULT_SCIFACT, help="SciFact in the BEIR layout")
     parser.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated model URIs")
-    parser.add_argument("--cache", type=Path, default=None,
-                        help="embedding cache file (default: EMBEDTUNE_HOME/embeddings.sqlite)")
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="embedding cache file (default: EMBEDTUNE_HOME/embeddings.sqlite)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the full comparison here")
     args = parser.parse_args(argv)
 
@@ -63,30 +64,34 @@ def main(argv: list[str] | None = None) -> int:
         collection = load_beir(args.dataset, splits=["test", "train"])
         specs = [EmbedderSpec(model=uri.strip()) for uri in args.models.split(",") if uri.strip()]
         start = time.perf_counter()
-        result = evaluate_strategies(collection, specs, bm25=True, hybrid=["rrf", "convex"],
-                                     cache=cache, on_progress=progress)
+        result = evaluate_strategies(
+            collection, specs, bm25=True, hybrid=["rrf", "convex"], cache=cache, on_progress=progress
+        )
         seconds = time.perf_counter() - start
     except EmbedtuneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    print(f"SciFact test: {result.queries} queries over {result.documents} documents; "
-          f"convex weight tuned on {result.tune_split}; cache {cache}; {seconds:.0f} s in all")
+    print(
+        f"SciFact test: {result.queries} queries over {result.documents} documents; "
+        f"convex weight tuned on {result.tune_split}; cache {cache}; {seconds:.0f} s in all"
+    )
     print(f"{'strategy':<46}{'nDCG@10':>8}{'pub.':>8}{'R@100':>8}{'pub.':>8}{'alpha':>7}{'texts/s':>9}")
     for strategy in result.strategies:
         published = PUBLISHED.get(strategy.name, (None, None))
         speed = strategy.texts_per_s
         speed_text = "-" if strategy.cost is None else ("cached" if speed is None else f"{speed:.1f}")
         alpha = "-" if strategy.alpha is None else f"{strategy.alpha:.2f}"
-        print(f"{strategy.name:<46}{strategy.metrics['ndcg@10']:>8.4f}{_fmt(published[0]):>8}"
-              f"{strategy.metrics['recall@100']:>8.4f}{_fmt(published[1]):>8}{alpha:>7}{speed_text:>9}")
+        print(
+            f"{strategy.name:<46}{strategy.metrics['ndcg@10']:>8.4f}{_fmt(published[0]):>8}"
+            f"{strategy.metrics['recall@100']:>8.4f}{_fmt(published[1]):>8}{alpha:>7}{speed_text:>9}"
+        )
     bm25 = result.strategy("bm25").metrics["ndcg@10"]
     for strategy in result.strategies:
         if strategy.kind in ("rrf", "convex"):
             single = max(bm25, result.strategy(strategy.model).metrics["ndcg@10"])
             gain = strategy.metrics["ndcg@10"] - single
-            print(f"gain of {strategy.name} over the better single one: {gain:+.4f} nDCG@10 "
-                  f"({gain / single:+.1%})")
+            print(f"gain of {strategy.name} over the better single one: {gain:+.4f} nDCG@10 ({gain / single:+.1%})")
     for note in result.notes:
         print(f"note: {note}")
     print(f"winner: {result.winner} (nDCG@10 {result.best.metrics['ndcg@10']:.4f})")

@@ -19,7 +19,11 @@ def run(*args, home, cwd=None, timeout=120):
     env = {**os.environ, "EMBEDTUNE_HOME": str(home), "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
     return subprocess.run(
         [sys.executable, "-m", "embedtune.cli", *map(str, args)],
-        capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=timeout,
     )
 
 
@@ -72,15 +76,19 @@ def test_second_embed_makes_zero_model_calls(tmp_path, texts_file, monkeypatch, 
 
 
 def test_kill_9_then_rerun_continues_from_the_cache(tmp_path, minilm):
-    texts = [f"log line {i}: request to service {i % 13} took {i * 7 % 997} ms and returned status {200 + i % 5}"
-             for i in range(1500)]
+    texts = [
+        f"log line {i}: request to service {i % 13} took {i * 7 % 997} ms and returned status {200 + i % 5}"
+        for i in range(1500)
+    ]
     path = tmp_path / "logs.txt"
     path.write_text("\n".join(texts))
     home, out = tmp_path / "h", tmp_path / "v.parquet"
     env = {**os.environ, "EMBEDTUNE_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "embedtune.cli", "embed", str(path), "--out", str(out)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     cache = home / "embeddings.sqlite"
     deadline = time.monotonic() + 120
@@ -119,11 +127,20 @@ def test_kill_9_then_rerun_continues_from_the_cache(tmp_path, minilm):
         (lambda p: ["embed", p / "missing.txt"], "missing.txt does not exist"),
         (lambda p: ["embed", p / "empty.txt"], "holds no texts"),
         (lambda p: ["embed", p / "bad.jsonl"], "bad.jsonl:2: not valid JSON"),
-        (lambda p: ["embed", p / "long.txt", "--model", "tiny"], "text 1 (id '2') has 14 tokens, over the model's limit of 10"),
+        (
+            lambda p: ["embed", p / "long.txt", "--model", "tiny"],
+            "text 1 (id '2') has 14 tokens, over the model's limit of 10",
+        ),
         (lambda p: ["embed", p / "late.txt", "--model", "tiny"], "text 299 (id '301') has 14 tokens"),
-        (lambda p: ["embed", p / "long.txt", "--model", "local:no-such-model"], "unknown model 'local:no-such-model'; known local models"),
+        (
+            lambda p: ["embed", p / "long.txt", "--model", "local:no-such-model"],
+            "unknown model 'local:no-such-model'; known local models",
+        ),
         (lambda p: ["embed", p / "long.txt", "--model", "minilm"], "neither a configured embedder"),
-        (lambda p: ["embed", p / "long.txt", "--model", "fake:hash-256", "--cache", p], "cannot open the embedding cache"),
+        (
+            lambda p: ["embed", p / "long.txt", "--model", "fake:hash-256", "--cache", p],
+            "cannot open the embedding cache",
+        ),
         (lambda p: ["embed", p / "long.txt", "--out", p / "v.csv"], "use a .parquet or .npy file name"),
         (lambda p: ["embed", p / "long.txt", "--kind", "passage"], "kind must be 'document' or 'query'"),
         (lambda p: ["bench", "batching", "-n", "0"], "-n must be at least 1"),
@@ -142,8 +159,17 @@ def test_bad_input_gets_one_clear_line(tmp_path, make_args, message):
 def test_corrupt_cache_is_moved_aside_and_the_command_says_so(tmp_path, texts_file):
     cache = tmp_path / "c.sqlite"
     cache.write_bytes(os.urandom(4096))
-    result = run("embed", texts_file, "--model", "fake:hash-256", "--cache", cache, "--out", tmp_path / "v.npy",
-                 home=tmp_path / "h")
+    result = run(
+        "embed",
+        texts_file,
+        "--model",
+        "fake:hash-256",
+        "--cache",
+        cache,
+        "--out",
+        tmp_path / "v.npy",
+        home=tmp_path / "h",
+    )
     assert result.returncode == 0, result.stderr
     assert "was corrupt" in result.stderr and "moved it aside" in result.stderr
     assert "40 new" in result.stdout
@@ -153,11 +179,22 @@ def test_corrupt_cache_is_moved_aside_and_the_command_says_so(tmp_path, texts_fi
 def test_over_limit_policies_from_the_command_line(tmp_path):
     (tmp_path / "embedtune.toml").write_text('[embedders.tiny]\nmodel = "fake:hash-256"\nmax_tokens = 10\n')
     (tmp_path / "long.txt").write_text("short\n" + " ".join(["word"] * 12) + "\n")
-    truncated = run("embed", "long.txt", "-m", "tiny", "--over-limit", "truncate", "--out", "t.npy",
-                    home=tmp_path / "h", cwd=tmp_path)
+    truncated = run(
+        "embed",
+        "long.txt",
+        "-m",
+        "tiny",
+        "--over-limit",
+        "truncate",
+        "--out",
+        "t.npy",
+        home=tmp_path / "h",
+        cwd=tmp_path,
+    )
     assert "1 texts over 10 tokens were truncated" in truncated.stdout
-    split = run("embed", "long.txt", "-m", "tiny", "--over-limit", "split", "--out", "s.npy",
-                home=tmp_path / "h", cwd=tmp_path)
+    split = run(
+        "embed", "long.txt", "-m", "tiny", "--over-limit", "split", "--out", "s.npy", home=tmp_path / "h", cwd=tmp_path
+    )
     assert "1 texts over 10 tokens were split" in split.stdout
 
 
@@ -197,4 +234,7 @@ except embedtune.EmbedtuneError as exc:
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "(1, 256)" in result.stdout
-    assert 'ERR sentence_transformers is not installed; install it with: pip install torch==2.13.0 && pip install "embedtune[local]"' in result.stdout
+    assert (
+        'ERR sentence_transformers is not installed; install it with: pip install torch==2.13.0 && pip install "embedtune[local]"'
+        in result.stdout
+    )

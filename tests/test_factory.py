@@ -9,8 +9,17 @@ from embedtune.factory import EmbedderSpec, build_embedder, load_config, open_pr
 
 def test_public_api_is_exactly_this():
     assert sorted(embedtune.__all__) == [
-        "BatchingEmbedder", "CachingEmbedder", "Embedder", "EmbedderSpec", "EmbedtuneError", "Kind",
-        "LengthPolicy", "OverLimit", "build_embedder", "load_config", "open_provider",
+        "BatchingEmbedder",
+        "CachingEmbedder",
+        "Embedder",
+        "EmbedderSpec",
+        "EmbedtuneError",
+        "Kind",
+        "LengthPolicy",
+        "OverLimit",
+        "build_embedder",
+        "load_config",
+        "open_provider",
     ]
 
 

@@ -17,8 +17,10 @@ def test_txt_lines_skip_blanks_and_keep_line_numbers(tmp_path):
 def test_jsonl_ids_and_beir_title(tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_text(
-        json.dumps({"_id": "d1", "title": "Backups", "text": "Nightly at two."}) + "\n"
-        + json.dumps({"text": "no id here"}) + "\n"
+        json.dumps({"_id": "d1", "title": "Backups", "text": "Nightly at two."})
+        + "\n"
+        + json.dumps({"text": "no id here"})
+        + "\n"
     )
     data = read_texts(path)
     assert data.ids == ["d1", "2"] and data.texts == ["Backups Nightly at two.", "no id here"]

@@ -17,7 +17,7 @@ import numpy as np
 from .embedder import Embedder
 from .engine import BatchingEmbedder, CountingEmbedder, LengthPolicy
 
-__all__ = ["BatchingTiming", "time_batching", "sample_texts"]
+__all__ = ["BatchingTiming", "sample_texts", "time_batching"]
 
 
 def sample_texts() -> list[str]:

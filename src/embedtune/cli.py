@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -29,9 +29,15 @@ app.add_typer(bench_app, name="bench")
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)
 
-ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model URI (local:all-MiniLM-L6-v2) or a configured name.")]
+ModelOption = Annotated[
+    str, typer.Option("--model", "-m", help="Model URI (local:all-MiniLM-L6-v2) or a configured name.")
+]
 ConfigOption = Annotated[
-    Optional[Path], typer.Option("--config", help="TOML file of named embedders, one embedders.NAME table each (default: ./embedtune.toml if present).")
+    Path | None,
+    typer.Option(
+        "--config",
+        help="TOML file of named embedders, one embedders.NAME table each (default: ./embedtune.toml if present).",
+    ),
 ]
 
 
@@ -47,8 +53,14 @@ def _progress(label: str):
     """The progress bar every long command shows on stderr; ``label`` may use ``{task.description}``."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    return Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=err, transient=True)
+    return Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
 
 
 def _spec(model: str, config: Path | None, **overrides):
@@ -95,27 +107,29 @@ def _short(prefix: str) -> str:
 def embed(
     input: Annotated[Path, typer.Argument(help="A .txt (one text per line), .jsonl, .parquet file or a BEIR folder.")],
     model: ModelOption = "local:all-MiniLM-L6-v2",
-    output: Annotated[Path, typer.Option("--out", "-o", help="Where to write ids and vectors: .parquet or .npy.")] = Path(
-        "embeddings.parquet"
-    ),
+    output: Annotated[
+        Path, typer.Option("--out", "-o", help="Where to write ids and vectors: .parquet or .npy.")
+    ] = Path("embeddings.parquet"),
     kind: Annotated[str, typer.Option(help="Embed the texts as 'document' or 'query'.")] = "document",
     over_limit: Annotated[
-        Optional[str], typer.Option(help="Texts over the model's limit: error, truncate or split.")
+        str | None, typer.Option(help="Texts over the model's limit: error, truncate or split.")
     ] = None,
-    max_batch: Annotated[Optional[int], typer.Option(help="Most texts per model call.")] = None,
-    max_batch_tokens: Annotated[Optional[int], typer.Option(help="Most tokens per model call.")] = None,
-    concurrency: Annotated[Optional[int], typer.Option(help="Model calls in flight at once (HTTP providers).")] = None,
+    max_batch: Annotated[int | None, typer.Option(help="Most texts per model call.")] = None,
+    max_batch_tokens: Annotated[int | None, typer.Option(help="Most tokens per model call.")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Model calls in flight at once (HTTP providers).")] = None,
     text_field: Annotated[str, typer.Option(help="The text field of .jsonl / .parquet input.")] = "text",
-    id_field: Annotated[Optional[str], typer.Option(help="The id field (default: _id or id, else the line number).")] = None,
-    cache: Annotated[Optional[Path], typer.Option(help="Embedding cache file (default: in EMBEDTUNE_HOME).")] = None,
+    id_field: Annotated[
+        str | None, typer.Option(help="The id field (default: _id or id, else the line number).")
+    ] = None,
+    cache: Annotated[Path | None, typer.Option(help="Embedding cache file (default: in EMBEDTUNE_HOME).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Embed everything afresh and store nothing.")] = False,
     config: ConfigOption = None,
 ) -> None:
     """Embed texts and write their vectors; a rerun takes everything it can from the cache."""
 
     from .embedder import check_kind
-    from .errors import InvalidInputError, TextTooLongError
     from .engine import BatchingEmbedder, CachingEmbedder, LengthPolicy, close_stack, find_layer
+    from .errors import InvalidInputError, TextTooLongError
     from .factory import build_embedder
     from .textio import OUTPUT_FORMATS, read_texts, write_vectors
 
@@ -125,8 +139,14 @@ def embed(
         raise EmbedtuneError(str(exc)) from None
     if output.suffix.lower() not in OUTPUT_FORMATS:
         raise EmbedtuneError(f"--out {output}: use a .parquet or .npy file name")
-    spec = _spec(model, config, over_limit=over_limit, max_batch=max_batch, max_batch_tokens=max_batch_tokens,
-                 concurrency=concurrency)
+    spec = _spec(
+        model,
+        config,
+        over_limit=over_limit,
+        max_batch=max_batch,
+        max_batch_tokens=max_batch_tokens,
+        concurrency=concurrency,
+    )
     data = read_texts(input, text_field=text_field, id_field=id_field)
     cache_path = None if no_cache else (cache or default_home() / "embeddings.sqlite")
     embedder = build_embedder(spec, cache=cache_path)
@@ -154,9 +174,7 @@ def embed(
         new, cached = cache_layer.stats.misses, cache_layer.stats.hits
     else:
         new, cached = len(data), 0
-    summary = (
-        f"embedded {len(data)} texts with {spec.model} ({matrix.shape[1]} dims): {new} new, {cached} from cache"
-    )
+    summary = f"embedded {len(data)} texts with {spec.model} ({matrix.shape[1]} dims): {new} new, {cached} from cache"
     if new + cached != len(data):
         summary += f" (model inputs, after splitting {policy.stats.split} long texts)"
     out.print(f"{summary}; {batcher.stats.tokens} tokens in {batcher.stats.batches} batches")
@@ -172,25 +190,30 @@ def embed(
 @app.command()
 def chunk(
     input: Annotated[Path, typer.Argument(help="A .txt (one text per line), .jsonl, .parquet file or a BEIR folder.")],
-    chunker_spec: Annotated[str, typer.Option(
-        "--chunker", "-c",
-        help="NAME[:key=value,...]: fixed:size=200,overlap=50 | recursive | sentence | "
-             "semantic:rule=percentile,threshold=95,min_tokens=32 (rules: percentile, stdev, iqr, gradient, absolute).",
-    )],
+    chunker_spec: Annotated[
+        str,
+        typer.Option(
+            "--chunker",
+            "-c",
+            help="NAME[:key=value,...]: fixed:size=200,overlap=50 | recursive | sentence | "
+            "semantic:rule=percentile,threshold=95,min_tokens=32 (rules: percentile, stdev, iqr, gradient, absolute).",
+        ),
+    ],
     model: ModelOption = "local:all-MiniLM-L6-v2",
     max_tokens: Annotated[
-        Optional[int], typer.Option("--max-tokens", help="Most tokens per chunk (default: the model's maximum).")
+        int | None, typer.Option("--max-tokens", help="Most tokens per chunk (default: the model's maximum).")
     ] = None,
     output: Annotated[Path, typer.Option("--out", "-o", help="Where to write the chunks: a .jsonl file.")] = Path(
         "chunks.jsonl"
     ),
     text_field: Annotated[str, typer.Option(help="The text field of .jsonl / .parquet input.")] = "text",
-    id_field: Annotated[Optional[str], typer.Option(help="The id field (default: _id or id, else the line number).")] = None,
+    id_field: Annotated[
+        str | None, typer.Option(help="The id field (default: _id or id, else the line number).")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Cut texts into chunks the model reads whole (tokens counted by its own tokenizer); one JSON line per chunk."""
     import json
-
 
     from .chunking import make_chunker
     from .engine import close_stack
@@ -217,8 +240,14 @@ def chunk(
                 texts = data.texts[start : start + slice_size]
                 for doc_id, chunks in zip(data.ids[start : start + slice_size], chunker.chunk_many(texts)):
                     for number, piece in enumerate(chunks):
-                        row = {"doc_id": doc_id, "chunk": number, "start": piece.start, "end": piece.end,
-                               "tokens": piece.tokens, "text": piece.text}
+                        row = {
+                            "doc_id": doc_id,
+                            "chunk": number,
+                            "start": piece.start,
+                            "end": piece.end,
+                            "tokens": piece.tokens,
+                            "text": piece.text,
+                        }
                         handle.write(json.dumps(row, ensure_ascii=False) + "\n")
                         sizes.append(piece.tokens)
                 progress.advance(task, len(texts))
@@ -226,8 +255,10 @@ def chunk(
     finally:
         close_stack(embedder)
     mean = sum(sizes) / len(sizes) if sizes else 0.0
-    out.print(f"chunked {len(data)} texts into {len(sizes)} chunks with {chunker.name} ({embedder.name} tokens): "
-              f"mean {mean:.1f} tokens, max {max(sizes, default=0)}")
+    out.print(
+        f"chunked {len(data)} texts into {len(sizes)} chunks with {chunker.name} ({embedder.name} tokens): "
+        f"mean {mean:.1f} tokens, max {max(sizes, default=0)}"
+    )
     for notice in chunker.notices:
         err.print(f"[yellow]note:[/] {notice}", highlight=False)
     out.print(f"wrote {output}")
@@ -265,10 +296,10 @@ def bench_batching(
     n: Annotated[int, typer.Option("-n", help="How many texts to embed.")] = 100,
     max_batch: Annotated[int, typer.Option(help="Texts per call in the batched run.")] = 32,
     concurrency: Annotated[
-        Optional[int], typer.Option(help="Calls in flight at once in the batched run (default: the provider's).")
+        int | None, typer.Option(help="Calls in flight at once in the batched run (default: the provider's).")
     ] = None,
     input: Annotated[
-        Optional[Path], typer.Option("--input", help="Texts to use (default: the sample texts embedtune ships).")
+        Path | None, typer.Option("--input", help="Texts to use (default: the sample texts embedtune ships).")
     ] = None,
     config: ConfigOption = None,
 ) -> None:
@@ -300,32 +331,46 @@ def bench_batching(
     table = Table(title=f"{spec.model}: {n} texts, {result.tokens} tokens (no cache)")
     for column in ("strategy", "calls", "seconds", "texts/s"):
         table.add_column(column, justify="right")
-    table.add_row("one call per text", str(result.sequential_calls), f"{result.sequential_s:.2f}",
-                  f"{n / result.sequential_s:.1f}")
+    table.add_row(
+        "one call per text",
+        str(result.sequential_calls),
+        f"{result.sequential_s:.2f}",
+        f"{n / result.sequential_s:.1f}",
+    )
     label = f"batched (≤{max_batch} texts" + (f", {concurrency} at once)" if concurrency > 1 else ")")
-    table.add_row(label, str(result.batched_calls), f"{result.batched_s:.2f}",
-                  f"{n / result.batched_s:.1f}")
+    table.add_row(label, str(result.batched_calls), f"{result.batched_s:.2f}", f"{n / result.batched_s:.1f}")
     out.print(table)
-    out.print(f"batched is {result.speedup:.2f}x the speed of one call per text; "
-              f"largest difference between the two runs' vectors: {result.max_abs_diff:.2e}")
+    out.print(
+        f"batched is {result.speedup:.2f}x the speed of one call per text; "
+        f"largest difference between the two runs' vectors: {result.max_abs_diff:.2e}"
+    )
 
 
 HybridOption = Annotated[
-    Optional[str], typer.Option("--hybrid", help="Fuse each model with BM25: rrf, convex, or rrf,convex.")
+    str | None, typer.Option("--hybrid", help="Fuse each model with BM25: rrf, convex, or rrf,convex.")
 ]
 Bm25Option = Annotated[bool, typer.Option("--bm25", help="Report BM25 on its own too.")]
-SplitOption = Annotated[str, typer.Option("--split", help="The qrels split to report (convex is tuned on train or dev).")]
+SplitOption = Annotated[
+    str, typer.Option("--split", help="The qrels split to report (convex is tuned on train or dev).")
+]
 ChunkerOption = Annotated[
-    Optional[list[str]],
-    typer.Option("--chunker", help="Embed chunks, not whole documents: fixed:size=200,overlap=50, recursive, sentence, "
-                 "semantic:rule=percentile,threshold=95, or none (whole documents). Repeat to compare chunkers."),
+    list[str] | None,
+    typer.Option(
+        "--chunker",
+        help="Embed chunks, not whole documents: fixed:size=200,overlap=50, recursive, sentence, "
+        "semantic:rule=percentile,threshold=95, or none (whole documents). Repeat to compare chunkers.",
+    ),
 ]
 ChunkScoreOption = Annotated[
     str, typer.Option("--chunk-score", help="A document's score from its chunks: max, or sumN (sum of its N best).")
 ]
 GenerateOption = Annotated[
-    Optional[str], typer.Option("--generate-queries", help="Judge with queries generated from the documents, for a "
-                                "corpus without labels: title or span (BM25-filtered; a train split tunes convex).")
+    str | None,
+    typer.Option(
+        "--generate-queries",
+        help="Judge with queries generated from the documents, for a "
+        "corpus without labels: title or span (BM25-filtered; a train split tunes convex).",
+    ),
 ]
 GeneratedCountOption = Annotated[int, typer.Option("--queries", help="Generated test queries (and as many for train).")]
 
@@ -336,16 +381,25 @@ def _sample_collection() -> Path:
     return Path(str(resources.files("embedtune") / "data" / "sample"))
 
 
-def _compare(collection: Path | None, uris: list[str], *, bm25: bool, hybrid: str | None, split: str,
-             config: Path | None, chunkers: list[str] | None = None, chunk_score: str = "max",
-             generate: str | None = None, queries: int = 200):
+def _compare(
+    collection: Path | None,
+    uris: list[str],
+    *,
+    bm25: bool,
+    hybrid: str | None,
+    split: str,
+    config: Path | None,
+    chunkers: list[str] | None = None,
+    chunk_score: str = "max",
+    generate: str | None = None,
+    queries: int = 200,
+):
     """Load the collection, run every strategy with a progress bar, print the table and the winner."""
 
+    from .catalogue import find_card
     from .evaluation import load_beir
     from .evaluation.compare import evaluate_strategies
     from .evaluation.report import comparison_table
-
-    from .catalogue import find_card
 
     specs = [_spec(uri, config) for uri in uris]
     for spec in specs:
@@ -370,9 +424,16 @@ def _compare(collection: Path | None, uris: list[str], *, bm25: bool, hybrid: st
             progress.update(tasks[task], completed=done)  # type: ignore[arg-type]
 
         result = evaluate_strategies(
-            data, specs, bm25=bm25, hybrid=methods, split=split,
-            cache=default_home() / "embeddings.sqlite", on_progress=on_progress, index_dir=default_home() / "indexes",
-            chunkers=chunkers or (), chunk_score=chunk_score,
+            data,
+            specs,
+            bm25=bm25,
+            hybrid=methods,
+            split=split,
+            cache=default_home() / "embeddings.sqlite",
+            on_progress=on_progress,
+            index_dir=default_home() / "indexes",
+            chunkers=chunkers or (),
+            chunk_score=chunk_score,
         )
     if generate:
         from dataclasses import replace
@@ -404,14 +465,25 @@ def eval_(
     queries: GeneratedCountOption = 200,
 ) -> None:
     """Score one model's retrieval on a collection (nDCG@10, Recall@100, MRR@10), with BM25 and hybrids."""
-    _compare(collection, [model], bm25=bm25, hybrid=hybrid, split=split, config=config, chunkers=chunker,
-             chunk_score=chunk_score, generate=generate_queries, queries=queries)
+    _compare(
+        collection,
+        [model],
+        bm25=bm25,
+        hybrid=hybrid,
+        split=split,
+        config=config,
+        chunkers=chunker,
+        chunk_score=chunk_score,
+        generate=generate_queries,
+        queries=queries,
+    )
 
 
 @app.command()
 def compare(
     collection: Annotated[
-        Optional[Path], typer.Argument(help="A BEIR collection folder (default: the sample collection embedtune ships).")
+        Path | None,
+        typer.Argument(help="A BEIR collection folder (default: the sample collection embedtune ships)."),
     ] = None,
     models: Annotated[str, typer.Option("--models", help="Comma-separated model URIs or configured names.")] = (
         "local:all-MiniLM-L6-v2"
@@ -419,9 +491,9 @@ def compare(
     bm25: Bm25Option = False,
     hybrid: HybridOption = None,
     split: SplitOption = "test",
-    out_dir: Annotated[Path, typer.Option("--out-dir", help="Where to write comparison.json and comparison.png.")] = Path(
-        "embedtune-report"
-    ),
+    out_dir: Annotated[
+        Path, typer.Option("--out-dir", help="Where to write comparison.json and comparison.png.")
+    ] = Path("embedtune-report"),
     config: ConfigOption = None,
     chunker: ChunkerOption = None,
     chunk_score: ChunkScoreOption = "max",
@@ -436,8 +508,18 @@ def compare(
     uris = [uri.strip() for uri in models.split(",") if uri.strip()]
     if not uris:
         raise EmbedtuneError("--models names no model; give URIs like local:all-MiniLM-L6-v2,local:all-mpnet-base-v2")
-    result = _compare(collection, uris, bm25=bm25, hybrid=hybrid, split=split, config=config, chunkers=chunker,
-                      chunk_score=chunk_score, generate=generate_queries, queries=queries)
+    result = _compare(
+        collection,
+        uris,
+        bm25=bm25,
+        hybrid=hybrid,
+        split=split,
+        config=config,
+        chunkers=chunker,
+        chunk_score=chunk_score,
+        generate=generate_queries,
+        queries=queries,
+    )
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         json_path = out_dir / "comparison.json"
@@ -446,7 +528,9 @@ def compare(
         os.replace(tmp, json_path)
         png_path = plot_comparison(result, out_dir / "comparison.png")
     except OSError as exc:
-        raise EmbedtuneError(f"cannot write the report into {out_dir}: {exc.strerror}; choose another --out-dir") from None
+        raise EmbedtuneError(
+            f"cannot write the report into {out_dir}: {exc.strerror}; choose another --out-dir"
+        ) from None
     out.print(f"wrote {json_path}, {png_path}")
 
 
@@ -457,25 +541,39 @@ def adapt(
     model: ModelOption = "local:all-MiniLM-L6-v2",
     split: Annotated[str, typer.Option("--split", help="The collection's qrels split to train on.")] = "train",
     generate: Annotated[
-        Optional[str], typer.Option("--generate", help="No labels: generate queries from the corpus (title, span or chat).")
+        str | None,
+        typer.Option("--generate", help="No labels: generate queries from the corpus (title, span or chat)."),
     ] = None,
-    chat_model: Annotated[Optional[str], typer.Option("--chat-model", help="--generate chat: the chat model.")] = None,
+    chat_model: Annotated[str | None, typer.Option("--chat-model", help="--generate chat: the chat model.")] = None,
     chat_url: Annotated[
         str, typer.Option("--chat-url", help="--generate chat: an OpenAI-compatible base URL.")
     ] = "http://localhost:8000/v1",
     corpus: Annotated[
-        Optional[Path], typer.Option("--corpus", help="The collection whose documents a pairs file names by id.")
+        Path | None, typer.Option("--corpus", help="The collection whose documents a pairs file names by id.")
     ] = None,
-    hard_negatives: Annotated[str, typer.Option("--hard-negatives", help="Mine one per pair: none, bm25 or model.")] = "none",
+    hard_negatives: Annotated[
+        str, typer.Option("--hard-negatives", help="Mine one per pair: none, bm25 or model.")
+    ] = "none",
     method: Annotated[
         str, typer.Option("--method", help="finetune (a local model's weights) or adapter (a query map; any model).")
     ] = "finetune",
     epochs: Annotated[int, typer.Option("--epochs")] = 1,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
-    lr: Annotated[float, typer.Option("--lr", help="Learning rate (5e-5 gave +0.039 nDCG@10 on SciFact in one epoch; 2e-5 gave +0.019).")] = 5e-5,
-    loss: Annotated[str, typer.Option("--loss", help="mnrl, or cached-mnrl for big batches in little memory.")] = "mnrl",
-    matryoshka: Annotated[Optional[str], typer.Option("--matryoshka", help="Also train these leading dims, e.g. 384,256,128.")] = None,
-    max_seq_length: Annotated[Optional[int], typer.Option("--max-seq-length", help="Cut texts to this many tokens in training.")] = None,
+    lr: Annotated[
+        float,
+        typer.Option(
+            "--lr", help="Learning rate (5e-5 gave +0.039 nDCG@10 on SciFact in one epoch; 2e-5 gave +0.019)."
+        ),
+    ] = 5e-5,
+    loss: Annotated[
+        str, typer.Option("--loss", help="mnrl, or cached-mnrl for big batches in little memory.")
+    ] = "mnrl",
+    matryoshka: Annotated[
+        str | None, typer.Option("--matryoshka", help="Also train these leading dims, e.g. 384,256,128.")
+    ] = None,
+    max_seq_length: Annotated[
+        int | None, typer.Option("--max-seq-length", help="Cut texts to this many tokens in training.")
+    ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     config: ConfigOption = None,
 ) -> None:
@@ -506,14 +604,30 @@ def adapt(
             progress.update(tasks[task], completed=done, total=total)  # type: ignore[arg-type]
 
         outcome = run_adapt(
-            source, spec, out_dir, method=method, split=split, generate=generate, corpus=corpus, chat=chat,
-            hard_negatives=hard_negatives, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
-            matryoshka_dims=dims, max_seq_length=max_seq_length, seed=seed,
-            cache=default_home() / "embeddings.sqlite", on_progress=on_progress,
+            source,
+            spec,
+            out_dir,
+            method=method,
+            split=split,
+            generate=generate,
+            corpus=corpus,
+            chat=chat,
+            hard_negatives=hard_negatives,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            loss=loss,
+            matryoshka_dims=dims,
+            max_seq_length=max_seq_length,
+            seed=seed,
+            cache=default_home() / "embeddings.sqlite",
+            on_progress=on_progress,
         )
     what = "fine-tuned model" if outcome.method == "finetune" else "query adapter"
-    out.print(f"{what} trained on {outcome.train_pairs} pairs ({outcome.dev_pairs} held out for dev) "
-              f"in {outcome.train_seconds:.1f} s; wrote {outcome.out_dir}")
+    out.print(
+        f"{what} trained on {outcome.train_pairs} pairs ({outcome.dev_pairs} held out for dev) "
+        f"in {outcome.train_seconds:.1f} s; wrote {outcome.out_dir}"
+    )
     for name, (before, after) in outcome.figures.items():
         if before is None or after is None:
             continue

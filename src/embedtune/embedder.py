@@ -15,7 +15,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Embedder", "Kind", "KINDS", "check_kind", "empty_vectors"]
+__all__ = ["KINDS", "Embedder", "Kind", "check_kind", "empty_vectors"]
 
 Kind = Literal["document", "query"]
 KINDS: tuple[Kind, ...] = ("document", "query")

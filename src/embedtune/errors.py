@@ -23,18 +23,18 @@ Secrets never appear in messages.
 from __future__ import annotations
 
 __all__ = [
-    "EmbedtuneError",
-    "ConfigError",
-    "UnknownModelError",
-    "InputError",
-    "TextTooLongError",
-    "ModelLoadError",
-    "MissingDependencyError",
-    "CacheError",
-    "ProviderError",
     "AuthenticationError",
+    "CacheError",
+    "ConfigError",
+    "EmbedtuneError",
+    "InputError",
     "InvalidInputError",
+    "MissingDependencyError",
+    "ModelLoadError",
+    "ProviderError",
+    "TextTooLongError",
     "TransientError",
+    "UnknownModelError",
 ]
 
 

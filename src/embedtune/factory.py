@@ -30,13 +30,14 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from .catalogue import CATALOGUE, ModelCard, find_card, lookup_card, split_uri
 from .embedder import Embedder
 from .engine import BatchingEmbedder, CachingEmbedder, LengthPolicy, OverLimit
 from .errors import ConfigError, ModelLoadError, UnknownModelError
 
-__all__ = ["EmbedderSpec", "load_config", "resolve_spec", "open_provider", "build_embedder"]
+__all__ = ["EmbedderSpec", "build_embedder", "load_config", "open_provider", "resolve_spec"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,8 +75,16 @@ class EmbedderSpec:
             ) from None
         if not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
             raise ConfigError(f"timeout must be a positive number of seconds, not {self.timeout!r}")
-        for field in ("max_batch", "max_batch_tokens", "concurrency", "dims", "max_tokens",
-                      "requests_per_minute", "tokens_per_minute", "max_attempts"):
+        for field in (
+            "max_batch",
+            "max_batch_tokens",
+            "concurrency",
+            "dims",
+            "max_tokens",
+            "requests_per_minute",
+            "tokens_per_minute",
+            "max_attempts",
+        ):
             value = getattr(self, field)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{field} must be a positive integer, not {value!r}")
@@ -112,7 +121,7 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, EmbedderSpec]:
     specs = {}
     for name, table in tables.items():
         if not isinstance(table, dict) or "model" not in table:
-            raise ConfigError(f"{path}: [embedders.{name}] needs a model = \"PROVIDER:NAME\" line")
+            raise ConfigError(f'{path}: [embedders.{name}] needs a model = "PROVIDER:NAME" line')
         unknown = set(table) - known
         if unknown:
             raise ConfigError(
@@ -188,9 +197,10 @@ def _open_http(spec: EmbedderSpec, provider: str, name: str) -> Embedder:
     if spec.requests_per_minute or spec.tokens_per_minute:
         limiter = RateLimiter(requests_per_minute=spec.requests_per_minute, tokens_per_minute=spec.tokens_per_minute)
     timeout = httpx.Timeout(spec.timeout, connect=min(10.0, spec.timeout))
-    client = httpx.Client(base_url=base_url + "/", timeout=timeout,
-                          limits=httpx.Limits(max_connections=max(8, spec.concurrency or 0)))
-    common = dict(
+    client = httpx.Client(
+        base_url=base_url + "/", timeout=timeout, limits=httpx.Limits(max_connections=max(8, spec.concurrency or 0))
+    )
+    common: dict[str, Any] = dict(  # noqa: C408 (keyword arguments read best here)
         client=client,
         model=name,
         name=spec.model,
@@ -229,7 +239,9 @@ def _open_local(spec: EmbedderSpec, name: str, card: ModelCard | None) -> Embedd
     if card is None:
         source: Path | str = Path(name).expanduser()
         if not source.is_dir():
-            raise ModelLoadError(f"model folder {source} does not exist; give the folder of a sentence-transformers model")
+            raise ModelLoadError(
+                f"model folder {source} does not exist; give the folder of a sentence-transformers model"
+            )
         prefixes = ("", "")
     else:
         folder = locate_weights(card)

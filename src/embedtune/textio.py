@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import InputError, require
 
-__all__ = ["Texts", "read_texts", "write_vectors", "read_vectors", "INPUT_FORMATS", "OUTPUT_FORMATS"]
+__all__ = ["INPUT_FORMATS", "OUTPUT_FORMATS", "Texts", "read_texts", "read_vectors", "write_vectors"]
 
 INPUT_FORMATS = (".txt", ".jsonl", ".parquet", "a BEIR folder")
 OUTPUT_FORMATS = (".parquet", ".npy")

@@ -14,8 +14,14 @@ SAMPLE = Path(str(resources.files("embedtune") / "data" / "sample"))
 
 def run(*args, home, timeout=300):
     env = {**os.environ, "EMBEDTUNE_HOME": str(home), "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "embedtune.cli", "adapt", *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "embedtune.cli", "adapt", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def assert_one_error_line(result, *messages):
@@ -66,19 +72,23 @@ def test_output_folder_not_empty(tmp_path):
     assert (tmp_path / "o" / "keep.txt").read_text() == "mine"
 
 
-@pytest.mark.parametrize("option, message", [
-    (["--method", "lora"], "unknown method"),
-    (["--hard-negatives", "random"], "unknown --hard-negatives"),
-    (["--matryoshka", "384,big"], "--matryoshka"),
-])
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--method", "lora"], "unknown method"),
+        (["--hard-negatives", "random"], "unknown --hard-negatives"),
+        (["--matryoshka", "384,big"], "--matryoshka"),
+    ],
+)
 def test_bad_options(tmp_path, option, message):
     result = run(SAMPLE, "--out", tmp_path / "o", *option, home=tmp_path / "h")
     assert_one_error_line(result, message)
 
 
 def test_adapter_end_to_end_prints_before_and_after(tmp_path):
-    result = run(SAMPLE, "--model", "fake:hash-256", "--method", "adapter", "--out", tmp_path / "a",
-                 home=tmp_path / "h")
+    result = run(
+        SAMPLE, "--model", "fake:hash-256", "--method", "adapter", "--out", tmp_path / "a", home=tmp_path / "h"
+    )
     assert result.returncode == 0, result.stderr
     assert "query adapter trained on" in result.stdout
     line = next(line for line in result.stdout.splitlines() if line.startswith("test nDCG@10: "))
@@ -94,15 +104,16 @@ def test_generated_pairs_read_no_labels():
     assert len(pairs) >= 16 and {p.source for p in pairs} == {"title"}
     assert all(p.positive_id in collection.corpus for p in pairs)
     assert note["labels_used"] is False and note["consistent"] == len(pairs) <= note["generated"]
-    labelled = {q for q in collection.queries.values()}
+    labelled = set(collection.queries.values())
     assert not labelled & {p.query for p in pairs}
 
 
 def test_fine_tune_end_to_end_writes_a_usable_model_and_says_when_steps_are_few(tmp_path):
     """The sample's 40 train queries make two optimiser steps: the run works, and says that is too few."""
     out = tmp_path / "model"
-    result = run(SAMPLE, "--model", "local:all-MiniLM-L6-v2", "--out", out, "--max-seq-length", "32",
-                 home=tmp_path / "h")
+    result = run(
+        SAMPLE, "--model", "local:all-MiniLM-L6-v2", "--out", out, "--max-seq-length", "32", home=tmp_path / "h"
+    )
     assert result.returncode == 0, result.stderr
     assert "test nDCG@10:" in result.stdout and f"use it as --model local:{out}" in result.stdout
     assert "only 2 training steps" in result.stdout

@@ -36,8 +36,14 @@ def tuned(data, tmp_path_factory):
     train, dev = data
     out = tmp_path_factory.mktemp("tuned") / "model"
     steps = []
-    result = fine_tune("local:all-MiniLM-L6-v2", train, out_dir=out, dev=dev,
-                       on_progress=lambda task, done, total: steps.append((task, done, total)), **TINY)
+    result = fine_tune(
+        "local:all-MiniLM-L6-v2",
+        train,
+        out_dir=out,
+        dev=dev,
+        on_progress=lambda task, done, total: steps.append((task, done, total)),
+        **TINY,
+    )
     return result, steps
 
 
@@ -99,10 +105,20 @@ def test_same_seed_same_data_same_weights(tuned, data, tmp_path):
 def test_hard_negatives_cached_loss_and_matryoshka_train(data, tmp_path):
     train, _ = data
     # Half the pairs bring a hard negative; the other half get another pair's positive.
-    with_negatives = [Pair(query=p.query, positive=p.positive, negatives=(train[-1 - i].positive,) * (i % 2))
-                      for i, p in enumerate(train[:16])]
-    result = fine_tune(f"local:{_minilm_folder()}", with_negatives, out_dir=tmp_path / "m", batch_size=16,
-                       max_seq_length=16, loss="cached-mnrl", mini_batch_size=8, matryoshka_dims=[384, 64])
+    with_negatives = [
+        Pair(query=p.query, positive=p.positive, negatives=(train[-1 - i].positive,) * (i % 2))
+        for i, p in enumerate(train[:16])
+    ]
+    result = fine_tune(
+        f"local:{_minilm_folder()}",
+        with_negatives,
+        out_dir=tmp_path / "m",
+        batch_size=16,
+        max_seq_length=16,
+        loss="cached-mnrl",
+        mini_batch_size=8,
+        matryoshka_dims=[384, 64],
+    )
     card = result.card
     assert card["data"]["hard_negatives_per_pair"] == 1 and card["data"]["negatives_filled_at_random"] == 8
     assert card["settings"]["matryoshka_dims"] == [384, 64] and card["settings"]["loss"] == "cached-mnrl"
@@ -117,8 +133,11 @@ def _minilm_folder():
 
 
 def test_dev_set_ranks_held_out_queries_among_distractors():
-    pairs = [Pair(query="a", positive="doc a", positive_id="1"), Pair(query="a", positive="doc b", positive_id="2"),
-             Pair(query="b", positive="doc c")]
+    pairs = [
+        Pair(query="a", positive="doc a", positive_id="1"),
+        Pair(query="a", positive="doc b", positive_id="2"),
+        Pair(query="b", positive="doc c"),
+    ]
     dev = dev_set(pairs, documents={str(i): f"other {i}" for i in range(1, 10)}, max_documents=5)
     assert dev.qrels == {"q0": {"1": 1, "2": 1}, "q1": {next(iter(dev.qrels["q1"])): 1}}
     assert dev.queries == {"q0": "a", "q1": "b"}
@@ -127,10 +146,13 @@ def test_dev_set_ranks_held_out_queries_among_distractors():
         DevSet(queries={"q": "x"}, qrels={"q": {"missing": 1}}, documents={})
 
 
-@pytest.mark.parametrize("model, error, message", [
-    ("openai:text-embedding-3-small", ConfigError, "--method adapter"),
-    ("ollama:nomic-embed-text", ConfigError, "query adapter"),
-])
+@pytest.mark.parametrize(
+    "model, error, message",
+    [
+        ("openai:text-embedding-3-small", ConfigError, "--method adapter"),
+        ("ollama:nomic-embed-text", ConfigError, "query adapter"),
+    ],
+)
 def test_api_models_cannot_be_fine_tuned(data, tmp_path, model, error, message):
     with pytest.raises(error, match=message):
         fine_tune(model, data[0], out_dir=tmp_path / "o")

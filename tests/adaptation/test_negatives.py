@@ -26,13 +26,13 @@ def texts(*ids: str) -> tuple[str, ...]:
 
 
 def test_bm25_negatives_leave_out_the_positive_and_copies_of_it():
-    (mined,) = mine_hard_negatives([Pair(query=QUERY, positive=CORPUS["pos"].text, positive_id="pos")], CORPUS,
-                                   count=2)
+    (mined,) = mine_hard_negatives([Pair(query=QUERY, positive=CORPUS["pos"].text, positive_id="pos")], CORPUS, count=2)
     # "twin" scores as high as the positive: a likely false negative, dropped by the margin.
     assert mined.negatives == texts("also", "near")
     assert mined.query == QUERY and mined.positive_id == "pos"
-    (none_dropped,) = mine_hard_negatives([Pair(query=QUERY, positive=CORPUS["pos"].text, positive_id="pos")],
-                                          CORPUS, count=2, margin=0.0)
+    (none_dropped,) = mine_hard_negatives(
+        [Pair(query=QUERY, positive=CORPUS["pos"].text, positive_id="pos")], CORPUS, count=2, margin=0.0
+    )
     assert none_dropped.negatives == texts("twin", "also")  # no margin: only what outscores the positive goes
 
 

@@ -39,10 +39,13 @@ def test_pairs_from_qrels_unknown_split_names_the_splits(sample):
 
 
 def test_read_pairs_texts(tmp_path):
-    path = write_jsonl(tmp_path / "p.jsonl", [
-        {"query": "q one", "positive": "doc one"},
-        {"query": "q two", "positive": "doc two", "negatives": ["bad a", "bad b"]},
-    ])
+    path = write_jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {"query": "q one", "positive": "doc one"},
+            {"query": "q two", "positive": "doc two", "negatives": ["bad a", "bad b"]},
+        ],
+    )
     assert read_pairs(path) == [
         Pair(query="q one", positive="doc one", source="jsonl"),
         Pair(query="q two", positive="doc two", negatives=("bad a", "bad b"), source="jsonl"),
@@ -75,12 +78,15 @@ def test_read_pairs_ids_without_a_collection(tmp_path):
         read_pairs(path)
 
 
-@pytest.mark.parametrize("line, message", [
-    ("{not json", "line 2 is not JSON"),
-    ('{"positive": "x"}', 'line 2 has no "query"'),
-    ('{"query": "q"}', 'neither a "positive"'),
-    ('{"query": "q", "positive": "p", "negatives": "one"}', "must be a list"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("{not json", "line 2 is not JSON"),
+        ('{"positive": "x"}', 'line 2 has no "query"'),
+        ('{"query": "q"}', 'neither a "positive"'),
+        ('{"query": "q", "positive": "p", "negatives": "one"}', "must be a list"),
+    ],
+)
 def test_read_pairs_bad_lines_name_the_line(tmp_path, line, message):
     path = tmp_path / "p.jsonl"
     path.write_text('{"query": "fine", "positive": "text"}\n' + line + "\n", encoding="utf-8")

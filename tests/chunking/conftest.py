@@ -14,9 +14,7 @@ class MiniLMTokensHashVectors:
 
     def __init__(self, minilm) -> None:
         self._tokens = minilm
-        self._vectors = HashEmbedder(
-            name="fake:minilm-tokens", dim=64, max_tokens=minilm.max_tokens
-        )
+        self._vectors = HashEmbedder(name="fake:minilm-tokens", dim=64, max_tokens=minilm.max_tokens)
         self.name = "fake:minilm-tokens"
         self.dim = 64
         self.max_tokens = minilm.max_tokens

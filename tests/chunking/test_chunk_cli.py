@@ -42,20 +42,14 @@ def read_rows(path):
 @pytest.fixture()
 def corpus(tmp_path, shared_datasets):
     """The first 20 SciFact abstracts as a .jsonl file."""
-    lines = (
-        (shared_datasets / "scifact" / "corpus.jsonl")
-        .read_text(encoding="utf-8")
-        .splitlines()[:20]
-    )
+    lines = (shared_datasets / "scifact" / "corpus.jsonl").read_text(encoding="utf-8").splitlines()[:20]
     path = tmp_path / "corpus.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
 @pytest.mark.parametrize("spec", ["fixed:size=64,overlap=16", "recursive", "sentence"])
-def test_rows_point_into_the_texts_and_stay_under_the_limit(
-    spec, corpus, tmp_path, monkeypatch, capsys, minilm
-):
+def test_rows_point_into_the_texts_and_stay_under_the_limit(spec, corpus, tmp_path, monkeypatch, capsys, minilm):
     out = tmp_path / "chunks.jsonl"
     code, stdout, _ = run(
         monkeypatch,
@@ -89,12 +83,7 @@ def test_rows_point_into_the_texts_and_stay_under_the_limit(
 
 def test_semantic_goes_through_the_cache(tmp_path, monkeypatch, capsys):
     path = tmp_path / "texts.txt"
-    path.write_text(
-        "\n".join(
-            f"Note {i}. The backup of shard {i % 3} finished. Disk {i} is full."
-            for i in range(6)
-        )
-    )
+    path.write_text("\n".join(f"Note {i}. The backup of shard {i % 3} finished. Disk {i} is full." for i in range(6)))
     models = []
 
     def counting_provider(spec):
@@ -119,18 +108,14 @@ def test_semantic_goes_through_the_cache(tmp_path, monkeypatch, capsys):
         )
         assert code == 0, err
         outputs.append(read_rows(tmp_path / name))
-    assert (
-        sum(models[0].texts.values()) == 18
-    )  # 6 texts of 3 sentences: one window each
+    assert sum(models[0].texts.values()) == 18  # 6 texts of 3 sentences: one window each
     assert models[1].calls == 0
     assert outputs[0] == outputs[1]
 
 
 def test_a_sentence_over_the_limit_is_split_and_said_so(tmp_path, monkeypatch, capsys):
     path = tmp_path / "long.txt"
-    path.write_text(
-        "A short one. " + " ".join(["unending"] * 200) + ".\nAnother text.\n"
-    )
+    path.write_text("A short one. " + " ".join(["unending"] * 200) + ".\nAnother text.\n")
     code, _, err = run(
         monkeypatch,
         capsys,

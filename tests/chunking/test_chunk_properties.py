@@ -137,9 +137,7 @@ def test_invariants_when_words_are_packed_by_counting(kind, text, limit, data, h
     """An embedder that cannot say where its tokens are: words packed by count, bisection."""
     chunker = make(kind, hashed, limit, data)
     chunks = chunker.chunk(text)
-    check_invariants(
-        text, chunks, hashed, limit, overlapping=kind == "fixed" and chunker.overlap > 0
-    )
+    check_invariants(text, chunks, hashed, limit, overlapping=kind == "fixed" and chunker.overlap > 0)
     assert make_again(chunker, hashed).chunk(text) == chunks
 
 
@@ -160,9 +158,7 @@ def make_again(chunker, embedder):
 
 @SETTINGS
 @given(text=plain_texts, size=st.integers(6, 48), data=st.data())
-def test_fixed_chunks_overlap_by_exactly_the_configured_tokens(
-    text, size, data, minilm
-):
+def test_fixed_chunks_overlap_by_exactly_the_configured_tokens(text, size, data, minilm):
     overlap = data.draw(st.integers(1, size - 4), label="overlap")
     chunks = FixedChunker(minilm, size=size, overlap=overlap).chunk(text)
     offsets = minilm.token_offsets(text)

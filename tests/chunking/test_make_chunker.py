@@ -43,9 +43,7 @@ def test_specs_give_stable_names(spec, max_tokens, name, minilm):
     chunker = make_chunker(spec, minilm, max_tokens=max_tokens)
     assert chunker.name == name
     assert isinstance(chunker, Chunker)
-    assert chunker.max_tokens == int(
-        name.split("-")[2] if name.startswith("semantic") else name.split("-")[1]
-    )
+    assert chunker.max_tokens == int(name.split("-")[2] if name.startswith("semantic") else name.split("-")[1])
 
 
 def test_every_name_is_known():
@@ -64,20 +62,13 @@ def test_a_limit_above_the_model_is_an_error_unless_allowed(minilm):
     with pytest.raises(ConfigError) as error:
         make_chunker("fixed:size=400", minilm)
     message = str(error.value)
-    assert (
-        "400" in message
-        and "256" in message
-        and "size=" in message
-        and "\n" not in message
-    )
+    assert "400" in message and "256" in message and "size=" in message and "\n" not in message
     with pytest.raises(ConfigError, match="--max-tokens to 256 or less"):
         make_chunker("semantic", minilm, max_tokens=512)
     allowed = make_chunker("fixed:size=800", minilm, over_model_limit="allow")
     assert isinstance(allowed, FixedChunker) and allowed.name == "fixed-800"
     text = "word " * 1000
-    assert (
-        max(c.tokens for c in allowed.chunk(text)) == 800
-    )  # the model will truncate these: the point of "allow"
+    assert max(c.tokens for c in allowed.chunk(text)) == 800  # the model will truncate these: the point of "allow"
 
 
 @pytest.mark.parametrize(

@@ -27,27 +27,20 @@ def stack(cache):
 
 def expected_windows(text: str, window: int) -> set[str]:
     spans = split_sentences(text)
-    return {
-        text[spans[max(0, i - window)][0] : spans[min(len(spans) - 1, i + window)][1]]
-        for i in range(len(spans))
-    }
+    return {text[spans[max(0, i - window)][0] : spans[min(len(spans) - 1, i + window)][1]] for i in range(len(spans))}
 
 
 def test_each_window_is_embedded_once_in_one_call_and_then_comes_from_the_cache(
     tmp_path,
 ):
-    text = " ".join(
-        f"Sentence {i} talks about topic {i // 4} and item {i}." for i in range(12)
-    )
+    text = " ".join(f"Sentence {i} talks about topic {i // 4} and item {i}." for i in range(12))
     embedder, model = stack(tmp_path / "cache.sqlite")
     seen = CountingEmbedder(embedder)
     chunks = SemanticChunker(seen, max_tokens=64, min_tokens=0).chunk(text)
     windows = expected_windows(text, 1)
     assert len(windows) == 12
-    assert seen.calls == 1 and dict(seen.texts) == {w: 1 for w in windows}
-    assert dict(model.texts) == {
-        w: 1 for w in windows
-    }  # all of them reached the model, once
+    assert seen.calls == 1 and dict(seen.texts) == dict.fromkeys(windows, 1)
+    assert dict(model.texts) == dict.fromkeys(windows, 1)  # all of them reached the model, once
 
     again, model_again = stack(tmp_path / "cache.sqlite")
     assert SemanticChunker(again, max_tokens=64, min_tokens=0).chunk(text) == chunks
@@ -65,14 +58,9 @@ def test_chunk_many_embeds_the_windows_of_all_texts_in_one_call(tmp_path):
     chunker = SemanticChunker(seen, max_tokens=64, min_tokens=0)
     many = chunker.chunk_many(texts)
     assert seen.calls == 1
-    wanted = set().union(
-        *(expected_windows(t, 1) for t in texts if len(split_sentences(t)) > 1)
-    )
+    wanted = set().union(*(expected_windows(t, 1) for t in texts if len(split_sentences(t)) > 1))
     assert set(seen.texts) == wanted and all(n == 1 for n in seen.texts.values())
-    assert many == [
-        SemanticChunker(HashEmbedder(), max_tokens=64, min_tokens=0).chunk(t)
-        for t in texts
-    ]
+    assert many == [SemanticChunker(HashEmbedder(), max_tokens=64, min_tokens=0).chunk(t) for t in texts]
     assert many[1][0].text == "Just one sentence here." and many[2] == []
 
 
@@ -116,26 +104,15 @@ def test_a_group_over_the_limit_is_cut_at_its_weakest_link():
     assert [c.text for c in chunks] == [" ".join([FRUIT] * 3), " ".join([ROCKETS] * 3)]
     assert all(c.tokens <= 30 for c in chunks)
     # Uncapped, the same rule would have made one chunk of the whole text.
-    assert (
-        len(
-            SemanticChunker(
-                HashEmbedder(), max_tokens=512, rule="absolute", threshold=2, window=0
-            ).chunk(text)
-        )
-        == 1
-    )
+    assert len(SemanticChunker(HashEmbedder(), max_tokens=512, rule="absolute", threshold=2, window=0).chunk(text)) == 1
 
 
 def test_a_tiny_group_joins_its_more_similar_neighbour_if_that_stays_under_the_limit():
     text = " ".join([FRUIT] * 3 + ["Pears."] + [ROCKETS] * 3)
-    make = lambda limit: SemanticChunker(
-        HashEmbedder(),
-        max_tokens=limit,
-        rule="absolute",
-        threshold=0.5,
-        min_tokens=5,
-        window=0,
-    )
+
+    def make(limit: int) -> SemanticChunker:
+        return SemanticChunker(HashEmbedder(), max_tokens=limit, rule="absolute", threshold=0.5, min_tokens=5, window=0)
+
     # "Pears." (3 tokens) is closer to the fruit (distance 0.62, a shared word) than to the rockets
     # (1.0), and both are past the threshold: it joins the fruit.
     assert [c.text for c in make(64).chunk(text)] == [
@@ -168,17 +145,13 @@ def test_a_sentence_far_over_the_limit_is_cut_by_tokens_and_said_so():
         chunks = chunker.chunk(text)
         assert all(c.tokens <= 64 for c in chunks) and len(chunks) >= 5
         assert chunker.fallbacks == 1
-        assert chunker.notices == [
-            "1 sentence longer than 64 tokens was split by tokens"
-        ]
+        assert chunker.notices == ["1 sentence longer than 64 tokens was split by tokens"]
 
 
 def test_names_are_stable_and_name_every_setting():
     fake = HashEmbedder()
     assert SemanticChunker(fake, max_tokens=256).name == "semantic-percentile95-256"
-    assert (
-        SemanticChunker(fake, max_tokens=128, rule="iqr").name == "semantic-iqr1.5-128"
-    )
+    assert SemanticChunker(fake, max_tokens=128, rule="iqr").name == "semantic-iqr1.5-128"
     assert (
         SemanticChunker(
             fake,
@@ -214,10 +187,7 @@ def test_real_minilm_breaks_between_two_topics(minilm):
     # sentence of it.
     blurred = SemanticChunker(minilm, max_tokens=256, min_tokens=0).chunk(text)
     assert len(blurred) == 2
-    assert (
-        abs(blurred[1].start - chunks[1].start)
-        <= max(len(s) for s in cooking + space) + 1
-    )
+    assert abs(blurred[1].start - chunks[1].start) <= max(len(s) for s in cooking + space) + 1
 
 
 def test_windows_are_cut_back_to_what_the_model_reads():
@@ -228,10 +198,8 @@ def test_windows_are_cut_back_to_what_the_model_reads():
 
     model = LengthPolicy(HashEmbedder(max_tokens=16), "error")
     text = " ".join([FRUIT] * 3 + [" ".join(["orbit"] * 20) + "."] + [ROCKETS] * 3)
-    chunker = make_chunker(
-        "semantic:min_tokens=0", model, max_tokens=40, over_model_limit="allow"
-    )
+    chunker = make_chunker("semantic:min_tokens=0", model, max_tokens=40, over_model_limit="allow")
     chunks = chunker.chunk(text)
-    assert all(c.tokens <= 40 for c in chunks) and "".join(
-        c.text for c in chunks
-    ).replace(" ", "") == text.replace(" ", "")
+    assert all(c.tokens <= 40 for c in chunks) and "".join(c.text for c in chunks).replace(" ", "") == text.replace(
+        " ", ""
+    )

@@ -101,9 +101,7 @@ def test_spans_cover_every_visible_character_and_point_into_the_text():
     spans = split_sentences(text)
     covered = {i for s, e in spans for i in range(s, e)}
     assert all(i in covered for i, ch in enumerate(text) if not ch.isspace())
-    assert spans == sorted(spans) and all(
-        text[s:e] == text[s:e].strip() for s, e in spans
-    )
+    assert spans == sorted(spans) and all(text[s:e] == text[s:e].strip() for s, e in spans)
 
 
 def test_a_span_of_a_larger_text():

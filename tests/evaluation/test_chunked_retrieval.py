@@ -43,7 +43,13 @@ def test_each_chunker_is_a_strategy_and_one_chunk_per_document_equals_whole_docu
     fixed, whole = f"{FAKE.model} @ fixed-40-o10", FAKE.model
     recursive = f"{FAKE.model} @ recursive-512"
     assert [s.name for s in result.strategies] == [
-        "bm25", whole, f"{whole} + bm25 (rrf)", fixed, f"{fixed} + bm25 (rrf)", recursive, f"{recursive} + bm25 (rrf)",
+        "bm25",
+        whole,
+        f"{whole} + bm25 (rrf)",
+        fixed,
+        f"{fixed} + bm25 (rrf)",
+        recursive,
+        f"{recursive} + bm25 (rrf)",
     ]
     assert result.chunk_score == "max"
     assert result.strategy(whole).chunker is None and result.strategy(whole).chunks is None
@@ -75,13 +81,21 @@ def test_saved_chunk_indexes_are_keyed_on_the_chunker_and_reused(sample, tmp_pat
     specs = [FIXED, "semantic"]
 
     def run():
-        return evaluate_strategies(sample, [FAKE], bm25=False, chunkers=specs, index_dir=tmp_path / "idx",
-                                   cache=tmp_path / "cache.sqlite", providers={FAKE.model: counted})
+        return evaluate_strategies(
+            sample,
+            [FAKE],
+            bm25=False,
+            chunkers=specs,
+            index_dir=tmp_path / "idx",
+            cache=tmp_path / "cache.sqlite",
+            providers={FAKE.model: counted},
+        )
 
     first = run()
     (folder,) = (tmp_path / "idx").iterdir()
     assert {p.name for p in folder.iterdir()} == {
-        "fake_hash-256@fixed-40-o10", "fake_hash-256@semantic-percentile95-512",
+        "fake_hash-256@fixed-40-o10",
+        "fake_hash-256@semantic-percentile95-512",
     }
     assert (folder / "fake_hash-256@fixed-40-o10" / "chunks.json").is_file()
     calls = counted.calls
@@ -106,8 +120,10 @@ def test_chunks_over_the_limit_run_when_allowed_and_are_counted(sample):
     result = evaluate_strategies(sample, [narrow], bm25=False, chunkers=["fixed:size=60"], chunk_over_limit="allow")
     strategy = result.strategy("fake:hash-256 @ fixed-60")
     assert strategy.cost.truncated_documents > 0
-    assert any(f"{strategy.cost.truncated_documents} of {strategy.chunks} chunks are over its 30-token limit" in n
-               for n in result.notes)
+    assert any(
+        f"{strategy.cost.truncated_documents} of {strategy.chunks} chunks are over its 30-token limit" in n
+        for n in result.notes
+    )
 
 
 def test_reports_show_the_chunker_and_its_chunks(sample, tmp_path):
@@ -129,19 +145,46 @@ def test_reports_show_the_chunker_and_its_chunks(sample, tmp_path):
 
 def cli(*args, home):
     env = {**os.environ, "EMBEDTUNE_HOME": str(home), "HF_HUB_OFFLINE": "1", "COLUMNS": "240"}
-    return subprocess.run([sys.executable, "-m", "embedtune.cli", *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "embedtune.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_eval_and_compare_take_repeated_chunkers(tmp_path):
-    ok = cli("compare", "--models", "fake:hash-256", "--chunker", FIXED, "--chunker", "none",
-             "--chunk-score", "sum2", "--out-dir", tmp_path / "r", home=tmp_path / "h")
+    ok = cli(
+        "compare",
+        "--models",
+        "fake:hash-256",
+        "--chunker",
+        FIXED,
+        "--chunker",
+        "none",
+        "--chunk-score",
+        "sum2",
+        "--out-dir",
+        tmp_path / "r",
+        home=tmp_path / "h",
+    )
     assert ok.returncode == 0, ok.stderr
     assert "fake:hash-256 @ fixed-40-o10" in ok.stdout
     data = json.loads((tmp_path / "r" / "comparison.json").read_text())
     assert [s["chunker"] for s in data["strategies"]] == ["fixed-40-o10", None]
-    bad = cli("eval", SAMPLE, "--model", "fake:hash-256", "--chunker", "fixed:size=40", "--chunk-score", "avg",
-              home=tmp_path / "h")
+    bad = cli(
+        "eval",
+        SAMPLE,
+        "--model",
+        "fake:hash-256",
+        "--chunker",
+        "fixed:size=40",
+        "--chunk-score",
+        "avg",
+        home=tmp_path / "h",
+    )
     lines = [line for line in bad.stderr.splitlines() if line.strip()]
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(lines) == 1
     assert "unknown chunk score 'avg'" in lines[0]
@@ -149,8 +192,14 @@ def test_eval_and_compare_take_repeated_chunkers(tmp_path):
 
 def test_minilm_finds_documents_by_their_chunks(sample, minilm, tmp_path):
     uri = "local:all-MiniLM-L6-v2"
-    result = evaluate_strategies(sample, [EmbedderSpec(model=uri)], bm25=False, chunkers=["fixed:size=64"],
-                                 providers={uri: minilm}, cache=tmp_path / "cache.sqlite")
+    result = evaluate_strategies(
+        sample,
+        [EmbedderSpec(model=uri)],
+        bm25=False,
+        chunkers=["fixed:size=64"],
+        providers={uri: minilm},
+        cache=tmp_path / "cache.sqlite",
+    )
     chunked = result.strategy(f"{uri} @ fixed-64")
     assert chunked.chunks > 120 and chunked.cost.texts_embedded >= chunked.chunks
     # A real model finds paraphrases by their passages (the hash model scores about 0.6 here).

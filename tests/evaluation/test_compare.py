@@ -54,7 +54,10 @@ def test_fake_model_plumbing_first_run_then_rerun_from_the_cache(sample, tmp_pat
         assert strategy.index_bytes > 0
     dense = first.strategy("fake:hash-256")
     assert dense.index_bytes == 120 * 256 * 4
-    assert first.strategy("fake:hash-256 + bm25 (rrf)").index_bytes == dense.index_bytes + first.strategy("bm25").index_bytes
+    assert (
+        first.strategy("fake:hash-256 + bm25 (rrf)").index_bytes
+        == dense.index_bytes + first.strategy("bm25").index_bytes
+    )
     cost = dense.cost
     # 120 documents, and the 40 train + 20 test queries; nothing came from the cache
     assert (cost.texts_embedded, cost.texts_cached) == (180, 0)
@@ -143,7 +146,11 @@ def test_minilm_on_the_sample_then_a_rerun_embeds_nothing(sample, tmp_path, mini
     def run():
         counters.append(CountingEmbedder(minilm))
         return evaluate_strategies(
-            sample, [EmbedderSpec(model=MINILM)], bm25=True, hybrid=["rrf", "convex"], cache=cache,
+            sample,
+            [EmbedderSpec(model=MINILM)],
+            bm25=True,
+            hybrid=["rrf", "convex"],
+            cache=cache,
             providers={MINILM: counters[-1]},
         )
 
@@ -164,20 +171,44 @@ def test_minilm_on_the_sample_then_a_rerun_embeds_nothing(sample, tmp_path, mini
 
 def _paid_result() -> ComparisonResult:
     cost = ModelCost(
-        model="openai:text-embedding-3-small", dim=1536, corpus_tokens=2_000_000, query_tokens=500,
-        tokens_embedded=2_000_500, texts_embedded=1000, texts_cached=0, embed_seconds=4.0,
-        truncated_documents=0, truncated_queries=0, usd_per_million_tokens=0.02,
+        model="openai:text-embedding-3-small",
+        dim=1536,
+        corpus_tokens=2_000_000,
+        query_tokens=500,
+        tokens_embedded=2_000_500,
+        texts_embedded=1000,
+        texts_cached=0,
+        embed_seconds=4.0,
+        truncated_documents=0,
+        truncated_queries=0,
+        usd_per_million_tokens=0.02,
     )
     metrics = {"ndcg@10": 0.7, "recall@100": 0.9, "mrr@10": 0.65}
     strategies = (
         StrategyResult(name="bm25", kind="bm25", model=None, metrics={**metrics, "ndcg@10": 0.6}, index_bytes=10),
-        StrategyResult(name=cost.model, kind="dense", model=cost.model, metrics=metrics, index_bytes=2 * 1024**2,
-                       cost=cost),
-        StrategyResult(name=f"{cost.model} + bm25 (convex)", kind="convex", model=cost.model,
-                       metrics={**metrics, "ndcg@10": 0.75}, index_bytes=2 * 1024**2 + 10, cost=cost, alpha=0.4),
+        StrategyResult(
+            name=cost.model, kind="dense", model=cost.model, metrics=metrics, index_bytes=2 * 1024**2, cost=cost
+        ),
+        StrategyResult(
+            name=f"{cost.model} + bm25 (convex)",
+            kind="convex",
+            model=cost.model,
+            metrics={**metrics, "ndcg@10": 0.75},
+            index_bytes=2 * 1024**2 + 10,
+            cost=cost,
+            alpha=0.4,
+        ),
     )
-    return ComparisonResult(collection="paid", split="test", tune_split="train", documents=1000, queries=10,
-                            k=100, strategies=strategies, winner=strategies[2].name)
+    return ComparisonResult(
+        collection="paid",
+        split="test",
+        tune_split="train",
+        documents=1000,
+        queries=10,
+        k=100,
+        strategies=strategies,
+        winner=strategies[2].name,
+    )
 
 
 def test_reports_table_json_and_png(tmp_path):
@@ -205,13 +236,28 @@ def test_reports_table_json_and_png(tmp_path):
 
 def cli(*args, home, cwd=None):
     env = {**os.environ, "EMBEDTUNE_HOME": str(home), "HF_HUB_OFFLINE": "1", "COLUMNS": "220"}
-    return subprocess.run([sys.executable, "-m", "embedtune.cli", *map(str, args)],
-                          capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "embedtune.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=120,
+    )
 
 
 def test_compare_command_writes_json_and_png(tmp_path):
-    result = cli("compare", "--models", "fake:hash-256", "--bm25", "--hybrid", "rrf,convex",
-                 "--out-dir", tmp_path / "report", home=tmp_path / "h")
+    result = cli(
+        "compare",
+        "--models",
+        "fake:hash-256",
+        "--bm25",
+        "--hybrid",
+        "rrf,convex",
+        "--out-dir",
+        tmp_path / "report",
+        home=tmp_path / "h",
+    )
     assert result.returncode == 0, result.stderr
     assert "winner: bm25" in result.stdout and "fake:hash-256 + bm25 (convex) α=" in result.stdout
     data = json.loads((tmp_path / "report" / "comparison.json").read_text())
@@ -254,15 +300,17 @@ def test_commands_report_bad_input_in_one_line(broken, args, message):
 
 def test_saved_indexes_are_loaded_on_the_next_run(sample, tmp_path):
     counted = CountingEmbedder(__import__("embedtune.factory", fromlist=["open_provider"]).open_provider(FAKE))
-    first = evaluate_strategies(sample, [FAKE], hybrid=["rrf"], index_dir=tmp_path / "idx",
-                                providers={FAKE.model: counted})
+    first = evaluate_strategies(
+        sample, [FAKE], hybrid=["rrf"], index_dir=tmp_path / "idx", providers={FAKE.model: counted}
+    )
     (folder,) = (tmp_path / "idx").iterdir()
     assert folder.name.startswith("sample-") and {p.name for p in folder.iterdir()} == {"bm25", "fake_hash-256"}
     documents = [sample.documents_text(d) for d in sample.corpus]
     embedded = sum(counted.texts[t] for t in documents)
     assert embedded >= 120  # every document (and the first once more, for the untimed warm-up)
-    second = evaluate_strategies(sample, [FAKE], hybrid=["rrf"], index_dir=tmp_path / "idx",
-                                 providers={FAKE.model: counted})
+    second = evaluate_strategies(
+        sample, [FAKE], hybrid=["rrf"], index_dir=tmp_path / "idx", providers={FAKE.model: counted}
+    )
     assert sum(counted.texts[t] for t in documents) == embedded  # the saved index was used: none again
     assert [s.metrics for s in second.strategies] == [s.metrics for s in first.strategies]
 

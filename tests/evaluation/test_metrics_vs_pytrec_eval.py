@@ -66,9 +66,7 @@ def judged_runs(draw):
     }
     run = {
         qid: draw(
-            st.dictionaries(
-                st.sampled_from(DOCS), st.sampled_from([0.5, 1.0, 1.5, 2.0]), min_size=1, max_size=12
-            )
+            st.dictionaries(st.sampled_from(DOCS), st.sampled_from([0.5, 1.0, 1.5, 2.0]), min_size=1, max_size=12)
         )
         for qid in query_ids
     }

@@ -62,7 +62,11 @@ def test_empty_documents_are_skipped_and_named(sample):
 def test_documents_in_a_range():
     from embedtune.evaluation import Collection
 
-    corpus = {"a": Document(title="", text="aaaa"), "b": Document(title="", text="bb"), "c": Document(title="", text="c")}
+    corpus = {
+        "a": Document(title="", text="aaaa"),
+        "b": Document(title="", text="bb"),
+        "c": Document(title="", text="c"),
+    }
     toy = Collection(name="toy", corpus=corpus, queries={"q": "x"}, qrels={"test": {"q": {"b": 1, "c": 0}}})
     stitched = stitch(toy, per_text=3, seed=0)
     (text_id,) = stitched.texts

@@ -27,9 +27,14 @@ def openai_handler(request, *, shuffle=True, b64=False, bad="<<BAD>>"):
         if bad in text:
             return httpx.Response(400, json={"error": {"message": f"input[{i}] is invalid"}})
     vectors = REFERENCE.embed(inputs)
-    rows = [{"object": "embedding", "index": i,
-             "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if b64 else v.tolist()}
-            for i, v in enumerate(vectors)]
+    rows = [
+        {
+            "object": "embedding",
+            "index": i,
+            "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if b64 else v.tolist(),
+        }
+        for i, v in enumerate(vectors)
+    ]
     if shuffle:
         rows.reverse()
     return httpx.Response(200, json={"data": rows, "usage": {"prompt_tokens": 10 * len(inputs)}})
@@ -37,9 +42,18 @@ def openai_handler(request, *, shuffle=True, b64=False, bad="<<BAD>>"):
 
 def make(handler, *, key=SECRET, price=0.02, cls=OpenAIEmbedder, **kwargs):
     client = httpx.Client(base_url="http://server.test/v1/", transport=httpx.MockTransport(handler), timeout=5)
-    return cls(client=client, model="m", name="openai:m", dim=8, max_tokens=100, count=lambda t: len(t.split()) + 1,
-               usd_per_million_tokens=price, headers={"Authorization": f"Bearer {key}"},
-               retry=RetryPolicy(sleep=lambda s: None), **kwargs)
+    return cls(
+        client=client,
+        model="m",
+        name="openai:m",
+        dim=8,
+        max_tokens=100,
+        count=lambda t: len(t.split()) + 1,
+        usd_per_million_tokens=price,
+        headers={"Authorization": f"Bearer {key}"},
+        retry=RetryPolicy(sleep=lambda s: None),
+        **kwargs,
+    )
 
 
 def test_rows_are_put_in_index_order_and_usage_is_priced():
@@ -62,8 +76,9 @@ def test_a_bad_input_is_found_by_bisection_and_named_in_the_users_numbering(tmp_
         calls.append(len(json.loads(request.content)["input"]))
         return openai_handler(request)
 
-    stack = LengthPolicy(CachingEmbedder(BatchingEmbedder(make(handler), max_batch=16, sort_by_length=True),
-                                         tmp_path / "c.sqlite"))
+    stack = LengthPolicy(
+        CachingEmbedder(BatchingEmbedder(make(handler), max_batch=16, sort_by_length=True), tmp_path / "c.sqlite")
+    )
     texts = [f"text number {i} " + "pad " * (i % 5) for i in range(40)]
     texts[0] = texts[1]  # a duplicate: the cache sends it once, so indices shift inside
     texts[27] = "this one is <<BAD>> for the server"
@@ -127,15 +142,28 @@ def test_ollama_payload_and_answer():
     def handler(request):
         seen.update(json.loads(request.content))
         assert request.url.path == "/api/embed"
-        return httpx.Response(200, json={"model": "m", "embeddings": REFERENCE.embed(seen["input"]).tolist(),
-                                         "prompt_eval_count": 7})
+        return httpx.Response(
+            200, json={"model": "m", "embeddings": REFERENCE.embed(seen["input"]).tolist(), "prompt_eval_count": 7}
+        )
 
     client = httpx.Client(base_url="http://ollama.test/", transport=httpx.MockTransport(handler), timeout=5)
-    provider = OllamaEmbedder(client=client, model="nomic-embed-text", name="ollama:nomic-embed-text", dim=8,
-                              max_tokens=100, count=lambda t: 1, query_prefix="search_query: ",
-                              document_prefix="search_document: ", keep_alive="10m")
+    provider = OllamaEmbedder(
+        client=client,
+        model="nomic-embed-text",
+        name="ollama:nomic-embed-text",
+        dim=8,
+        max_tokens=100,
+        count=lambda t: 1,
+        query_prefix="search_query: ",
+        document_prefix="search_document: ",
+        keep_alive="10m",
+    )
     vectors = provider.embed(["a b", "c"], "query")
-    assert seen == {"model": "nomic-embed-text", "input": ["search_query: a b", "search_query: c"],
-                    "truncate": False, "keep_alive": "10m"}
+    assert seen == {
+        "model": "nomic-embed-text",
+        "input": ["search_query: a b", "search_query: c"],
+        "truncate": False,
+        "keep_alive": "10m",
+    }
     np.testing.assert_array_equal(vectors, REFERENCE.embed(["search_query: a b", "search_query: c"]))
     assert provider.usage.tokens == 7 and provider.fingerprint("query") != provider.fingerprint("document")

@@ -127,7 +127,10 @@ def test_folder_that_is_not_a_model(tmp_path):
 
 def test_matryoshka_dims_are_cut_and_renormalised(minilm):
     small = SentenceTransformerEmbedder(
-        locate_weights(find_card("local:all-MiniLM-L6-v2")), name="local:all-MiniLM-L6-v2", dim=384, dims=128,
+        locate_weights(find_card("local:all-MiniLM-L6-v2")),
+        name="local:all-MiniLM-L6-v2",
+        dim=384,
+        dims=128,
         max_tokens=256,
     )
     vectors = small.embed(SENTENCES)

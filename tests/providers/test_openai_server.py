@@ -33,7 +33,8 @@ def e5_server():
     port = _free_port()
     proc = subprocess.Popen(
         [exe, "--host", "127.0.0.1", "--port", str(port), "--default-type", "passage"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -70,10 +71,20 @@ def test_cli_embeds_through_a_configured_server(e5_server, tmp_path):
         'api_key_env = "E5_TEST_KEY"\nconcurrency = 2\nmax_batch = 2\n'
     )
     (tmp_path / "t.txt").write_text("\n".join(TEXTS))
-    env = {"PATH": "/usr/bin:/bin", "EMBEDTUNE_HOME": str(tmp_path / "h"), "E5_TEST_KEY": "sk-e5-secret-key",
-           "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-m", "embedtune.cli", "embed", "t.txt", "-m", "e5srv", "--out", "v.npy"],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "EMBEDTUNE_HOME": str(tmp_path / "h"),
+        "E5_TEST_KEY": "sk-e5-secret-key",
+        "HF_HUB_OFFLINE": "1",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "embedtune.cli", "embed", "t.txt", "-m", "e5srv", "--out", "v.npy"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "4 new, 0 from cache" in result.stdout
     assert "openai:multilingual-e5-small: 3 requests" in result.stdout  # the probe and two batches

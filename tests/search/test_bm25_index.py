@@ -35,7 +35,7 @@ def test_reproduces_the_published_scifact_figures(shared_datasets: Path) -> None
 
 def test_stemming_stopwords_and_ranking() -> None:
     run = build_tiny().search({"q": "the winged flows", "none": "the of and", "unknown": "zeppelin"}, k=10)
-    assert list(run["q"])[0] == "wing"  # "winged" and "wings" stem alike
+    assert next(iter(run["q"])) == "wing"  # "winged" and "wings" stem alike
     assert set(run["q"]) == {"wing", "shock", "heat"}  # "flows" matches "flow"
     assert run["none"] == {}  # only stopwords: no document shares a term
     assert run["unknown"] == {}

@@ -153,7 +153,9 @@ def test_float16_scan_returns_the_exact_run():
     queries = rng.standard_normal((20, 64)).astype(np.float32)
     qids = [f"q{i}" for i in range(20)]
     for i in range(20):  # one query at a time: the float16 path
-        assert half.search(qids[i : i + 1], queries[i : i + 1], 10) == exact.search(qids[i : i + 1], queries[i : i + 1], 10)
+        assert half.search(qids[i : i + 1], queries[i : i + 1], 10) == exact.search(
+            qids[i : i + 1], queries[i : i + 1], 10
+        )
     assert half.search(qids, queries, 10) == exact.search(qids, queries, 10)  # a large batch: the exact path
     with pytest.raises(ValueError, match="scan must be"):
         DenseIndex.build(ids, vectors, model="m", scan="int8")

@@ -54,10 +54,7 @@ def rank_with_positives(
         runs = _bm25_runs(pairs, corpus, keys, replaced, depth)
     else:
         runs = _dense_runs(pairs, corpus, keys, replaced, depth, by)
-    return [
-        Ranking(positive=key, ranked=ranked(run)[: depth + 1], scores=run)
-        for key, run in zip(keys, runs)
-    ]
+    return [Ranking(positive=key, ranked=ranked(run)[: depth + 1], scores=run) for key, run in zip(keys, runs)]
 
 
 def _positive_keys(pairs: Sequence[Pair], corpus: Mapping[str, Document]) -> tuple[list[str], list[bool]]:

@@ -101,8 +101,11 @@ def train_query_adapter(
 
     def dev_score() -> float:
         with torch.no_grad():
-            return _mrr_at_10(mapped(query_t[[query_row[q] for q in dev_queries]]).numpy(), documents,
-                              [positives_of[q] for q in dev_queries])
+            return _mrr_at_10(
+                mapped(query_t[[query_row[q] for q in dev_queries]]).numpy(),
+                documents,
+                [positives_of[q] for q in dev_queries],
+            )
 
     dev_queries = list(dict.fromkeys(p.query for p in dev))
     # The matrices are small: one thread is many times faster than several contending for cores.
@@ -110,28 +113,53 @@ def train_query_adapter(
     torch.set_num_threads(1)
     try:
         best, best_epoch, base_dev, best_dev, losses = _fit(
-            torch, train, batch_size, epochs, patience, generator, optimiser, snapshot, dev_score, bool(dev_queries),
-            lambda batch: _batch_loss(torch, batch, mapped, query_t, doc_t, query_row, doc_row, positives_of,
-                                      temperature),
+            torch,
+            train,
+            batch_size,
+            epochs,
+            patience,
+            generator,
+            optimiser,
+            snapshot,
+            dev_score,
+            bool(dev_queries),
+            lambda batch: _batch_loss(
+                torch, batch, mapped, query_t, doc_t, query_row, doc_row, positives_of, temperature
+            ),
         )
     finally:
         torch.set_num_threads(threads)
 
     info = {
         "base_model": embedder.name,
-        "settings": {"rank": rank, "epochs": epochs, "lr": lr, "batch_size": batch_size,
-                     "temperature": temperature, "weight_decay": weight_decay, "patience": patience, "seed": seed},
+        "settings": {
+            "rank": rank,
+            "epochs": epochs,
+            "lr": lr,
+            "batch_size": batch_size,
+            "temperature": temperature,
+            "weight_decay": weight_decay,
+            "patience": patience,
+            "seed": seed,
+        },
         "train_pairs": len(train),
         "dev_pairs": len(dev),
-        "dev": {"metric": "mrr@10", "documents": len(doc_texts), "base": round(base_dev, 6),
-                "adapted": round(best_dev, 6), "best_epoch": best_epoch, "epochs_run": len(losses)},
+        "dev": {
+            "metric": "mrr@10",
+            "documents": len(doc_texts),
+            "base": round(base_dev, 6),
+            "adapted": round(best_dev, 6),
+            "best_epoch": best_epoch,
+            "epochs_run": len(losses),
+        },
         "train_loss": losses,
         "train_seconds": round(time.perf_counter() - started, 3),
     }
     fingerprint = embedder.fingerprint("query")
     if rank is None:
-        return QueryAdapter(base_fingerprint=fingerprint, dim=dim, matrix=np.eye(dim, dtype=np.float32) + best[0],
-                            info=info)
+        return QueryAdapter(
+            base_fingerprint=fingerprint, dim=dim, matrix=np.eye(dim, dtype=np.float32) + best[0], info=info
+        )
     return QueryAdapter(base_fingerprint=fingerprint, dim=dim, u=best[0], v=best[1], info=info)
 
 

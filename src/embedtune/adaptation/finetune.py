@@ -187,10 +187,17 @@ def fine_tune(
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="embedtune-train-") as scratch:
             trainer = _trainer(
-                st, model, dataset, scratch,
+                st,
+                model,
+                dataset,
+                scratch,
                 loss=_loss(st, model, loss, mini_batch_size, matryoshka_dims),
-                epochs=epochs, batch_size=batch_size, lr=lr,
-                warmup_steps=math.ceil(warmup * total_steps), seed=seed, callback=tracker.callback(),
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                warmup_steps=math.ceil(warmup * total_steps),
+                seed=seed,
+                callback=tracker.callback(),
             )
             trainer.train()
             steps = int(trainer.state.global_step)
@@ -217,11 +224,17 @@ def fine_tune(
             **dict(data_note or {}),
         },
         "settings": {
-            "loss": loss, "mini_batch_size": mini_batch_size if loss == "cached-mnrl" else None,
+            "loss": loss,
+            "mini_batch_size": mini_batch_size if loss == "cached-mnrl" else None,
             "matryoshka_dims": list(matryoshka_dims) if matryoshka_dims else None,
-            "epochs": epochs, "batch_size": batch_size, "lr": lr, "warmup": warmup,
-            "max_seq_length_training": max_seq_length or saved_length, "max_seq_length": saved_length,
-            "batch_sampler": "no_duplicates", "prefixes": {"query": prefixes[0], "document": prefixes[1]},
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "warmup": warmup,
+            "max_seq_length_training": max_seq_length or saved_length,
+            "max_seq_length": saved_length,
+            "batch_sampler": "no_duplicates",
+            "prefixes": {"query": prefixes[0], "document": prefixes[1]},
         },
         "seed": seed,
         "steps": steps,
@@ -229,13 +242,22 @@ def fine_tune(
         "train_seconds": round(train_seconds, 1),
         "weights_sha256": weights,
         "machine": f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
-        "figures": {"dev": {"metric": "ndcg@10", "before": figures[0], "after": figures[best_epoch],
-                            "by_epoch": figures}} if figures else {},
+        "figures": {
+            "dev": {"metric": "ndcg@10", "before": figures[0], "after": figures[best_epoch], "by_epoch": figures}
+        }
+        if figures
+        else {},
     }
     _write_card(out, card)
     return FineTuneResult(
-        out_dir=out, uri=f"local:{out}", weights_hash=weights, train_seconds=train_seconds, steps=steps,
-        best_epoch=best_epoch, dev_by_epoch=tuple(figures), card=card,
+        out_dir=out,
+        uri=f"local:{out}",
+        weights_hash=weights,
+        train_seconds=train_seconds,
+        steps=steps,
+        best_epoch=best_epoch,
+        dev_by_epoch=tuple(figures),
+        card=card,
     )
 
 
@@ -426,7 +448,9 @@ def _loss(st, model, loss: str, mini_batch_size: int, matryoshka_dims):
     from sentence_transformers.sentence_transformer import losses
 
     if loss == "cached-mnrl":
-        base = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini_batch_size, show_progress_bar=False)
+        base = losses.CachedMultipleNegativesRankingLoss(
+            model, mini_batch_size=mini_batch_size, show_progress_bar=False
+        )
     else:
         base = losses.MultipleNegativesRankingLoss(model)
     if matryoshka_dims:
@@ -516,8 +540,9 @@ def _dev_scorer(dev: DevSet, prefixes: tuple[str, str]):
 
     def score(model) -> float:
         def encode(texts):
-            return model.encode(texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=True,
-                                show_progress_bar=False).astype(np.float32)
+            return model.encode(
+                texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+            ).astype(np.float32)
 
         queries = encode([prefixes[0] + dev.queries[q] for q in query_ids])
         docs = encode([prefixes[1] + dev.documents[d] for d in doc_ids])
@@ -557,8 +582,10 @@ def _readme(folder: Path, card: Mapping) -> str:
                 lines.append(f"| {name} {values['metric']} | {values['before']:.4f} | {values['after']:.4f} |")
             else:
                 for metric in values["after"]:
-                    lines.append(f"| {name} {metric} | {values['before'].get(metric, float('nan')):.4f} "
-                                 f"| {values['after'][metric]:.4f} |")
+                    lines.append(
+                        f"| {name} {metric} | {values['before'].get(metric, float('nan')):.4f} "
+                        f"| {values['after'][metric]:.4f} |"
+                    )
     return "\n".join(lines) + "\n"
 
 

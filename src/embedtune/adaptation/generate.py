@@ -145,8 +145,12 @@ class ChatQueryGenerator:
             except httpx.TransportError as exc:
                 raise TransientError(f"{what}: connection failed ({type(exc).__name__})") from None
             if response.status_code != 200:
-                raise status_error(response.status_code, error_detail(response), what=what,
-                                   retry_after=response.headers.get("retry-after"))
+                raise status_error(
+                    response.status_code,
+                    error_detail(response),
+                    what=what,
+                    retry_after=response.headers.get("retry-after"),
+                )
             try:
                 content = response.json()["choices"][0]["message"]["content"]
                 if not isinstance(content, str):
@@ -297,7 +301,7 @@ def _title_queries(doc: Document, n: int, rng: random.Random) -> list[tuple[str,
         return []
     body = " ".join(doc.text.split())
     if body.lower().startswith(title.lower()):  # Cranfield repeats the title as the first line
-        body = body[len(title):].strip()
+        body = body[len(title) :].strip()
     return [(title, body)] if _WORDS.search(body) else []
 
 
@@ -383,4 +387,3 @@ def _add(pairs: list[Pair], seen: set[str], pair: Pair) -> None:
     if key and key not in seen:
         seen.add(key)
         pairs.append(pair)
-

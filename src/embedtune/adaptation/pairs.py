@@ -64,7 +64,7 @@ def read_pairs(path: str | Path, corpus: Collection | None = None) -> list[Pair]
         raise InputError(f"cannot read pairs file {path}: {exc}") from exc
     for line_no, row in rows:
         if not isinstance(row.get("query"), str) or not row["query"].strip():
-            raise InputError(f"{path} line {line_no} has no \"query\" text; each line needs one")
+            raise InputError(f'{path} line {line_no} has no "query" text; each line needs one')
         if "positive_id" in row:
             pairs.append(_pair_from_ids(row, corpus, path, line_no, unknown))
         elif isinstance(row.get("positive"), str) and row["positive"].strip():
@@ -72,7 +72,7 @@ def read_pairs(path: str | Path, corpus: Collection | None = None) -> list[Pair]
             pairs.append(Pair(query=row["query"], positive=row["positive"], negatives=negatives, source="jsonl"))
         else:
             raise InputError(
-                f"{path} line {line_no} has neither a \"positive\" text nor a \"positive_id\"; give one of them"
+                f'{path} line {line_no} has neither a "positive" text nor a "positive_id"; give one of them'
             )
     if unknown:
         shown = ", ".join(repr(i) for i in unknown[:3]) + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
@@ -85,9 +85,7 @@ def read_pairs(path: str | Path, corpus: Collection | None = None) -> list[Pair]
 
 def _pair_from_ids(row: dict, corpus: Collection | None, path: Path, line_no: int, unknown: list[str]) -> Pair:
     if corpus is None:
-        raise InputError(
-            f"{path} line {line_no} names documents by id; give the collection that holds them"
-        )
+        raise InputError(f"{path} line {line_no} names documents by id; give the collection that holds them")
     ids = [row["positive_id"], *row.get("negative_ids", [])] if isinstance(row.get("negative_ids", []), list) else None
     if ids is None or not all(isinstance(i, (str, int)) and not isinstance(i, bool) for i in ids):
         raise InputError(f"{path} line {line_no}: positive_id and negative_ids must be ids (strings)")

@@ -67,14 +67,21 @@ def load_pairs(
 
             made = generate_pairs(collection.corpus, generate, seed=seed, chat=chat)
             pairs = filter_consistent(made, collection.corpus, by="bm25", top_k=10)
-            note = {"collection": collection.name, "generator": generate, "generated": len(made),
-                    "consistent": len(pairs), "labels_used": False}
+            note = {
+                "collection": collection.name,
+                "generator": generate,
+                "generated": len(made),
+                "consistent": len(pairs),
+                "labels_used": False,
+            }
         else:
             pairs = pairs_from_qrels(collection, split)
             note = {"collection": collection.name, "split": split}
         return pairs, collection, note
     if generate:
-        raise ConfigError("--generate makes queries from a collection's corpus; give a collection folder, not a pairs file")
+        raise ConfigError(
+            "--generate makes queries from a collection's corpus; give a collection folder, not a pairs file"
+        )
     collection = load_beir(corpus, strict=False) if corpus is not None else None
     pairs = read_pairs(source, collection)
     return pairs, collection, {"pairs_file": str(source)}
@@ -137,9 +144,19 @@ def adapt(
     test_split = "test" if collection is not None and "test" in collection.qrels and split != "test" else None
     if method == "finetune":
         result = finetune.fine_tune(
-            spec.model, train, out_dir=out, dev=_dev(dev, collection, seed), epochs=epochs, batch_size=batch_size,
-            lr=lr, loss=loss, matryoshka_dims=matryoshka_dims, max_seq_length=max_seq_length, seed=seed,
-            on_progress=on_progress, data_note=note,
+            spec.model,
+            train,
+            out_dir=out,
+            dev=_dev(dev, collection, seed),
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            loss=loss,
+            matryoshka_dims=matryoshka_dims,
+            max_seq_length=max_seq_length,
+            seed=seed,
+            on_progress=on_progress,
+            data_note=note,
         )
         adapted = EmbedderSpec(model=result.uri)
         figures = {"dev": (result.dev_before, result.dev_after)}
@@ -160,9 +177,16 @@ def adapt(
             finetune.record_figures(out, "test", {"ndcg@10": before}, {"ndcg@10": after})
     elif collection is not None and split == "test":
         notes.append("trained on the test split: no untouched test figure to report")
-    return AdaptOutcome(method=method, out_dir=out, uri=adapted.model if method == "finetune" else spec.model,
-                        train_pairs=len(train), dev_pairs=len(dev), train_seconds=seconds, figures=figures,
-                        notes=tuple(notes))
+    return AdaptOutcome(
+        method=method,
+        out_dir=out,
+        uri=adapted.model if method == "finetune" else spec.model,
+        train_pairs=len(train),
+        dev_pairs=len(dev),
+        train_seconds=seconds,
+        figures=figures,
+        notes=tuple(notes),
+    )
 
 
 def _mine(pairs, collection: Collection, how: str, spec: EmbedderSpec, cache):

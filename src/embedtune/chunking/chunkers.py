@@ -92,9 +92,7 @@ class FixedChunker(BaseChunker):
     def chunk(self, text: str) -> list[Chunk]:
         return self._chunks(
             text,
-            self.counter.split(
-                text, 0, len(text), self.max_tokens, overlap=self.overlap
-            ),
+            self.counter.split(text, 0, len(text), self.max_tokens, overlap=self.overlap),
         )
 
 

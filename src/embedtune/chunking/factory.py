@@ -55,18 +55,14 @@ def parse_chunker_spec(spec: str) -> tuple[str, dict[str, object]]:
     for item in filter(None, (part.strip() for part in rest.split(","))):
         key, eq, value = (s.strip() for s in item.partition("="))
         if key not in known:
-            raise ConfigError(
-                f"chunker {name} has no option {key!r}; its options: {', '.join(known)}"
-            )
+            raise ConfigError(f"chunker {name} has no option {key!r}; its options: {', '.join(known)}")
         if not eq or not value:
             raise ConfigError(f"chunker option {key} needs a value: {name}:{key}=VALUE")
         try:
             options[key] = known[key](value)
         except ValueError:
             kind = {int: "a whole number", float: "a number"}.get(known[key], "text")
-            raise ConfigError(
-                f"chunker option {key} must be {kind}, not {value!r}"
-            ) from None
+            raise ConfigError(f"chunker option {key} must be {kind}, not {value!r}") from None
     return name, options
 
 
@@ -80,9 +76,7 @@ def make_chunker(
     """The chunker a spec names, counting tokens with ``embedder`` (the whole stack: the semantic
     chunker embeds through it, so through its cache)."""
     if over_model_limit not in ("error", "allow"):
-        raise ConfigError(
-            f"over_model_limit must be 'error' or 'allow', not {over_model_limit!r}"
-        )
+        raise ConfigError(f"over_model_limit must be 'error' or 'allow', not {over_model_limit!r}")
     name, options = parse_chunker_spec(spec)
     limit_key = next(iter(_OPTIONS[name]))
     limit = options.pop(limit_key, None)

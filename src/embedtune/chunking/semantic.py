@@ -44,9 +44,7 @@ RULES = {
 }
 DEFAULT_MIN_TOKENS = 32
 DEFAULT_WINDOW = 1
-_WINDOW_SLACK = (
-    8  # tokens a window's summed count may be off by before it is counted as a whole
-)
+_WINDOW_SLACK = 8  # tokens a window's summed count may be off by before it is counted as a whole
 
 
 class SemanticChunker(BaseChunker):
@@ -64,25 +62,17 @@ class SemanticChunker(BaseChunker):
     ) -> None:
         super().__init__(embedder, max_tokens)
         if rule not in RULES:
-            raise ConfigError(
-                f"unknown breakpoint rule {rule!r}; choose one of {', '.join(RULES)}"
-            )
+            raise ConfigError(f"unknown breakpoint rule {rule!r}; choose one of {', '.join(RULES)}")
         threshold = RULES[rule] if threshold is None else float(threshold)
-        bounds = {"percentile": (0, 100), "gradient": (0, 100), "absolute": (0, 2)}.get(
-            rule, (0, float("inf"))
-        )
+        bounds = {"percentile": (0, 100), "gradient": (0, 100), "absolute": (0, 2)}.get(rule, (0, float("inf")))
         if not bounds[0] <= threshold <= bounds[1]:
             raise ConfigError(
                 f"threshold for rule {rule} must be between {bounds[0]} and {bounds[1]}, not {threshold:g}"
             )
         if not isinstance(min_tokens, int) or not 0 <= min_tokens < max_tokens:
-            raise ConfigError(
-                f"min_tokens must be at least 0 and below max_tokens ({max_tokens}), not {min_tokens!r}"
-            )
+            raise ConfigError(f"min_tokens must be at least 0 and below max_tokens ({max_tokens}), not {min_tokens!r}")
         if not isinstance(window, int) or window < 0:
-            raise ConfigError(
-                f"window must be a whole number of neighbours, at least 0, not {window!r}"
-            )
+            raise ConfigError(f"window must be a whole number of neighbours, at least 0, not {window!r}")
         self.rule, self.threshold, self.min_tokens, self.window = (
             rule,
             threshold,
@@ -107,17 +97,10 @@ class SemanticChunker(BaseChunker):
             if len(pieces) < 2:  # nothing to compare: no window is embedded
                 rows.append([])
                 continue
-            rows.append(
-                [
-                    windows.setdefault(self._window(text, pieces, i), len(windows))
-                    for i in range(len(pieces))
-                ]
-            )
+            rows.append([windows.setdefault(self._window(text, pieces, i), len(windows)) for i in range(len(pieces))])
         vectors = self.embedder.embed(list(windows), "document") if windows else None
         if vectors is not None:
-            vectors = vectors / np.maximum(
-                np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12
-            )
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         out = []
         for text, pieces, row in zip(texts, sentences, rows):
             if len(pieces) < 2:
@@ -142,9 +125,7 @@ class SemanticChunker(BaseChunker):
         s, e, tokens = pieces[i]
         if tokens <= limit:
             return text[s:e]
-        s, e, _ = self.counter.split(text, s, e, limit)[
-            0
-        ]  # a limit above the model's (allowed)
+        s, e, _ = self.counter.split(text, s, e, limit)[0]  # a limit above the model's (allowed)
         return text[s:e]
 
     def _breakpoints(self, distances: np.ndarray) -> np.ndarray:
@@ -158,15 +139,11 @@ class SemanticChunker(BaseChunker):
             q1, q3 = np.percentile(distances, [25, 75])
             return distances > q3 + t * (q3 - q1)
         if self.rule == "gradient":
-            rise = np.diff(
-                distances, prepend=distances[0]
-            )  # how far each distance jumps from the one before
+            rise = np.diff(distances, prepend=distances[0])  # how far each distance jumps from the one before
             return rise > np.percentile(rise, t)
         return distances > t
 
-    def _group(
-        self, text: str, pieces: list[Piece], distances: np.ndarray
-    ) -> list[Piece]:
+    def _group(self, text: str, pieces: list[Piece], distances: np.ndarray) -> list[Piece]:
         cuts = [k + 1 for k in np.flatnonzero(self._breakpoints(distances))]
         bounds = [0, *cuts, len(pieces)]
         groups: list[tuple[int, int, int]] = []
@@ -198,9 +175,7 @@ class SemanticChunker(BaseChunker):
             todo += [(k + 1, b), (a, k + 1)]
         return out
 
-    def _merge_small(
-        self, text, pieces, distances, groups
-    ) -> list[tuple[int, int, int]]:
+    def _merge_small(self, text, pieces, distances, groups) -> list[tuple[int, int, int]]:
         """Merge each group under ``min_tokens`` into its more similar neighbour that has room."""
         g = 0
         while g < len(groups):

@@ -25,7 +25,7 @@ ABBREVIATIONS = frozenset(
     """
     mr mrs ms dr prof sr jr st mt rev gen capt lt sgt gov
     e.g i.e cf vs viz al approx ca dept univ resp
-    """.split()  # noqa: SIM905 (a word list reads better as words)
+    """.split()
 )
 # Abbreviations that precede a number ("Fig. 2", "No. 5", "Jan. 3"); before anything else the dot
 # ends the sentence ("The answer was no. Then").
@@ -33,7 +33,7 @@ NUMBERED = frozenset(
     """
     no nos fig figs eq eqs ref refs vol vols pp p ch sec sect tab
     jan feb mar apr jun jul aug sep sept oct nov dec
-    """.split()  # noqa: SIM905
+    """.split()
 )
 
 _END = re.compile(r"(?:[.!?]+|…+)[\"'”’»)\]]*(?=\s|$)|[。！？]+[」』”’)]*")
@@ -43,9 +43,7 @@ _OPENERS = "\"'“‘«([{"
 _INITIALS = re.compile(r"(?:[A-Z]\.)*[A-Z]")
 
 
-def split_sentences(
-    text: str, start: int = 0, end: int | None = None
-) -> list[tuple[int, int]]:
+def split_sentences(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
     """The sentences of ``text[start:end]`` as ``(start, end)`` spans of ``text``, stripped of
     surrounding whitespace; together they hold every non-whitespace character of the span."""
     end = len(text) if end is None else end
@@ -75,18 +73,14 @@ def _next_visible(text: str, i: int, end: int) -> int | None:
     return i if i < end else None
 
 
-def _ends_sentence(
-    text: str, match: re.Match, start: int, end: int, cased: bool
-) -> bool:
+def _ends_sentence(text: str, match: re.Match, start: int, end: int, cased: bool) -> bool:
     mark = match.group()
     if mark[0] in "。！？":
         return True
     following = _next_visible(text, match.end(), end)
     if following is None:
         return True
-    if (
-        cased and text[following].islower()
-    ):  # "e.g. the", "... and so on", "approx. five"
+    if cased and text[following].islower():  # "e.g. the", "... and so on", "approx. five"
         return False
     if mark.rstrip("\"'”’»)]") != ".":  # ?, !, ellipses, "?!"
         return True
@@ -96,10 +90,6 @@ def _ends_sentence(
     word = text[word_start : match.start()].lstrip(_OPENERS)
     if word.lower() in ABBREVIATIONS:
         return False
-    if word.lower() in NUMBERED and (
-        text[following].isdigit() or text[following] in "(["
-    ):
+    if word.lower() in NUMBERED and (text[following].isdigit() or text[following] in "(["):
         return False
-    return not _INITIALS.fullmatch(
-        word if cased else word.upper()
-    )  # "J. Smith", "J.R.R. Tolkien"
+    return not _INITIALS.fullmatch(word if cased else word.upper())  # "J. Smith", "J.R.R. Tolkien"

@@ -59,9 +59,7 @@ class TokenCounter:
     def count(self, text: str) -> int:
         return self.embedder.count_tokens(text, "document")
 
-    def split(
-        self, text: str, start: int, end: int, limit: int, *, overlap: int = 0
-    ) -> list[Piece]:
+    def split(self, text: str, start: int, end: int, limit: int, *, overlap: int = 0) -> list[Piece]:
         """Cut ``text[start:end]`` into pieces of at most ``limit`` tokens, in order.
 
         Without overlap the pieces cover every non-whitespace character of the span once. With
@@ -112,9 +110,7 @@ class TokenCounter:
 
     # -- machinery ---------------------------------------------------------------------------
 
-    def _units(
-        self, text: str, start: int, end: int
-    ) -> tuple[list[tuple[int, int]], bool]:
+    def _units(self, text: str, start: int, end: int) -> tuple[list[tuple[int, int]], bool]:
         """The atoms a cut may fall between: the model's tokens when known, else words."""
         offsets = self._offsets(text[start:end]) if self._offsets is not None else None
         if offsets is not None:
@@ -123,9 +119,7 @@ class TokenCounter:
                 if e <= s:
                     continue
                 s, e = start + s, start + e
-                if (
-                    units and s < units[-1][1]
-                ):  # several tokens of one character (byte-level BPE)
+                if units and s < units[-1][1]:  # several tokens of one character (byte-level BPE)
                     units[-1] = (units[-1][0], max(units[-1][1], e))
                     continue
                 units.append((s, e))
@@ -134,9 +128,7 @@ class TokenCounter:
         return [(m.start(), m.end()) for m in _WORD.finditer(text, start, end)], False
 
     @staticmethod
-    def _span(
-        text: str, units: list[tuple[int, int]], i: int, j: int, start: int, end: int
-    ) -> tuple[int, int]:
+    def _span(text: str, units: list[tuple[int, int]], i: int, j: int, start: int, end: int) -> tuple[int, int]:
         """Units ``i..j-1`` as a span that runs on to the next unit, so nothing between is lost."""
         s = start if i == 0 else units[i][0]
         e = end if j == len(units) else units[j][0]
@@ -163,7 +155,9 @@ class TokenCounter:
             units[i : i + 1] = self._cut_characters(text, *units[i], limit)
 
     def _fit_words(self, text, units, i, start, end, limit, budget) -> tuple[int, int]:
-        count = lambda j: self._count_span(text, units, i, j, start, end)
+        def count(j: int) -> int:
+            return self._count_span(text, units, i, j, start, end)
+
         best, best_tokens = i + 1, count(i + 1)
         if best_tokens > limit:
             return best, best_tokens
@@ -189,9 +183,7 @@ class TokenCounter:
         s, e = self._span(text, units, i, j, start, end)
         return self.count(text[s:e])
 
-    def _cut_characters(
-        self, text: str, s: int, e: int, limit: int
-    ) -> list[tuple[int, int]]:
+    def _cut_characters(self, text: str, s: int, e: int, limit: int) -> list[tuple[int, int]]:
         """Cut one over-long word into the longest runs of characters that fit, by bisection."""
         out = []
         while s < e:

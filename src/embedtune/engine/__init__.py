@@ -10,7 +10,15 @@ from .cache import CachingEmbedder
 from .counting import CountingEmbedder
 from .limits import LengthPolicy, OverLimit
 
-__all__ = ["BatchingEmbedder", "CachingEmbedder", "CountingEmbedder", "LengthPolicy", "OverLimit", "close_stack", "find_layer"]
+__all__ = [
+    "BatchingEmbedder",
+    "CachingEmbedder",
+    "CountingEmbedder",
+    "LengthPolicy",
+    "OverLimit",
+    "close_stack",
+    "find_layer",
+]
 
 
 def find_layer(embedder, cls):

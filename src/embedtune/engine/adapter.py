@@ -140,11 +140,18 @@ class QueryAdapter:
             raise ConfigError(f"cannot read the query adapter in {folder}: {exc}") from exc
         if not isinstance(meta, dict) or meta.get("format") != _FORMAT or meta.get("version") != _VERSION:
             raise ConfigError(f"{meta_path} is not a version-{_VERSION} embedtune query adapter")
-        info = {k: v for k, v in meta.items()
-                if k not in ("format", "version", "base_fingerprint", "dim", "rank", "sha256")}
+        info = {
+            k: v for k, v in meta.items() if k not in ("format", "version", "base_fingerprint", "dim", "rank", "sha256")
+        }
         try:
-            adapter = cls(base_fingerprint=meta["base_fingerprint"], dim=int(meta["dim"]), info=info,
-                          matrix=arrays.get("matrix"), u=arrays.get("u"), v=arrays.get("v"))
+            adapter = cls(
+                base_fingerprint=meta["base_fingerprint"],
+                dim=int(meta["dim"]),
+                info=info,
+                matrix=arrays.get("matrix"),
+                u=arrays.get("u"),
+                v=arrays.get("v"),
+            )
         except (KeyError, ValueError) as exc:
             raise ConfigError(f"the query adapter in {folder} is damaged ({exc}); train it again") from exc
         if meta.get("sha256") != adapter.digest:

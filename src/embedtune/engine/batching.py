@@ -20,7 +20,7 @@ from ..embedder import Embedder, Kind, check_kind, empty_vectors
 from ..errors import InvalidInputError
 from .wrapper import Wrapper
 
-__all__ = ["BatchingEmbedder", "BatchStats", "plan_batches"]
+__all__ = ["BatchStats", "BatchingEmbedder", "plan_batches"]
 
 
 @dataclass

@@ -26,7 +26,7 @@ from ..embedder import Embedder, Kind, check_kind, empty_vectors
 from ..errors import CacheError, InvalidInputError, ProviderError
 from .wrapper import Wrapper
 
-__all__ = ["CachingEmbedder", "CacheStats", "cache_key"]
+__all__ = ["CacheStats", "CachingEmbedder", "cache_key"]
 
 _SCHEMA = 1
 _LOOKUP_CHUNK = 500  # stays below SQLite's limit on bound parameters
@@ -116,8 +116,10 @@ class CachingEmbedder(Wrapper):
                         f"cannot open the embedding cache {self.path} ({again}); "
                         "remove it or choose another with --cache"
                     ) from exc
-                self.notices.append(f"the embedding cache {self.path} was corrupt ({exc}); "
-                                    f"moved it aside to {aside.name} and started a new one")
+                self.notices.append(
+                    f"the embedding cache {self.path} was corrupt ({exc}); "
+                    f"moved it aside to {aside.name} and started a new one"
+                )
         return self._db
 
     def _lookup(self, keys: list[bytes]) -> dict[bytes, np.ndarray]:
@@ -153,9 +155,7 @@ def _open(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA synchronous=NORMAL")
         with db:
             db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vector BLOB NOT NULL) WITHOUT ROWID"
-            )
+            db.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vector BLOB NOT NULL) WITHOUT ROWID")
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(_SCHEMA),))
         (schema,) = db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
         if schema != str(_SCHEMA):

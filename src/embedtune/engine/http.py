@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import AuthenticationError, ProviderError, TransientError
 
-__all__ = ["RetryPolicy", "RateLimiter", "call_with_retries", "error_detail", "redact_url", "status_error"]
+__all__ = ["RateLimiter", "RetryPolicy", "call_with_retries", "error_detail", "redact_url", "status_error"]
 
 T = TypeVar("T")
 
@@ -111,8 +111,10 @@ class RateLimiter:
 
     def acquire(self, tokens: int) -> list[float]:
         if self._max_tokens is not None and tokens > self._max_tokens:
-            raise ProviderError(f"one request of {tokens} tokens can never fit {self.tpm} tokens per minute; "
-                                "lower the batch token budget")
+            raise ProviderError(
+                f"one request of {tokens} tokens can never fit {self.tpm} tokens per minute; "
+                "lower the batch token budget"
+            )
         while True:
             with self._lock:
                 now = self._clock()

@@ -26,7 +26,7 @@ from ..embedder import Embedder, Kind, check_kind, empty_vectors
 from ..errors import InvalidInputError, TextTooLongError
 from .wrapper import Wrapper
 
-__all__ = ["LengthPolicy", "OverLimit", "LengthStats", "split_to_fit"]
+__all__ = ["LengthPolicy", "LengthStats", "OverLimit", "split_to_fit"]
 
 
 class OverLimit(str, Enum):
@@ -107,7 +107,9 @@ class LengthPolicy(Wrapper):
             raise TextTooLongError(
                 f"text {i} has {lengths[i]} tokens, over {self.inner.name}'s limit of {self.max_tokens}{more}; "
                 "shorten it, or choose --over-limit truncate or split",
-                index=i, tokens=lengths[i], limit=self.max_tokens,
+                index=i,
+                tokens=lengths[i],
+                limit=self.max_tokens,
             )
         if self.over_limit is OverLimit.TRUNCATE:
             self.stats.truncated += len(over)

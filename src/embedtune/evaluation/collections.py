@@ -85,9 +85,7 @@ class Collection:
         return {qid: self.queries[qid] for qid in qrels}, qrels
 
 
-def load_beir(
-    path: str | Path, *, splits: Sequence[str] | None = None, strict: bool = True
-) -> Collection:
+def load_beir(path: str | Path, *, splits: Sequence[str] | None = None, strict: bool = True) -> Collection:
     """Read a collection in the BEIR layout from folder ``path``.
 
     ``splits`` names the qrels files to read (``["test"]`` reads ``qrels/test.tsv``); ``None``
@@ -109,8 +107,7 @@ def load_beir(
         )
 
     qrels_by_split = {
-        split: _read_qrels(qrels_file, problems)
-        for split, qrels_file in _qrels_files(folder, splits).items()
+        split: _read_qrels(qrels_file, problems) for split, qrels_file in _qrels_files(folder, splits).items()
     }
 
     queries = _read_queries(folder / "queries.jsonl", problems, required=True)
@@ -137,7 +134,8 @@ def load_beir(
 
     if problems and strict:
         raise InputError(
-            f"collection {folder} has problems: " + "; ".join(problems)
+            f"collection {folder} has problems: "
+            + "; ".join(problems)
             + " (or load it with strict=False to repair it and list them in .problems)"
         )
     return Collection(
@@ -191,9 +189,7 @@ def download_beir(name: str, dest: str | Path, *, timeout: float = 60.0) -> Path
 def _required(folder: Path, name: str) -> Path:
     path = folder / name
     if not path.is_file():
-        raise InputError(
-            f"{path} is missing; a BEIR folder needs corpus.jsonl, queries.jsonl and qrels/<split>.tsv"
-        )
+        raise InputError(f"{path} is missing; a BEIR folder needs corpus.jsonl, queries.jsonl and qrels/<split>.tsv")
     return path
 
 
@@ -267,8 +263,7 @@ def _read_queries(path: Path, problems: list[str], *, required: bool) -> dict[st
         queries[qid] = _text(row, "text", path, line_no)
     if duplicates:
         problems.append(
-            f"{path.name} repeats {len(duplicates)} query id(s) (first: {duplicates[0]!r}); "
-            "make query ids unique"
+            f"{path.name} repeats {len(duplicates)} query id(s) (first: {duplicates[0]!r}); make query ids unique"
         )
     return queries
 
@@ -302,8 +297,7 @@ def _read_qrels(path: Path, problems: list[str]) -> Qrels:
                 continue
             if len(row) != 3:
                 raise InputError(
-                    f"{path} line {line_no} has {len(row)} column(s); expected "
-                    "query-id<TAB>corpus-id<TAB>score"
+                    f"{path} line {line_no} has {len(row)} column(s); expected query-id<TAB>corpus-id<TAB>score"
                 )
             qid, doc_id, score = (cell.strip() for cell in row)
             try:

@@ -55,9 +55,9 @@ from embedtune.search.fusion import convex, rrf
 from embedtune.search.runs import Run, cut
 
 __all__ = [
-    "ComparisonResult",
     "HYBRID_METHODS",
     "METRICS",
+    "ComparisonResult",
     "ModelCost",
     "ProgressFn",
     "StrategyResult",
@@ -291,25 +291,40 @@ def evaluate_strategies(
                         query_vectors, query_truncated = _embed_all(
                             embedder, [all_queries[q] for q in query_ids], "query", units.label, on_progress
                         )
-                        cost = _cost(spec.model, embedder, timer, unit_lengths, list(all_queries.values()),
-                                     unit_truncated, query_truncated)
+                        cost = _cost(
+                            spec.model,
+                            embedder,
+                            timer,
+                            unit_lengths,
+                            list(all_queries.values()),
+                            unit_truncated,
+                            query_truncated,
+                        )
                     finally:
                         if (cache_layer := find_layer(embedder, CachingEmbedder)) is not None:
                             cache_layer.close()
                     if units.chunk_docs is None:
                         dense_future = pool.submit(index.search, query_ids, query_vectors, k)
                     else:
-                        dense_future = pool.submit(search_by_chunks, index, units.chunk_docs, query_ids,
-                                                   query_vectors, k, score=chunk_score)
+                        dense_future = pool.submit(
+                            search_by_chunks, index, units.chunk_docs, query_ids, query_vectors, k, score=chunk_score
+                        )
                     if bm25_future is not None and bm25_run is None:
                         bm25_run = bm25_future.result()
                     dense_run = dense_future.result()
                     dense_bytes = int(index.vectors.nbytes)
                     chunk_fields = {"chunker": units.chunker, "chunks": None if units.chunker is None else len(index)}
-                    results.append(StrategyResult(
-                        name=units.label, kind="dense", model=spec.model, metrics=_score(qrels, dense_run),
-                        index_bytes=dense_bytes, cost=cost, **chunk_fields,
-                    ))
+                    results.append(
+                        StrategyResult(
+                            name=units.label,
+                            kind="dense",
+                            model=spec.model,
+                            metrics=_score(qrels, dense_run),
+                            index_bytes=dense_bytes,
+                            cost=cost,
+                            **chunk_fields,
+                        )
+                    )
                     if unit_truncated:
                         what = "documents" if units.chunker is None else "chunks"
                         notes.append(
@@ -320,8 +335,17 @@ def evaluate_strategies(
                         notes.append(f"{units.label}: {query_truncated} queries were truncated")
                     notes.extend(f"{units.label}: {notice}" for notice in units.notices)
                     for method in hybrid:
-                        fused = _hybrid(method, units.label, dense_run, bm25_run, qrels, tune_qrels, k,
-                                        index_bytes=dense_bytes + bm25_bytes, cost=cost)
+                        fused = _hybrid(
+                            method,
+                            units.label,
+                            dense_run,
+                            bm25_run,
+                            qrels,
+                            tune_qrels,
+                            k,
+                            index_bytes=dense_bytes + bm25_bytes,
+                            cost=cost,
+                        )
                         results.append(replace(fused, model=spec.model, **chunk_fields))
             finally:
                 if given is None:  # an HTTP provider's connections; one handed in stays the caller's
@@ -329,9 +353,16 @@ def evaluate_strategies(
 
         if bm25:
             bm25_run = bm25_run if bm25_run is not None else bm25_future.result()  # type: ignore[union-attr]
-            results.insert(0, StrategyResult(
-                name="bm25", kind="bm25", model=None, metrics=_score(qrels, bm25_run), index_bytes=bm25_bytes,
-            ))
+            results.insert(
+                0,
+                StrategyResult(
+                    name="bm25",
+                    kind="bm25",
+                    model=None,
+                    metrics=_score(qrels, bm25_run),
+                    index_bytes=bm25_bytes,
+                ),
+            )
 
     winner = max(results, key=lambda r: r.metrics["ndcg@10"]).name  # first of equals wins
     return ComparisonResult(
@@ -413,8 +444,15 @@ def _units(
 ) -> _Units:
     if chunker_spec == WHOLE_DOCUMENTS:
         saved = store.dense(model, embedder) if store is not None else None
-        return _Units(label=model, chunker=None, ids=doc_ids, texts=doc_texts, chunk_docs=None, spans=None,
-                      index=None if saved is None else saved[0])
+        return _Units(
+            label=model,
+            chunker=None,
+            ids=doc_ids,
+            texts=doc_texts,
+            chunk_docs=None,
+            spans=None,
+            index=None if saved is None else saved[0],
+        )
     from embedtune.chunking import make_chunker
 
     # A semantic chunker embeds sentences through this same stack: its cache, its timer.
@@ -537,12 +575,21 @@ def _hybrid(
     test_bm25 = {qid: bm25_run.get(qid, {}) for qid in qrels}
     if method == "rrf":
         fused = cut(rrf([test_dense, test_bm25], k=RRF_K), k)
-        return StrategyResult(name=name, kind="rrf", model=model, metrics=_score(qrels, fused),
-                              index_bytes=index_bytes, cost=cost)
+        return StrategyResult(
+            name=name, kind="rrf", model=model, metrics=_score(qrels, fused), index_bytes=index_bytes, cost=cost
+        )
     alpha, table = tune_convex_weight(tune_qrels, dense_run, bm25_run, metric="ndcg@10")
     fused = cut(convex([test_dense, test_bm25], [alpha, 1.0 - alpha], method="minmax"), k)
-    return StrategyResult(name=name, kind="convex", model=model, metrics=_score(qrels, fused),
-                          index_bytes=index_bytes, cost=cost, alpha=alpha, tuning=table)
+    return StrategyResult(
+        name=name,
+        kind="convex",
+        model=model,
+        metrics=_score(qrels, fused),
+        index_bytes=index_bytes,
+        cost=cost,
+        alpha=alpha,
+        tuning=table,
+    )
 
 
 def _score(qrels: Qrels, run: Run) -> dict[str, float]:
@@ -588,7 +635,9 @@ class _IndexStore:
         if not (folder / "manifest.json").exists():
             return None
         index = DenseIndex.load(folder, model=model, dim=embedder.dim)  # other dims: one clear line
-        saved = (folder / "fingerprint.txt").read_text(encoding="utf-8") if (folder / "fingerprint.txt").exists() else ""
+        saved = (
+            (folder / "fingerprint.txt").read_text(encoding="utf-8") if (folder / "fingerprint.txt").exists() else ""
+        )
         if saved != embedder.fingerprint("document"):
             return None
         if chunker is None:

@@ -22,15 +22,15 @@ Names: ``ndcg@k``, ``recall@k``, ``mrr@k``, ``map@k``, ``precision@k`` (trec_eva
 from __future__ import annotations
 
 import math
-from types import MappingProxyType
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import MappingProxyType
 
 from embedtune.errors import ConfigError, InputError
 from embedtune.search.runs import ranked
 
 __all__ = [
-    "METRICS",
     "DEFAULT_METRICS",
+    "METRICS",
     "evaluate",
     "evaluate_per_query",
     "map_at_k",
@@ -53,9 +53,7 @@ def _ndcg(judged: Mapping[str, int], ranking: Sequence[str], k: int) -> float:
     ideal = sum(gain / math.log2(rank + 1) for rank, gain in enumerate(gains, start=1))
     if ideal == 0:
         return 0.0
-    dcg = sum(
-        max(judged.get(doc, 0), 0) / math.log2(rank + 1) for rank, doc in enumerate(ranking[:k], start=1)
-    )
+    dcg = sum(max(judged.get(doc, 0), 0) / math.log2(rank + 1) for rank, doc in enumerate(ranking[:k], start=1))
     return dcg / ideal
 
 
@@ -94,13 +92,15 @@ def _relevant_count(judged: Mapping[str, int]) -> int:
     return sum(1 for rel in judged.values() if rel >= 1)
 
 
-METRICS: Mapping[str, _Scorer] = MappingProxyType({
-    "ndcg": _ndcg,
-    "recall": _recall,
-    "mrr": _mrr,
-    "map": _map,
-    "precision": _precision,
-})
+METRICS: Mapping[str, _Scorer] = MappingProxyType(
+    {
+        "ndcg": _ndcg,
+        "recall": _recall,
+        "mrr": _mrr,
+        "map": _map,
+        "precision": _precision,
+    }
+)
 """Known metric names (the part before ``@``) and their per-query scorers."""
 
 
@@ -151,9 +151,7 @@ def parse_metric(name: str) -> tuple[str, int]:
     base, at, depth = name.strip().lower().partition("@")
     if base not in METRICS or not at or not depth.isdigit() or int(depth) < 1:
         known = ", ".join(f"{metric}@k" for metric in METRICS)
-        raise ConfigError(
-            f"unknown metric {name!r}; known metrics: {known} (k a positive integer, e.g. ndcg@10)"
-        )
+        raise ConfigError(f"unknown metric {name!r}; known metrics: {known} (k a positive integer, e.g. ndcg@10)")
     return base, int(depth)
 
 
@@ -171,9 +169,7 @@ def evaluate_per_query(
     return values
 
 
-def evaluate(
-    qrels: QrelsLike, run: RunLike, metrics: Iterable[str] = DEFAULT_METRICS
-) -> dict[str, float]:
+def evaluate(qrels: QrelsLike, run: RunLike, metrics: Iterable[str] = DEFAULT_METRICS) -> dict[str, float]:
     """``{metric: mean over the queries of qrels}``; queries missing from the run count as 0."""
     if not qrels:
         raise InputError("qrels hold no query; evaluate needs at least one judged query")

@@ -177,11 +177,16 @@ def plot_comparison(result: ComparisonResult, path: str | os.PathLike[str]) -> P
         for strategy in result.strategies:
             if strategy.cost is None:
                 winner = strategy.name == result.winner
-                handles.append(ax.axhline(
-                    strategy.metrics["ndcg@10"], color="#d62728" if winner else _COLOURS["bm25"],
-                    linestyle="--", linewidth=2 if winner else 1.2, zorder=1,
-                    label=f"{strategy.name} (no embedding): {strategy.metrics['ndcg@10']:.3f}",
-                ))
+                handles.append(
+                    ax.axhline(
+                        strategy.metrics["ndcg@10"],
+                        color="#d62728" if winner else _COLOURS["bm25"],
+                        linestyle="--",
+                        linewidth=2 if winner else 1.2,
+                        zorder=1,
+                        label=f"{strategy.name} (no embedding): {strategy.metrics['ndcg@10']:.3f}",
+                    )
+                )
         ax.set_xscale("log")
         xs = list(columns.values())
         if xs:
@@ -233,18 +238,30 @@ def _model_heading(strategy: StrategyResult) -> str:
     return f"{(strategy.embedding or strategy.name).removeprefix('local:')}\n{speed} · {cost}"
 
 
-def _draw_point(ax, strategy: StrategyResult, x: float, score: float, label_y: float, text: str, winner: bool,
-                top_usd: float) -> None:
+def _draw_point(
+    ax, strategy: StrategyResult, x: float, score: float, label_y: float, text: str, winner: bool, top_usd: float
+) -> None:
     measured = strategy.texts_per_s is not None
     colour = _COLOURS.get(strategy.kind, "#9467bd")
     size = 80 + (600 * strategy.usd / top_usd if strategy.usd and top_usd else 0)
     ax.scatter(
-        [x], [score], s=size * (3 if winner else 1), marker="*" if winner else "o",
-        facecolors=colour if measured else "none", edgecolors="#d62728" if winner else colour,
-        linewidths=2 if winner else 1.5, zorder=3,
+        [x],
+        [score],
+        s=size * (3 if winner else 1),
+        marker="*" if winner else "o",
+        facecolors=colour if measured else "none",
+        edgecolors="#d62728" if winner else colour,
+        linewidths=2 if winner else 1.5,
+        zorder=3,
     )
     ax.annotate(
-        text, (x, score), xytext=(x * 1.3, label_y), textcoords="data", fontsize=8,
-        fontweight="bold" if winner else "normal", color="#d62728" if winner else "black", va="center",
+        text,
+        (x, score),
+        xytext=(x * 1.3, label_y),
+        textcoords="data",
+        fontsize=8,
+        fontweight="bold" if winner else "normal",
+        color="#d62728" if winner else "black",
+        va="center",
         arrowprops={"arrowstyle": "-", "color": "#aaaaaa", "lw": 0.6},
     )

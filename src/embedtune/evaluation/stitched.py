@@ -78,13 +78,15 @@ class StitchedCollection:
 
     def evidence(self, query_id: str) -> list[TextRange]:
         """The ranges of the documents judged relevant (relevance >= 1) to ``query_id``."""
-        return [self.placements[doc] for doc, rel in self.qrels.get(query_id, {}).items()
-                if rel >= 1 and doc in self.placements]
+        return [
+            self.placements[doc]
+            for doc, rel in self.qrels.get(query_id, {}).items()
+            if rel >= 1 and doc in self.placements
+        ]
 
     def documents_in(self, text_range: TextRange) -> tuple[str, ...]:
         """The original documents whose ranges overlap ``text_range`` (by at least one character)."""
-        return tuple(doc for doc in self._by_text[text_range.text_id]
-                     if _overlap(self.placements[doc], text_range) > 0)
+        return tuple(doc for doc in self._by_text[text_range.text_id] if _overlap(self.placements[doc], text_range) > 0)
 
     @cached_property
     def _by_text(self) -> dict[str, list[str]]:
@@ -126,8 +128,14 @@ def stitch(
             parts.append(full)
             offset += len(full)
         texts[text_id] = "".join(parts)
-    return StitchedCollection(name=f"{collection.name} (stitched, {per_text} per text)", texts=texts,
-                              placements=placements, queries=queries, qrels=qrels, skipped=skipped)
+    return StitchedCollection(
+        name=f"{collection.name} (stitched, {per_text} per text)",
+        texts=texts,
+        placements=placements,
+        queries=queries,
+        qrels=qrels,
+        skipped=skipped,
+    )
 
 
 class SpanScores(NamedTuple):

@@ -154,8 +154,12 @@ class HttpEmbedder:
             if response.status_code == 400:
                 raise _BadRequest(error_detail(response))
             if response.status_code != 200:
-                raise status_error(response.status_code, error_detail(response), what=what,
-                                   retry_after=response.headers.get("retry-after"))
+                raise status_error(
+                    response.status_code,
+                    error_detail(response),
+                    what=what,
+                    retry_after=response.headers.get("retry-after"),
+                )
             try:
                 body = response.json()
                 rows, tokens = self._parse(body, len(inputs))
@@ -164,10 +168,14 @@ class HttpEmbedder:
                 raise TransientError(f"{what}: malformed answer ({exc.__class__.__name__})") from None
             if vectors.ndim == 2 and vectors.shape[0] == len(inputs) and self.dim and vectors.shape[1] != self.dim:
                 # Every row the wrong width is a setting, not a hiccup: retrying will not mend it.
-                raise ProviderError(f"{what}: the server's vectors have {vectors.shape[1]} dims, but {self.name} "
-                                    f"is set up for {self.dim}; set dims = {vectors.shape[1]} for it")
+                raise ProviderError(
+                    f"{what}: the server's vectors have {vectors.shape[1]} dims, but {self.name} "
+                    f"is set up for {self.dim}; set dims = {vectors.shape[1]} for it"
+                )
             if vectors.ndim != 2 or vectors.shape[0] != len(inputs):
-                raise TransientError(f"{what}: answer of shape {vectors.shape} for {len(inputs)} inputs of {self.dim} dims")
+                raise TransientError(
+                    f"{what}: answer of shape {vectors.shape} for {len(inputs)} inputs of {self.dim} dims"
+                )
             if not np.isfinite(vectors).all():
                 raise TransientError(f"{what}: answer holds NaN or infinite values")
             counted = tokens if tokens is not None else estimate

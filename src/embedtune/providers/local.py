@@ -24,7 +24,7 @@ from ..catalogue import ModelCard
 from ..embedder import Kind, check_kind, empty_vectors
 from ..errors import ModelLoadError, require
 
-__all__ = ["SentenceTransformerEmbedder", "E5Embedder", "locate_weights", "weights_revision"]
+__all__ = ["E5Embedder", "SentenceTransformerEmbedder", "locate_weights", "weights_revision"]
 
 
 def _package_dir(module: str) -> Path | None:
@@ -246,13 +246,17 @@ class SentenceTransformerEmbedder:
         prefix = self._prefixes[check_kind(kind)]
         if not texts:
             return empty_vectors(self.dim)
-        vectors = self._load().encode(
-            [prefix + t for t in texts],
-            batch_size=len(texts),
-            convert_to_numpy=True,
-            normalize_embeddings=False,
-            show_progress_bar=False,
-        ).astype(np.float32, copy=False)
+        vectors = (
+            self._load()
+            .encode(
+                [prefix + t for t in texts],
+                batch_size=len(texts),
+                convert_to_numpy=True,
+                normalize_embeddings=False,
+                show_progress_bar=False,
+            )
+            .astype(np.float32, copy=False)
+        )
         if self.dim < vectors.shape[1]:
             vectors = vectors[:, : self.dim]
         if self.normalize:

@@ -58,9 +58,7 @@ class BM25Index:
         self._b = b
 
     @classmethod
-    def build(
-        cls, ids: Sequence[str], texts: Sequence[str], *, k1: float = 1.5, b: float = 0.75
-    ) -> BM25Index:
+    def build(cls, ids: Sequence[str], texts: Sequence[str], *, k1: float = 1.5, b: float = 0.75) -> BM25Index:
         """Index ``texts`` (one per id; for a BEIR document, title + " " + text)."""
         bm25s = require("bm25s", "eval")
         if len(ids) != len(texts):
@@ -69,9 +67,7 @@ class BM25Index:
             raise InputError("no documents to index; give at least one")
         if len(set(ids)) != len(ids):
             raise InputError("document ids repeat; give each text its own id")
-        tokens = bm25s.tokenize(
-            list(texts), stopwords=_STOPWORDS, stemmer=_stemmer(), show_progress=False
-        )
+        tokens = bm25s.tokenize(list(texts), stopwords=_STOPWORDS, stemmer=_stemmer(), show_progress=False)
         retriever = bm25s.BM25(k1=k1, b=b, method=_METHOD)
         retriever.index(tokens, show_progress=False)
         return cls(ids=ids, retriever=retriever, k1=k1, b=b)
@@ -108,9 +104,7 @@ class BM25Index:
             documents, scores = self._retriever.retrieve(tokens, k=depth, show_progress=False)
             for qid, row_docs, row_scores in zip(batch, np.asarray(documents), np.asarray(scores)):
                 run[qid] = {
-                    self._ids[doc]: score
-                    for doc, score in zip(row_docs.tolist(), row_scores.tolist())
-                    if score > 0
+                    self._ids[doc]: score for doc, score in zip(row_docs.tolist(), row_scores.tolist()) if score > 0
                 }
         return run
 
@@ -142,9 +136,7 @@ class BM25Index:
         try:
             retriever = bm25s.BM25.load(str(folder), mmap=mmap)
         except FileNotFoundError as exc:
-            raise InputError(
-                f"{folder} lacks a file of the bm25s index ({exc.filename}); rebuild the index"
-            ) from exc
+            raise InputError(f"{folder} lacks a file of the bm25s index ({exc.filename}); rebuild the index") from exc
         if retriever.scores["num_docs"] != len(ids):
             raise InputError(
                 f"{folder} is inconsistent: the bm25s index has {retriever.scores['num_docs']} documents "

@@ -95,13 +95,9 @@ def dense_run(
 ) -> Run:
     """A run ``{query_id: {doc_id: inner product}}`` of each query's top ``k`` documents."""
     if len(query_ids) != len(query_vectors):
-        raise InputError(
-            f"{len(query_ids)} query ids but {len(query_vectors)} query vectors; give one id per row"
-        )
+        raise InputError(f"{len(query_ids)} query ids but {len(query_vectors)} query vectors; give one id per row")
     if len(doc_ids) != len(doc_vectors):
-        raise InputError(
-            f"{len(doc_ids)} document ids but {len(doc_vectors)} document vectors; give one id per row"
-        )
+        raise InputError(f"{len(doc_ids)} document ids but {len(doc_vectors)} document vectors; give one id per row")
     scores, indices = top_k_inner_product(
         query_vectors, doc_vectors, k, query_block=query_block, document_block=document_block
     )

@@ -59,15 +59,11 @@ def normalize(run: RunLike, method: NormalizeMethod = "minmax") -> Run:
         else:
             low = math.fsum(values) / len(values)
             spread = math.sqrt(math.fsum((value - low) ** 2 for value in values) / len(values))
-        normalized[qid] = {
-            doc: (float(score) - low) / spread if spread > 0 else 0.0 for doc, score in scores.items()
-        }
+        normalized[qid] = {doc: (float(score) - low) / spread if spread > 0 else 0.0 for doc, score in scores.items()}
     return normalized
 
 
-def convex(
-    runs: Sequence[RunLike], weights: Sequence[float], *, method: NormalizeMethod = "minmax"
-) -> Run:
+def convex(runs: Sequence[RunLike], weights: Sequence[float], *, method: NormalizeMethod = "minmax") -> Run:
     """Convex combination of normalised scores: ``score(d) = sum_i w_i * norm_i(d)``.
 
     For a dense run and a BM25 run, ``convex([dense, bm25], [alpha, 1 - alpha])`` is
@@ -88,9 +84,7 @@ def convex(
         floors = [min(scores.values(), default=0.0) for scores in per_run]
         docs = dict.fromkeys(doc for scores in per_run for doc in scores)
         fused[qid] = {
-            doc: math.fsum(
-                weight * scores.get(doc, floor) for weight, scores, floor in zip(weights, per_run, floors)
-            )
+            doc: math.fsum(weight * scores.get(doc, floor) for weight, scores, floor in zip(weights, per_run, floors))
             for doc in docs
         }
     return fused

@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Mapping
 
-__all__ = ["Run", "ranked", "cut"]
+__all__ = ["Run", "cut", "ranked"]
 
 Run = dict[str, dict[str, float]]
 

@@ -159,8 +159,14 @@ class FaultConfig:
                     f"{name}={value} admits less than one per window of {self.window_s:g} s; "
                     "raise it or lengthen window_s"
                 )
-        for name in ("max_inputs", "max_tokens_per_input", "max_tokens_per_request", "ollama_context", "dim",
-                     "chat_queries"):
+        for name in (
+            "max_inputs",
+            "max_tokens_per_input",
+            "max_tokens_per_request",
+            "ollama_context",
+            "dim",
+            "chat_queries",
+        ):
             value = getattr(self, name)
             if not _is_int(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
@@ -350,7 +356,9 @@ class FaultServer:
             raise RuntimeError("a FaultServer starts once; make a new one")
         self._httpd = _HTTPServer((HOST, self._port), self)
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=f"fault-server-{self.port}",
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"fault-server-{self.port}",
             daemon=True,  # a server never closed must not keep the interpreter alive; close() joins it
         )
         self._thread.start()
@@ -493,8 +501,11 @@ class FaultServer:
             "object": "chat.completion",
             "model": model,
             "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
-            "usage": {"prompt_tokens": tokens, "completion_tokens": len(_WORD.findall(content)),
-                      "total_tokens": tokens + len(_WORD.findall(content))},
+            "usage": {
+                "prompt_tokens": tokens,
+                "completion_tokens": len(_WORD.findall(content)),
+                "total_tokens": tokens + len(_WORD.findall(content)),
+            },
         }
         return _Reply(200, _dumps(answer), delay=delay)
 
@@ -561,14 +572,19 @@ def _injected(fault: str, config: FaultConfig, dialect: str, delay: float) -> _R
     if fault == "hang":
         return _Reply(None, delay=config.latency_s + config.hang_s)
     if fault == "500":
-        fail = _Fail(500, "The server had an error while processing your request (injected fault).",
-                     type="server_error")
+        fail = _Fail(
+            500, "The server had an error while processing your request (injected fault).", type="server_error"
+        )
     elif fault == "503":
-        fail = _Fail(503, "The server is overloaded, please try again later (injected fault).",
-                     type="server_error")
+        fail = _Fail(503, "The server is overloaded, please try again later (injected fault).", type="server_error")
     else:
-        fail = _Fail(429, "Rate limit reached; please try again later (injected fault).", type="requests",
-                     code="rate_limit_exceeded", headers=_retry_headers(config.retry_after_s))
+        fail = _Fail(
+            429,
+            "Rate limit reached; please try again later (injected fault).",
+            type="requests",
+            code="rate_limit_exceeded",
+            headers=_retry_headers(config.retry_after_s),
+        )
     return fail.reply(dialect, delay)
 
 
@@ -646,8 +662,13 @@ def _parse_chat(body: bytes) -> tuple[str, str]:
     """The model and the last user message of a chat request (400 for anything malformed)."""
     payload, model = _request(body)
     messages = payload.get("messages")
-    if not isinstance(messages, list) or not messages or not all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages
+    if (
+        not isinstance(messages, list)
+        or not messages
+        or not all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in messages
+        )
     ):
         raise _Fail(400, "messages must be a non-empty list of {role, content} objects", param="messages")
     users = [m["content"] for m in messages if m["role"] == "user"]
@@ -740,7 +761,9 @@ class _HTTPServer(ThreadingHTTPServer):
 
     def process_request(self, request, client_address) -> None:
         thread = threading.Thread(
-            target=self.process_request_thread, args=(request, client_address), daemon=True,
+            target=self.process_request_thread,
+            args=(request, client_address),
+            daemon=True,
             name=f"fault-server-handler-{client_address[1]}",
         )
         with self._open_lock:
@@ -828,7 +851,9 @@ class _Handler(BaseHTTPRequestHandler):
             size = -1
         if not 0 <= size <= _MAX_BODY_BYTES:
             self.close_connection = True
-            self._send(path, _Fail(413 if size > 0 else 400, "the Content-Length is invalid or too large").reply(dialect))
+            self._send(
+                path, _Fail(413 if size > 0 else 400, "the Content-Length is invalid or too large").reply(dialect)
+            )
             return None
         body = self.rfile.read(size)
         if len(body) < size:  # the client went away mid-body
@@ -910,11 +935,23 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[FaultConfig, in
     rates = {f"rate_{kind}": getattr(args, f"rate_{kind}") for kind in _FAULTS}
     try:
         config = FaultConfig(
-            seed=args.seed, **rates, retry_after_s=args.retry_after, slow_s=args.slow, hang_s=args.hang,
-            latency_s=args.latency, rpm=args.rpm, tpm=args.tpm, window_s=args.window, api_key=api_key,
-            max_inputs=args.max_inputs, max_tokens_per_input=args.max_tokens_per_input,
-            max_tokens_per_request=args.max_tokens_per_request, ollama_context=args.ollama_context,
-            bad_marker=args.bad_marker or None, dim=args.dim, shuffle_rows=args.shuffle_rows,
+            seed=args.seed,
+            **rates,
+            retry_after_s=args.retry_after,
+            slow_s=args.slow,
+            hang_s=args.hang,
+            latency_s=args.latency,
+            rpm=args.rpm,
+            tpm=args.tpm,
+            window_s=args.window,
+            api_key=api_key,
+            max_inputs=args.max_inputs,
+            max_tokens_per_input=args.max_tokens_per_input,
+            max_tokens_per_request=args.max_tokens_per_request,
+            ollama_context=args.ollama_context,
+            bad_marker=args.bad_marker or None,
+            dim=args.dim,
+            shuffle_rows=args.shuffle_rows,
         )
     except ValueError as exc:
         parser.error(str(exc))
