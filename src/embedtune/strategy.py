@@ -1,0 +1,354 @@
+"""The Strategy value: everything a user chooses along the path from documents to hits.
+
+A strategy names the embedder (a model URI with its dims, prefixes and adapter), how documents are
+cut (a chunker spec, and how a document is scored from its chunks), how retrieval runs (dense,
+BM25, or a hybrid fused by RRF or by a convex combination), how deep each run reaches before it is
+fused, and the precision the vectors are stored in. ``compare`` writes the winner as a TOML file;
+``index`` builds that file into a store, and ``search`` and the service read it back from the
+store's manifest, so what was measured is what is served.
+
+The file::
+
+    version = 1
+
+    [embedder]                      # absent for BM25 alone; any field of EmbedderSpec
+    model = "local:all-MiniLM-L6-v2"
+    over_limit = "truncate"
+
+    [chunking]
+    chunker = "none"                # whole documents, or a chunker spec: recursive, fixed:size=200,overlap=50
+    score = "max"                   # a document's score from its chunks: max, or sumN
+
+    [retrieval]
+    mode = "hybrid"                 # dense | bm25 | hybrid
+    fusion = "convex"               # hybrid only: rrf | convex
+    alpha = 0.45                    # convex: the dense run's weight
+    normalization = "minmax"        # convex: minmax | zscore
+    rrf_k = 60                      # rrf: the rank constant
+    depth = 100                     # candidates each run returns before fusion
+
+    [vectors]
+    precision = "float32"           # float32 | float16
+
+Reading refuses unknown tables, keys and values with one line naming them, and a version it
+does not know.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, InputError, UnknownModelError
+from .factory import EmbedderSpec
+
+__all__ = ["STRATEGY_VERSION", "Fusion", "Mode", "Precision", "Strategy"]
+
+STRATEGY_VERSION = 1
+WHOLE_DOCUMENTS = "none"
+
+
+class Mode(str, Enum):
+    DENSE = "dense"
+    BM25 = "bm25"
+    HYBRID = "hybrid"
+
+
+class Fusion(str, Enum):
+    RRF = "rrf"
+    CONVEX = "convex"
+
+
+class Precision(str, Enum):
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
+
+
+_NORMALIZATIONS = ("minmax", "zscore")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Strategy:
+    """One retrieval strategy, complete enough to rebuild and serve.
+
+    ``embedder`` is ``None`` exactly when ``mode`` is BM25. ``fusion`` is set exactly when
+    ``mode`` is hybrid; ``alpha`` (the dense run's weight, in [0, 1]) is required by convex fusion.
+    """
+
+    embedder: EmbedderSpec | None = None
+    chunker: str = WHOLE_DOCUMENTS
+    chunk_score: str = "max"
+    mode: Mode = Mode.DENSE
+    fusion: Fusion | None = None
+    alpha: float | None = None
+    normalization: str = "minmax"
+    rrf_k: int = 60
+    depth: int = 100
+    precision: Precision = Precision.FLOAT32
+
+    def __post_init__(self) -> None:
+        from .search.chunks import chunk_score_depth
+
+        object.__setattr__(self, "mode", _choice(Mode, self.mode, "retrieval.mode"))
+        object.__setattr__(self, "precision", _choice(Precision, self.precision, "vectors.precision"))
+        if self.fusion is not None:
+            object.__setattr__(self, "fusion", _choice(Fusion, self.fusion, "retrieval.fusion"))
+        if self.mode is Mode.BM25:
+            if self.embedder is not None:
+                raise ConfigError("a bm25 strategy embeds nothing; drop its [embedder] table or choose mode dense")
+        elif self.embedder is None:
+            raise ConfigError(f"a {self.mode.value} strategy needs an [embedder] table with a model")
+        if self.mode is Mode.HYBRID and self.fusion is None:
+            raise ConfigError("a hybrid strategy needs retrieval.fusion: rrf or convex")
+        if self.mode is not Mode.HYBRID and self.fusion is not None:
+            raise ConfigError(f"retrieval.fusion applies to hybrid strategies, not {self.mode.value}")
+        if self.fusion is Fusion.CONVEX:
+            if self.alpha is None:
+                raise ConfigError("convex fusion needs retrieval.alpha, the dense run's weight between 0 and 1")
+            if not (_is_number(self.alpha) and 0.0 <= self.alpha <= 1.0):
+                raise ConfigError(f"retrieval.alpha must be a number between 0 and 1, not {self.alpha!r}")
+        elif self.alpha is not None:
+            raise ConfigError("retrieval.alpha applies to convex fusion only")
+        if self.normalization not in _NORMALIZATIONS:
+            raise ConfigError(
+                f"retrieval.normalization must be {' or '.join(_NORMALIZATIONS)}, not {self.normalization!r}"
+            )
+        for name, value, low in (("retrieval.rrf_k", self.rrf_k, 0), ("retrieval.depth", self.depth, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"{name} must be a whole number of at least {low}, not {value!r}")
+        if not isinstance(self.chunker, str) or not self.chunker.strip():
+            raise ConfigError("chunking.chunker must be 'none' or a chunker spec such as recursive")
+        if self.chunker != WHOLE_DOCUMENTS:
+            from .chunking import parse_chunker_spec
+
+            parse_chunker_spec(self.chunker)  # one line naming a bad chunker or option
+            if self.embedder is None:
+                raise ConfigError("chunks are embedded: a bm25 strategy indexes whole documents; set chunker = 'none'")
+        chunk_score_depth(self.chunk_score)
+
+    # -- what it is ------------------------------------------------------------------------
+
+    @property
+    def model(self) -> str | None:
+        return None if self.embedder is None else self.embedder.model
+
+    @property
+    def chunked(self) -> bool:
+        return self.chunker != WHOLE_DOCUMENTS
+
+    @property
+    def uses_vectors(self) -> bool:
+        return self.mode is not Mode.BM25
+
+    @property
+    def uses_lexical(self) -> bool:
+        return self.mode is not Mode.DENSE
+
+    @property
+    def name(self) -> str:
+        """A label for tables: ``local:all-MiniLM-L6-v2 @ recursive + bm25 (convex)``."""
+        if self.embedder is None:
+            return "bm25"
+        name = self.embedder.model if not self.chunked else f"{self.embedder.model} @ {self.chunker}"
+        if self.mode is Mode.HYBRID:
+            name += f" + bm25 ({self.fusion.value})"  # type: ignore[union-attr]
+        return name
+
+    def fingerprint(self) -> str:
+        """A short hash of every setting, for naming and comparing strategies."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def index_settings(self) -> dict[str, Any]:
+        """The settings a built index depends on: changing any of them means indexing again.
+
+        Fusion, its weights and the depth are chosen at query time and may change freely.
+        """
+        embedder = None if self.embedder is None else _spec_dict(self.embedder, vectors_only=True)
+        return {
+            "embedder": embedder,
+            "chunker": self.chunker,
+            "precision": self.precision.value if self.uses_vectors else None,
+        }
+
+    # -- TOML ------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The TOML document as plain data (``None`` values left out)."""
+        retrieval: dict[str, Any] = {"mode": self.mode.value}
+        if self.fusion is not None:
+            retrieval["fusion"] = self.fusion.value
+        if self.fusion is Fusion.CONVEX:
+            retrieval["alpha"] = self.alpha
+            retrieval["normalization"] = self.normalization
+        if self.fusion is Fusion.RRF:
+            retrieval["rrf_k"] = self.rrf_k
+        retrieval["depth"] = self.depth
+        data: dict[str, Any] = {"version": STRATEGY_VERSION}
+        if self.embedder is not None:
+            data["embedder"] = _spec_dict(self.embedder)
+        data["chunking"] = {"chunker": self.chunker, "score": self.chunk_score}
+        data["retrieval"] = retrieval
+        data["vectors"] = {"precision": self.precision.value}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "strategy") -> Strategy:
+        """The strategy a TOML document describes; ``source`` names it in error messages."""
+        try:
+            return _from_dict(data)
+        except (ConfigError, InputError) as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    def to_toml(self, *, comment: str | None = None) -> str:
+        """The TOML text; ``comment`` lines (say, how the strategy was chosen) go on top."""
+        lines = [f"# {line}".rstrip() for line in (comment or "").splitlines()]
+        data = self.to_dict()
+        lines.append(f"version = {_toml_value(data.pop('version'))}")
+        for table, values in data.items():
+            lines += ["", f"[{table}]"]
+            lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_toml(cls, text: str, *, source: str = "strategy") -> Strategy:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source} is not valid TOML: {exc}") from None
+        return cls.from_dict(data, source=source)
+
+    def save(self, path: str | os.PathLike[str], *, comment: str | None = None) -> Path:
+        """Write the TOML file (to a temporary name, then renamed: never half written)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(self.to_toml(comment=comment), encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Strategy:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"strategy file {path} does not exist; write one with embedtune compare") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read strategy file {path}: {exc}") from None
+        return cls.from_toml(text, source=str(path))
+
+
+_TABLES = {
+    "embedder": None,  # checked against EmbedderSpec's fields
+    "chunking": {"chunker", "score"},
+    "retrieval": {"mode", "fusion", "alpha", "normalization", "rrf_k", "depth"},
+    "vectors": {"precision"},
+}
+# EmbedderSpec fields that change no vector (how it is fed, and where from); left out of index_settings.
+_FEEDING = {
+    "max_batch",
+    "max_batch_tokens",
+    "concurrency",
+    "base_url",
+    "api_key_env",
+    "requests_per_minute",
+    "tokens_per_minute",
+    "timeout",
+    "max_attempts",
+    "keep_alive",
+    "adapter",  # queries only: documents are embedded by the bare model
+}
+
+
+def _from_dict(data: Mapping[str, Any]) -> Strategy:
+    version = data.get("version")
+    if version is None:
+        raise ConfigError(f"has no version key; add version = {STRATEGY_VERSION} at the top")
+    if version != STRATEGY_VERSION:
+        raise ConfigError(f"is strategy version {version!r}; this embedtune reads version {STRATEGY_VERSION}")
+    unknown = sorted(set(data) - {"version", *_TABLES})
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r}; the tables are {', '.join(_TABLES)}")
+    tables: dict[str, dict[str, Any]] = {}
+    for table, known in _TABLES.items():
+        value = data.get(table, {})
+        if not isinstance(value, dict):
+            raise ConfigError(f"{table} must be a table ([{table}])")
+        keys = known if known is not None else {f.name for f in fields(EmbedderSpec)}
+        extra = sorted(set(value) - keys)
+        if extra:
+            raise ConfigError(f"unknown key {table}.{extra[0]}; known keys: {', '.join(sorted(keys))}")
+        tables[table] = value
+    embedder = None
+    if tables["embedder"]:
+        if "model" not in tables["embedder"]:
+            raise ConfigError('[embedder] needs a model = "PROVIDER:NAME" line')
+        try:
+            embedder = EmbedderSpec(**tables["embedder"])
+        except UnknownModelError as exc:
+            raise ConfigError(f"embedder.model: {exc}") from None
+        except TypeError as exc:  # a value of the wrong type that EmbedderSpec cannot take
+            raise ConfigError(f"[embedder]: {exc}") from None
+    retrieval = tables["retrieval"]
+    mode = retrieval.get("mode", Mode.DENSE.value if embedder is not None else Mode.BM25.value)
+    return Strategy(
+        embedder=embedder,
+        chunker=tables["chunking"].get("chunker", WHOLE_DOCUMENTS),
+        chunk_score=tables["chunking"].get("score", "max"),
+        mode=mode,
+        fusion=retrieval.get("fusion"),
+        alpha=retrieval.get("alpha"),
+        normalization=retrieval.get("normalization", "minmax"),
+        rrf_k=retrieval.get("rrf_k", 60),
+        depth=retrieval.get("depth", 100),
+        precision=tables["vectors"].get("precision", Precision.FLOAT32.value),
+    )
+
+
+def _spec_dict(spec: EmbedderSpec, *, vectors_only: bool = False) -> dict[str, Any]:
+    """The spec's fields that differ from their defaults (the model always), as TOML values."""
+    defaults = EmbedderSpec(model=spec.model)
+    out: dict[str, Any] = {}
+    for f in fields(EmbedderSpec):
+        if vectors_only and f.name in _FEEDING:
+            continue
+        value = getattr(spec, f.name)
+        if f.name != "model" and value == getattr(defaults, f.name):
+            continue
+        if isinstance(value, Enum):
+            value = value.value
+        if value is not None:
+            out[f.name] = value
+    return out
+
+
+def _choice(enum: type[Enum], value: Any, key: str) -> Any:
+    try:
+        return enum(value)
+    except ValueError:
+        choices = " | ".join(str(member.value) for member in enum)
+        raise ConfigError(f"{key} must be {choices}, not {value!r}") from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a TOML basic string: the same escapes
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
