@@ -12,6 +12,7 @@ reaching the top is a bug and keeps its traceback.
     ├── ModelLoadError              model weights missing, or a folder that is not a model
     ├── MissingDependencyError      an optional extra is not installed (message names it)
     ├── CacheError                  the embedding cache cannot be opened or written
+    ├── StoreError                  a store cannot be reached, opened or written
     └── ProviderError               an embedding backend failed while embedding
         ├── AuthenticationError     the server refused the credentials (401/403)
         ├── InvalidInputError       the server rejected one input (400); names its index
@@ -25,6 +26,7 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationError",
     "CacheError",
+    "StoreError",
     "ConfigError",
     "EmbedtuneError",
     "InputError",
@@ -74,6 +76,10 @@ class MissingDependencyError(EmbedtuneError, ImportError):
 
 class CacheError(EmbedtuneError):
     """The embedding cache cannot be opened or written."""
+
+
+class StoreError(EmbedtuneError):
+    """A store cannot be reached, opened or written (its location is named, passwords masked)."""
 
 
 class ProviderError(EmbedtuneError):
