@@ -1,0 +1,134 @@
+"""The Strategy value and its TOML file: round trips, and one line for every bad key or value."""
+
+import tomllib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from embedtune.errors import ConfigError
+from embedtune.factory import EmbedderSpec
+from embedtune.strategy import STRATEGY_VERSION, Fusion, Mode, Precision, Strategy
+
+MINILM = EmbedderSpec(model="local:all-MiniLM-L6-v2", over_limit="truncate")
+
+
+def hybrid(**changes) -> Strategy:
+    settings = {"embedder": MINILM, "mode": "hybrid", "fusion": "convex", "alpha": 0.45, **changes}
+    return Strategy(**settings)
+
+
+def test_a_convex_hybrid_round_trips_through_its_file(tmp_path):
+    strategy = hybrid(chunker="fixed:size=200,overlap=50", chunk_score="sum2", precision="float16", depth=200)
+    path = strategy.save(tmp_path / "s" / "strategy.toml", comment="picked on train\nnDCG@10 0.73")
+    text = path.read_text()
+    assert text.startswith("# picked on train\n# nDCG@10 0.73\nversion = 1\n")
+    assert Strategy.load(path) == strategy
+    data = tomllib.loads(text)
+    assert data["embedder"] == {"model": "local:all-MiniLM-L6-v2", "over_limit": "truncate"}
+    assert data["retrieval"] == {
+        "mode": "hybrid",
+        "fusion": "convex",
+        "alpha": 0.45,
+        "normalization": "minmax",
+        "depth": 200,
+    }
+    assert data["vectors"] == {"precision": "float16"}
+    assert strategy.mode is Mode.HYBRID and strategy.fusion is Fusion.CONVEX and strategy.precision is Precision.FLOAT16
+
+
+def test_bm25_dense_and_rrf_round_trip_and_name_themselves():
+    bm25 = Strategy(mode="bm25")
+    dense = Strategy(embedder=EmbedderSpec(model="fake:hash-256", dims=128, query_prefix="q: "))
+    rrf = Strategy(embedder=MINILM, mode="hybrid", fusion="rrf", rrf_k=30, chunker="recursive")
+    for strategy in (bm25, dense, rrf):
+        assert Strategy.from_toml(strategy.to_toml()) == strategy
+    assert (bm25.name, dense.name) == ("bm25", "fake:hash-256")
+    assert rrf.name == "local:all-MiniLM-L6-v2 @ recursive + bm25 (rrf)"
+    assert "embedder" not in bm25.to_dict() and "rrf_k" in rrf.to_dict()["retrieval"]
+
+
+@given(
+    alpha=st.floats(0.0, 1.0),
+    depth=st.integers(1, 10_000),
+    prefix=st.text(max_size=12),
+    precision=st.sampled_from(["float32", "float16"]),
+)
+def test_any_valid_strategy_round_trips(alpha, depth, prefix, precision):
+    strategy = hybrid(
+        alpha=alpha,
+        depth=depth,
+        precision=precision,
+        embedder=EmbedderSpec(model="fake:hash-64", document_prefix=prefix),
+    )
+    assert Strategy.from_toml(strategy.to_toml()) == strategy
+    assert Strategy.from_toml(strategy.to_toml()).fingerprint() == strategy.fingerprint()
+
+
+def test_index_settings_ignore_query_time_choices_and_how_the_model_is_fed():
+    base = hybrid()
+    same_index = [
+        hybrid(alpha=0.9),
+        hybrid(fusion="rrf", alpha=None),
+        hybrid(depth=50),
+        hybrid(embedder=EmbedderSpec(model=MINILM.model, over_limit="truncate", max_batch=8, concurrency=2)),
+    ]
+    for other in same_index:
+        assert other.index_settings() == base.index_settings()
+        assert other.fingerprint() != base.fingerprint()
+    for other in (
+        hybrid(chunker="recursive"),
+        hybrid(precision="float16"),
+        hybrid(embedder=EmbedderSpec(model=MINILM.model, over_limit="truncate", dims=256)),
+    ):
+        assert other.index_settings() != base.index_settings()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('version = 1\n[retrieval]\nmode = "dense"\ndpeth = 5\n', "unknown key retrieval.dpeth"),
+        ('version = 1\ncolour = "red"\n', "unknown key 'colour'"),
+        ('version = 1\n[embedder]\nmodel = "fake:hash-64"\nsize = 3\n', "unknown key embedder.size"),
+        ('version = 2\n[retrieval]\nmode = "bm25"\n', "version 2; this embedtune reads version 1"),
+        ('[retrieval]\nmode = "bm25"\n', "has no version key"),
+        ('version = 1\n[retrieval]\nmode = "sparse"\n', "retrieval.mode must be dense | bm25 | hybrid, not 'sparse'"),
+        (
+            'version = 1\n[embedder]\nmodel = "fake:hash-64"\n[vectors]\nprecision = "int4"\n',
+            "vectors.precision must be",
+        ),
+        ('version = 1\n[embedder]\nmodel = "fake:hash-64"\n[retrieval]\nmode = "hybrid"\n', "needs retrieval.fusion"),
+        (
+            'version = 1\n[embedder]\nmodel = "fake:hash-64"\n[retrieval]\nmode = "hybrid"\nfusion = "convex"\n',
+            "convex fusion needs retrieval.alpha",
+        ),
+        (
+            'version = 1\n[embedder]\nmodel = "fake:hash-64"\n[retrieval]\nmode = "hybrid"\nfusion = "convex"\nalpha = 1.5\n',
+            "retrieval.alpha must be a number between 0 and 1",
+        ),
+        ('version = 1\n[retrieval]\nmode = "dense"\n', "needs an [embedder] table"),
+        ('version = 1\n[embedder]\nmodel = "nowhere:x"\n', "is not a model URI"),
+        ('version = 1\n[embedder]\nmodel = "fake:hash-64"\n[chunking]\nchunker = "paragraphs"\n', "unknown chunker"),
+        ('version = 1\n[embedder]\nmodel = "fake:hash-64"\n[chunking]\nscore = "mean"\n', "unknown chunk score"),
+        ('version = 1\n[embedder]\nmodel = "fake:hash-64"\n[retrieval]\ndepth = 0\n', "retrieval.depth must be"),
+        ("version = 1\nembedder = 3\n", "embedder must be a table"),
+        ("version = = 1\n", "is not valid TOML"),
+    ],
+)
+def test_bad_files_are_refused_in_one_line_naming_the_key(tmp_path, text, message):
+    path = tmp_path / "strategy.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        Strategy.load(path)
+    line = str(caught.value)
+    assert message in line and "\n" not in line
+    assert line.startswith(str(path))
+
+
+def test_a_missing_file_says_how_to_make_one(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist; write one with embedtune compare"):
+        Strategy.load(tmp_path / "nowhere.toml")
+
+
+def test_the_version_written_is_the_version_read():
+    assert tomllib.loads(Strategy(mode="bm25").to_toml())["version"] == STRATEGY_VERSION
