@@ -50,7 +50,7 @@ class Embedder(Protocol):
 def check_kind(kind: str) -> Kind:
     if kind not in KINDS:
         raise ValueError(f"kind must be 'document' or 'query', not {kind!r}")
-    return kind  # type: ignore[return-value]
+    return kind
 
 
 def empty_vectors(dim: int) -> np.ndarray:

@@ -26,7 +26,6 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationError",
     "CacheError",
-    "StoreError",
     "ConfigError",
     "EmbedtuneError",
     "InputError",
@@ -34,6 +33,7 @@ __all__ = [
     "MissingDependencyError",
     "ModelLoadError",
     "ProviderError",
+    "StoreError",
     "TextTooLongError",
     "TransientError",
     "UnknownModelError",

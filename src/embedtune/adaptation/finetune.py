@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -447,12 +448,11 @@ def _dataset(pairs: Sequence[Pair], negatives: int, prefixes: tuple[str, str]):
 def _loss(st, model, loss: str, mini_batch_size: int, matryoshka_dims):
     from sentence_transformers.sentence_transformer import losses
 
-    if loss == "cached-mnrl":
-        base = losses.CachedMultipleNegativesRankingLoss(
-            model, mini_batch_size=mini_batch_size, show_progress_bar=False
-        )
-    else:
-        base = losses.MultipleNegativesRankingLoss(model)
+    base = (
+        losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini_batch_size, show_progress_bar=False)
+        if loss == "cached-mnrl"
+        else losses.MultipleNegativesRankingLoss(model)
+    )
     if matryoshka_dims:
         return losses.MatryoshkaLoss(model, base, matryoshka_dims=[int(d) for d in matryoshka_dims])
     return base
@@ -494,7 +494,7 @@ class _EpochTracker:
 
     def __init__(self, evaluate, figures: list[float], on_progress: ProgressFn | None, total_steps: int) -> None:
         self.evaluate, self.figures, self.on_progress, self.total = evaluate, figures, on_progress, total_steps
-        self.best_state = None
+        self.best_state: dict[str, Any] | None = None  # the best epoch's state_dict, copied
         self.best_epoch = 0
         self.epochs = 0
 

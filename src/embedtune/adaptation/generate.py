@@ -26,6 +26,7 @@ import re
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from ..embedder import Embedder
 from ..engine.http import RetryPolicy, call_with_retries, error_detail, redact_url, status_error
@@ -88,6 +89,17 @@ class ChatConfig:
             raise ConfigError(f"chat timeout must be positive, not {self.timeout!r}")
 
 
+class _ChatClient(Protocol):
+    """What the generator uses of an ``httpx.Client`` (tests inject theirs)."""
+
+    @property
+    def base_url(self) -> object: ...
+
+    def post(self, url: str, *, json: Any = None, headers: dict[str, str] | None = None) -> Any: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class ChatQueryGenerator:
     """Asks a chat model for search queries about one document at a time.
@@ -98,7 +110,7 @@ class ChatQueryGenerator:
     """
 
     config: ChatConfig
-    client: object | None = None
+    client: _ChatClient | None = None
     retry: RetryPolicy | None = None
     api_key: str | None = field(default=None, repr=False)
     requests: int = 0
@@ -117,14 +129,25 @@ class ChatQueryGenerator:
 
     def close(self) -> None:
         if self._owns_client:
-            self.client.close()  # type: ignore[union-attr]
+            self._client().close()
+
+    def _client(self) -> _ChatClient:
+        if self.client is None:  # __post_init__ builds one when none is given
+            raise RuntimeError("ChatQueryGenerator has no HTTP client; it is set up in __post_init__")
+        return self.client
+
+    def _retry(self) -> RetryPolicy:
+        if self.retry is None:  # __post_init__ sets the default policy
+            raise RuntimeError("ChatQueryGenerator has no retry policy; it is set up in __post_init__")
+        return self.retry
 
     def queries(self, text: str, n: int) -> list[str]:
         """Up to ``n`` distinct queries for a document (fewer when the model gives fewer lines)."""
         httpx = require("httpx", "openai")
         config = self.config
-        what = f"chat model {config.model} at {redact_url(str(self.client.base_url))}"  # type: ignore[union-attr]
-        payload = {
+        client = self._client()
+        what = f"chat model {config.model} at {redact_url(str(client.base_url))}"
+        payload: dict[str, Any] = {
             "model": config.model,
             "messages": [
                 {"role": "system", "content": "You write the search queries people type into a search engine."},
@@ -139,7 +162,7 @@ class ChatQueryGenerator:
 
         def attempt() -> str:
             try:
-                response = self.client.post("chat/completions", json=payload, headers=headers)  # type: ignore[union-attr]
+                response = client.post("chat/completions", json=payload, headers=headers)
             except httpx.TimeoutException:
                 raise TransientError(f"{what}: the request timed out") from None
             except httpx.TransportError as exc:
@@ -159,7 +182,7 @@ class ChatQueryGenerator:
                 raise TransientError(f"{what}: malformed answer ({type(exc).__name__})") from None
             return content
 
-        content = call_with_retries(attempt, self.retry, what=what)
+        content = call_with_retries(attempt, self._retry(), what=what)
         self.requests += 1
         return _parse_queries(content, n)
 

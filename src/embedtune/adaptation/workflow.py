@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..catalogue import split_uri
+from ..engine import OverLimit
 from ..errors import ConfigError, InputError
 from ..evaluation.collections import Collection
 from ..factory import EmbedderSpec
@@ -36,7 +37,8 @@ ProgressFn = Callable[[str, int, int], None]
 
 @dataclass(frozen=True, kw_only=True)
 class AdaptOutcome:
-    """What was trained and how it scored: ``figures[split] = (before, after)`` nDCG@10."""
+    """What was trained and how it scored: ``figures[split] = (before, after)`` nDCG@10 (None for a
+    figure there was nothing to measure on: a fine-tune without a dev set)."""
 
     method: str
     out_dir: Path
@@ -44,7 +46,7 @@ class AdaptOutcome:
     train_pairs: int
     dev_pairs: int
     train_seconds: float
-    figures: dict[str, tuple[float, float]] = field(default_factory=dict)
+    figures: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
 
@@ -60,6 +62,7 @@ def load_pairs(
     """The training pairs, the collection they came from (when any) and a note for the card."""
     from ..evaluation import load_beir
 
+    collection: Collection | None
     if source.is_dir():
         collection = load_beir(source, strict=False)
         if generate:
@@ -142,6 +145,7 @@ def adapt(
     note = {**note, "hard_negatives": hard_negatives}
 
     test_split = "test" if collection is not None and "test" in collection.qrels and split != "test" else None
+    figures: dict[str, tuple[float | None, float | None]]
     if method == "finetune":
         result = finetune.fine_tune(
             spec.model,
@@ -169,7 +173,7 @@ def adapt(
             f"only {result.steps} training steps ({len(train)} pairs, batch {batch_size}): too few to move the model "
             "much; add pairs (--generate title or span) or raise --epochs"
         )
-    if test_split is not None:
+    if test_split is not None and collection is not None:  # (a test split is one of the collection's)
         before = _ndcg(collection, spec, test_split, cache, on_progress)
         after = _ndcg(collection, adapted, test_split, cache, on_progress)
         figures["test"] = (before, after)
@@ -199,7 +203,7 @@ def _mine(pairs, collection: Collection, how: str, spec: EmbedderSpec, cache):
     from ..engine import close_stack
     from ..factory import build_embedder
 
-    embedder = build_embedder(replace(spec, over_limit="truncate"), cache=cache)
+    embedder = build_embedder(replace(spec, over_limit=OverLimit.TRUNCATE), cache=cache)
     try:
         return mine_hard_negatives(pairs, collection.corpus, by=embedder, count=1)
     finally:
@@ -223,7 +227,7 @@ def _train_adapter(spec: EmbedderSpec, train, dev, out: Path, seed: int, cache):
     from ..factory import build_embedder
     from .adapter import train_query_adapter
 
-    embedder = build_embedder(replace(spec, over_limit="truncate"), cache=cache)
+    embedder = build_embedder(replace(spec, over_limit=OverLimit.TRUNCATE), cache=cache)
     try:
         adapter = train_query_adapter(embedder, train, dev_pairs=dev or None, seed=seed)
     finally:

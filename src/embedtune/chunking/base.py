@@ -26,13 +26,18 @@ class Chunker(Protocol):
     ``name`` is a short, stable label of the chunker and its settings (``fixed-200-o50``), used in
     reports and in the keys of saved indexes.
 
-    embedtune's chunkers also count in ``fallbacks`` the pieces that no natural boundary could bring
-    under the limit, which were cut by tokens instead, and say so in ``notices`` (one line each, for
-    a report or the CLI); other chunkers need not (read them with ``getattr(chunker, "notices", [])``).
+    ``notices`` are lines for a report or the CLI about what chunking had to do (empty when there is
+    nothing to say): embedtune's chunkers count in ``fallbacks`` the pieces that no natural boundary
+    could bring under the limit, which were cut by tokens instead, and say so there.
     """
 
     name: str
     max_tokens: int
+
+    @property
+    def notices(self) -> list[str]:
+        """One line per thing worth telling about the chunks made so far; empty when none."""
+        ...
 
     def chunk(self, text: str) -> list[Chunk]: ...
 

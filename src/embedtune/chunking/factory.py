@@ -79,13 +79,17 @@ def make_chunker(
         raise ConfigError(f"over_model_limit must be 'error' or 'allow', not {over_model_limit!r}")
     name, options = parse_chunker_spec(spec)
     limit_key = next(iter(_OPTIONS[name]))
-    limit = options.pop(limit_key, None)
-    if limit is None:
+    parsed = options.pop(limit_key, None)
+    if parsed is None:
         limit = max_tokens if max_tokens is not None else embedder.max_tokens
+    elif isinstance(parsed, int):  # parse_chunker_spec reads every limit option as a whole number
+        limit = parsed
+    else:
+        raise TypeError(f"chunker option {limit_key} was read as {parsed!r}, not a whole number")
     if over_model_limit == "error" and limit > embedder.max_tokens:
         flag = "size=" if name == "fixed" else "--max-tokens"
         raise ConfigError(
             f"a chunk limit of {limit} tokens is above {embedder.name}'s maximum of {embedder.max_tokens}; "
             f"the model would cut every longer chunk; lower {flag} to {embedder.max_tokens} or less"
         )
-    return _CLASSES[name](embedder, **{limit_key: limit}, **options)  # type: ignore[return-value]
+    return _CLASSES[name](embedder, **{limit_key: limit}, **options)

@@ -26,7 +26,7 @@ _WORD = re.compile(r"\S+")
 
 def find_token_offsets(embedder: Embedder) -> Offsets | None:
     """The ``token_offsets`` of the first layer of a stack (following ``.inner``) that has one."""
-    layer = embedder
+    layer: object = embedder
     while layer is not None:
         offsets = getattr(layer, "token_offsets", None)
         if callable(offsets):
@@ -134,7 +134,9 @@ class TokenCounter:
         e = end if j == len(units) else units[j][0]
         return strip_span(text, s, e)
 
-    def _fit(self, text, units, i, start, end, limit, exact) -> tuple[int, int]:
+    def _fit(
+        self, text: str, units: list[tuple[int, int]], i: int, start: int, end: int, limit: int, exact: bool
+    ) -> tuple[int, int]:
         """The largest ``j`` such that units ``i..j-1`` fit in ``limit``, with their count."""
         while True:
             budget = max(1, limit - self.overhead)
@@ -154,7 +156,9 @@ class TokenCounter:
             # One unit alone is over the limit: cut it by characters and try again.
             units[i : i + 1] = self._cut_characters(text, *units[i], limit)
 
-    def _fit_words(self, text, units, i, start, end, limit, budget) -> tuple[int, int]:
+    def _fit_words(
+        self, text: str, units: list[tuple[int, int]], i: int, start: int, end: int, limit: int, budget: int
+    ) -> tuple[int, int]:
         def count(j: int) -> int:
             return self._count_span(text, units, i, j, start, end)
 
@@ -179,13 +183,13 @@ class TokenCounter:
                 hi = mid
         return best, best_tokens
 
-    def _count_span(self, text, units, i, j, start, end) -> int:
+    def _count_span(self, text: str, units: list[tuple[int, int]], i: int, j: int, start: int, end: int) -> int:
         s, e = self._span(text, units, i, j, start, end)
         return self.count(text[s:e])
 
     def _cut_characters(self, text: str, s: int, e: int, limit: int) -> list[tuple[int, int]]:
         """Cut one over-long word into the longest runs of characters that fit, by bisection."""
-        out = []
+        out: list[tuple[int, int]] = []
         while s < e:
             lo, hi = s + 1, e
             while lo < hi:
@@ -198,7 +202,9 @@ class TokenCounter:
             s = lo
         return out
 
-    def _next_start(self, text, units, i, j, e, overlap, exact) -> int:
+    def _next_start(
+        self, text: str, units: list[tuple[int, int]], i: int, j: int, e: int, overlap: int, exact: bool
+    ) -> int:
         """Where the next piece starts: ``overlap`` tokens before ``j``, but after ``i``."""
         if exact:
             return max(i + 1, j - overlap)

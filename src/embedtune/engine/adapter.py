@@ -86,8 +86,10 @@ class QueryAdapter:
             raise ValueError(f"expected vectors of {self.dim} dims, got shape {vectors.shape}")
         if self.matrix is not None:
             mapped = vectors @ self.matrix.T
-        else:
-            mapped = vectors + (vectors @ self.v) @ self.u.T  # type: ignore[operator]
+        elif self.u is not None and self.v is not None:
+            mapped = vectors + (vectors @ self.v) @ self.u.T
+        else:  # the constructor takes one or the other
+            raise ValueError("the query adapter has neither a matrix nor both u and v")
         norms = np.linalg.norm(mapped, axis=1, keepdims=True)
         return (mapped / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
 

@@ -13,6 +13,7 @@ import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -63,7 +64,7 @@ class HttpEmbedder:
         self._client = client
         self.model = model
         self.name = name
-        self.dim = dim
+        self._dim = dim  # None until probe_dim() has asked the server
         self.max_tokens = max_tokens
         self._count = count
         self._prefixes = {"query": query_prefix, "document": document_prefix}
@@ -77,9 +78,20 @@ class HttpEmbedder:
 
     # -- the seam ----------------------------------------------------------------------------
 
+    @property
+    def dim(self) -> int:
+        """The width of the vectors: as configured or catalogued, else as ``probe_dim()`` found it."""
+        if self._dim is None:
+            raise ProviderError(f"{self.name}: the width of its vectors is not known yet; call probe_dim() first")
+        return self._dim
+
+    @dim.setter
+    def dim(self, value: int) -> None:
+        self._dim = value
+
     def fingerprint(self, kind: Kind = "document") -> str:
         return (
-            f"{self.provider}|{redact_url(str(self._client.base_url))}|{self.model}|dim={self.dim}"
+            f"{self.provider}|{redact_url(str(self._client.base_url))}|{self.model}|dim={self._dim}"
             f"|{self._variant()}|prefix={self._prefixes[check_kind(kind)]!r}"
         )
 
@@ -103,9 +115,10 @@ class HttpEmbedder:
 
     def probe_dim(self) -> int:
         """Ask the server once for the width of its vectors (a model the catalogue does not know)."""
-        self.dim = None
-        self.dim = int(self._request(["dimension probe"]).shape[1])
-        return self.dim
+        self._dim = None  # so the answer is not checked against a width set before
+        dim = int(self._request(["dimension probe"]).shape[1])
+        self._dim = dim
+        return dim
 
     # -- for subclasses ------------------------------------------------------------------------
 
@@ -116,7 +129,7 @@ class HttpEmbedder:
     def _payload(self, inputs: list[str]) -> dict:
         raise NotImplementedError
 
-    def _parse(self, body: dict, n: int) -> tuple[list, int | None]:
+    def _parse(self, body: dict, n: int) -> tuple[np.ndarray | Sequence[Any], int | None]:
         """The answer's rows in input order and the tokens the server counted (None if it did not say)."""
         raise NotImplementedError
 
@@ -144,7 +157,8 @@ class HttpEmbedder:
         what = f"{self.name} at {redact_url(str(self._client.base_url))}"
 
         def attempt() -> np.ndarray:
-            ticket = self.limiter.acquire(estimate) if self.limiter else None
+            limiter = self.limiter
+            ticket = limiter.acquire(estimate) if limiter else None
             try:
                 response = self._client.post(self.path, json=self._payload(inputs), headers=self._headers)
             except httpx.TimeoutException:
@@ -166,21 +180,21 @@ class HttpEmbedder:
                 vectors = np.asarray(rows, dtype=np.float32)
             except (ValueError, TypeError, KeyError, AttributeError) as exc:
                 raise TransientError(f"{what}: malformed answer ({exc.__class__.__name__})") from None
-            if vectors.ndim == 2 and vectors.shape[0] == len(inputs) and self.dim and vectors.shape[1] != self.dim:
+            if vectors.ndim == 2 and vectors.shape[0] == len(inputs) and self._dim and vectors.shape[1] != self._dim:
                 # Every row the wrong width is a setting, not a hiccup: retrying will not mend it.
                 raise ProviderError(
                     f"{what}: the server's vectors have {vectors.shape[1]} dims, but {self.name} "
-                    f"is set up for {self.dim}; set dims = {vectors.shape[1]} for it"
+                    f"is set up for {self._dim}; set dims = {vectors.shape[1]} for it"
                 )
             if vectors.ndim != 2 or vectors.shape[0] != len(inputs):
                 raise TransientError(
-                    f"{what}: answer of shape {vectors.shape} for {len(inputs)} inputs of {self.dim} dims"
+                    f"{what}: answer of shape {vectors.shape} for {len(inputs)} inputs of {self._dim} dims"
                 )
             if not np.isfinite(vectors).all():
                 raise TransientError(f"{what}: answer holds NaN or infinite values")
             counted = tokens if tokens is not None else estimate
-            if ticket is not None:
-                self.limiter.settle(ticket, counted)
+            if limiter is not None and ticket is not None:
+                limiter.settle(ticket, counted)
             with self._lock:
                 self.usage.requests += 1
                 self.usage.tokens += counted

@@ -176,11 +176,12 @@ class SentenceTransformerEmbedder:
         self._device = device
         self._prefixes = {"query": query_prefix, "document": document_prefix}
         self._model = None
-        native = dim if dim is not None and max_tokens is not None else None
-        if native is None:
-            self._load()
+        if dim is not None and max_tokens is not None:
+            native = dim
+        else:
+            model = self._load()
             native = self._native_dim
-            max_tokens = max_tokens or int(self._model.max_seq_length)
+            max_tokens = max_tokens or int(model.max_seq_length)
         if dims is not None and not 0 < dims <= native:
             raise ModelLoadError(f"dims={dims} is not possible for {name}: its vectors have {native}")
         self.dim = dims or native

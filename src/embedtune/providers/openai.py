@@ -8,6 +8,7 @@ renormalised. Token usage is taken from the answer and priced from the catalogue
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +29,7 @@ class OpenAIEmbedder(HttpEmbedder):
         return f"dimensions={self.dimensions}"
 
     def _payload(self, inputs: list[str]) -> dict:
-        payload = {"model": self.model, "input": inputs, "encoding_format": "float"}
+        payload: dict[str, Any] = {"model": self.model, "input": inputs, "encoding_format": "float"}
         if self.dimensions is not None:
             payload["dimensions"] = self.dimensions
         return payload

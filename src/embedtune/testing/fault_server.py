@@ -244,13 +244,13 @@ class _Window:
             if excess > 0:
                 waits.append((self._entries[excess - 1][0] + window - now, "requests"))
         if config.tpm is not None:
-            capacity = config.tpm * window / 60
+            token_capacity = config.tpm * window / 60
             remaining = self._tokens
             for start, used in self._entries:
-                if remaining + tokens <= capacity:
+                if remaining + tokens <= token_capacity:
                     break
                 remaining -= used
-                if remaining + tokens <= capacity:
+                if remaining + tokens <= token_capacity:
                     waits.append((start + window - now, "tokens"))
                     break
         if waits:
@@ -870,7 +870,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.connection.close()
 
-    def _send(self, path: str, reply: _Reply) -> None:  # reply.status is not None
+    def _send(self, path: str, reply: _Reply) -> None:
+        if reply.status is None:
+            raise ValueError("a reply without a status closes the connection; it cannot be sent")
         # Recorded before the last byte leaves, so a client that has its answer sees it in the stats.
         owner = self.server.owner
         owner._record(path, reply.status, reply.served)
