@@ -20,7 +20,7 @@ of a matching document is positive, so runs leave out documents with score 0 (no
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ class BM25Index:
         self._retriever = retriever
         self._k1 = k1
         self._b = b
+        self._positions: dict[str, int] | None = None
 
     @classmethod
     def build(cls, ids: Sequence[str], texts: Sequence[str], *, k1: float = 1.5, b: float = 0.75) -> BM25Index:
@@ -79,16 +80,22 @@ class BM25Index:
     def __len__(self) -> int:
         return len(self._ids)
 
-    def search(self, queries: Mapping[str, str], k: int = 100) -> Run:
+    def search(self, queries: Mapping[str, str], k: int = 100, *, only: Collection[str] | None = None) -> Run:
         """A run ``{query_id: {doc_id: BM25 score}}`` of each query's top ``k`` matching documents.
 
         Documents sharing no term with the query are left out, so a query may get fewer than
         ``k`` documents (none when all its words are stopwords or unknown to the index).
+        ``only`` restricts the run to those document ids (a metadata filter's result), exactly:
+        the others score 0 before the top ``k`` are taken.
         """
         bm25s = require("bm25s", "eval")
         if k < 1:
             raise ValueError(f"k must be at least 1, not {k}")
         depth = min(k, len(self._ids))
+        mask = None
+        if only is not None:
+            mask = self._mask(only)
+            depth = min(depth, max(1, int(mask.sum())))
         query_ids = list(queries)
         stemmer = _stemmer()
         run: Run = {}
@@ -101,12 +108,20 @@ class BM25Index:
                 return_ids=False,
                 show_progress=False,
             )
-            documents, scores = self._retriever.retrieve(tokens, k=depth, show_progress=False)
+            documents, scores = self._retriever.retrieve(tokens, k=depth, show_progress=False, weight_mask=mask)
             for qid, row_docs, row_scores in zip(batch, np.asarray(documents), np.asarray(scores)):
                 run[qid] = {
                     self._ids[doc]: score for doc, score in zip(row_docs.tolist(), row_scores.tolist()) if score > 0
                 }
         return run
+
+    def _mask(self, only: Collection[str]) -> np.ndarray:
+        if self._positions is None:
+            self._positions = {doc: i for i, doc in enumerate(self._ids)}
+        mask = np.zeros(len(self._ids), dtype=np.float32)
+        rows = [self._positions[doc] for doc in only if doc in self._positions]
+        mask[rows] = 1.0
+        return mask
 
     def save(self, folder: str | Path) -> Path:
         """Write bm25s's files, ``ids.json`` and ``manifest.json`` (last) into ``folder``."""

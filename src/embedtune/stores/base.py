@@ -159,7 +159,7 @@ class StoreManifest:
                 f"{where} is store version {data.get('version')!r}; this embedtune reads version "
                 f"{MANIFEST_VERSION}: rebuild the store with embedtune index"
             )
-        checks = {
+        checks: dict[str, type | tuple[type, ...]] = {
             "model": (str, type(None)),
             "embedder_fingerprint": (str, type(None)),
             "dims": int,
@@ -219,6 +219,8 @@ class Store(Protocol):
       metadata matches ``where``. Exact below a size threshold; above it, an approximate index
       proposes candidates that are rescored exactly.
     - ``chunks(ids)``: ``{chunk id: StoredChunk}`` for the ids that exist.
+    - ``chunk_spans()``: ``{doc_id: [(start, end), ...]}``, every document's chunk offsets in
+      chunk order (documents without chunks left out): what was embedded, without the vectors.
     - ``documents_matching(where)``: ids of the documents whose metadata matches.
     - ``lexical_index()``: the BM25 index over every document's text, kept current with the
       documents (rebuilt when they changed since it was built).
@@ -246,6 +248,8 @@ class Store(Protocol):
     def search(self, query_vectors: np.ndarray, k: int, where: Filter | None = None) -> SearchResult: ...
 
     def chunks(self, ids: Sequence[str]) -> dict[str, StoredChunk]: ...
+
+    def chunk_spans(self) -> dict[str, list[tuple[int, int]]]: ...
 
     def documents_matching(self, where: Filter) -> set[str]: ...
 
