@@ -24,6 +24,8 @@ app = typer.Typer(
 )
 bench_app = typer.Typer(help="Time embedding strategies against each other.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+shards_app = typer.Typer(help="Spread a PostgreSQL store over several databases.", no_args_is_help=True)
+app.add_typer(shards_app, name="shards")
 
 # Piped into a file or a CI log, rich would assume 80 columns and squeeze the tables unreadable.
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -421,7 +423,7 @@ def _compare(
         def on_progress(task: str, done: int, total: int) -> None:
             if task not in tasks:
                 tasks[task] = progress.add_task(task, total=total)
-            progress.update(tasks[task], completed=done)  # type: ignore[arg-type]
+            progress.update(tasks[task], completed=done)
 
         result = evaluate_strategies(
             data,
@@ -447,7 +449,13 @@ def _compare(
     out.print(comparison_table(result))
     for note in result.notes:
         out.print(f"[yellow]note:[/] {note}")
-    out.print(f"winner: {result.winner} (nDCG@10 {result.best.metrics['ndcg@10']:.4f})")
+    best = result.best
+    picked = (
+        f"picked on {result.tune_split} at {best.selection_score:.4f}"
+        if result.tune_split
+        else f"picked on {result.split} itself"
+    )
+    out.print(f"winner: {result.winner} (nDCG@10 {best.metrics['ndcg@10']:.4f} on {result.split}; {picked})")
     return result
 
 
@@ -463,8 +471,15 @@ def eval_(
     chunk_score: ChunkScoreOption = "max",
     generate_queries: GenerateOption = None,
     queries: GeneratedCountOption = 200,
+    store_uri: Annotated[
+        str | None,
+        typer.Option("--store", help="Score a built store instead, with the strategy it was built with."),
+    ] = None,
 ) -> None:
     """Score one model's retrieval on a collection (nDCG@10, Recall@100, MRR@10), with BM25 and hybrids."""
+    if store_uri is not None:
+        _eval_store(collection, store_uri, split)
+        return
     _compare(
         collection,
         [model],
@@ -477,6 +492,35 @@ def eval_(
         generate=generate_queries,
         queries=queries,
     )
+
+
+def _eval_store(collection: Path, store_uri: str, split: str) -> None:
+    """The metrics of a built store's Retriever on a collection's split."""
+    from .engine import close_stack
+    from .evaluation import evaluate, load_beir
+    from .evaluation.compare import METRICS
+    from .indexer import open_retriever
+
+    data = load_beir(collection)
+    queries, qrels = data.split(split)
+    store = _open_store(store_uri)
+    retriever = None
+    try:
+        retriever = open_retriever(store, cache=default_home() / "embeddings.sqlite")
+        held = store.count()
+        run = retriever.search(queries, k=max(100, retriever.strategy.depth))
+    finally:
+        store.close()
+        if retriever is not None and retriever.embedder is not None:
+            close_stack(retriever.embedder)
+    metrics = evaluate(qrels, run, METRICS)
+    figures = ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
+    out.print(
+        f"{retriever.strategy.name} from {store.location} ({held} documents) on {data.name} {split} "
+        f"({len(queries)} queries): {figures}"
+    )
+    if held != len(data.corpus):
+        out.print(f"[yellow]note:[/] the store holds {held} documents, the collection {len(data.corpus)}")
 
 
 @app.command()
@@ -527,11 +571,241 @@ def compare(
         tmp.write_text(json.dumps(comparison_to_dict(result), indent=2), encoding="utf-8")
         os.replace(tmp, json_path)
         png_path = plot_comparison(result, out_dir / "comparison.png")
+        strategy_path = _save_winner(result, out_dir / "strategy.toml")
     except OSError as exc:
         raise EmbedtuneError(
             f"cannot write the report into {out_dir}: {exc.strerror}; choose another --out-dir"
         ) from None
-    out.print(f"wrote {json_path}, {png_path}")
+    out.print(f"wrote {json_path}, {png_path}, {strategy_path}")
+    if not generate_queries:
+        out.print(f"build it: embedtune index {collection or _sample_collection()} --strategy {strategy_path}")
+
+
+def _save_winner(result, path: Path) -> Path:
+    """The winner's strategy file, with how it was chosen in its header."""
+    best = result.best
+    chosen = (
+        f"nDCG@10 {best.selection_score:.4f} on {result.tune_split} (where it was picked), "
+        if result.tune_split
+        else f"picked on {result.split} itself (no dev or train split), "
+    )
+    comment = (
+        f"{best.name}: the winner of embedtune compare on {result.collection}\n"
+        f"{chosen}{best.metrics['ndcg@10']:.4f} on {result.split} ({result.queries} queries)"
+    )
+    return best.strategy.save(path, comment=comment)
+
+
+StoreOption = Annotated[
+    str,
+    typer.Option(
+        "--store",
+        help="Where the index lives: a folder (embedded store), postgresql://user@host/db[?table=NAME], "
+        "or several PostgreSQL URIs joined by commas (shards).",
+    ),
+]
+DEFAULT_STORE = "embedtune-index"
+DEFAULT_STRATEGY = Path("embedtune-report") / "strategy.toml"
+
+
+def _open_store(uri: str):
+    from .stores import open_store
+
+    if not uri.strip():
+        raise EmbedtuneError("--store is empty; give a folder or a postgresql:// URI")
+    return open_store(uri)
+
+
+@app.command()
+def index(
+    corpus: Annotated[
+        Path,
+        typer.Argument(
+            help="A BEIR folder, a .jsonl, .parquet or .txt file, or a folder of .txt, .md, .html and .pdf files."
+        ),
+    ],
+    strategy_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--strategy",
+            help="The strategy file to build (default: embedtune-report/strategy.toml, as compare writes it).",
+        ),
+    ] = None,
+    store_uri: StoreOption = DEFAULT_STORE,
+    text_field: Annotated[str, typer.Option(help="The text field of .jsonl / .parquet input.")] = "text",
+    id_field: Annotated[
+        str | None, typer.Option(help="The id field (default: _id or id, else the line number).")
+    ] = None,
+    keep_missing: Annotated[
+        bool, typer.Option("--keep-missing", help="Keep documents the store holds that the input no longer has.")
+    ] = False,
+) -> None:
+    """Build a strategy into a store: chunk, embed (through the cache), write. Reruns write only what changed."""
+    from .documents import read_documents
+    from .engine import CachingEmbedder, close_stack, find_layer
+    from .factory import build_embedder
+    from .indexer import index_documents
+    from .strategy import Strategy
+
+    if strategy_file is None:
+        if not DEFAULT_STRATEGY.exists():
+            raise EmbedtuneError(
+                f"no --strategy given and no {DEFAULT_STRATEGY} here; run embedtune compare first, or give --strategy FILE"
+            )
+        strategy_file = DEFAULT_STRATEGY
+    strategy = Strategy.load(strategy_file)
+    source = read_documents(corpus, text_field=text_field, id_field=id_field)
+    store = _open_store(store_uri)
+    embedder = None
+    try:
+        if strategy.embedder is not None:
+            embedder = build_embedder(strategy.embedder, cache=default_home() / "embeddings.sqlite")
+        with _progress("indexing") as progress:
+            task = progress.add_task("index", total=None)
+
+            def on_progress(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            report = index_documents(
+                source.documents,
+                strategy,
+                store,
+                embedder,
+                delete_missing=not keep_missing,
+                keep=source.failed_ids,
+                on_progress=on_progress,
+            )
+        cache_layer = find_layer(embedder, CachingEmbedder) if embedder is not None else None
+        chunks = store.count_chunks()
+    finally:
+        store.close()
+        if embedder is not None:
+            close_stack(embedder)
+    embedded = ""
+    if embedder is not None:
+        new = cache_layer.stats.misses if cache_layer is not None else report.texts_embedded
+        embedded = f"; {report.texts_embedded} texts to embed, {new} new to the cache"
+    out.print(
+        f"{store.location}: {report.documents} documents ({report.added} added, {report.updated} updated, "
+        f"{report.unchanged} unchanged, {report.deleted} deleted), {chunks} chunks with {strategy.name}{embedded}"
+    )
+    if report.truncated:
+        out.print(f"[yellow]note:[/] {report.truncated} chunks over the model's limit were truncated")
+    for notice in report.notices:
+        err.print(f"[yellow]note:[/] {notice}", highlight=False)
+    if source.skipped:
+        err.print(f"[yellow]note:[/] skipped {source.skipped} files of types index does not read", highlight=False)
+    if source.failures:
+        for path, reason in source.failures:
+            err.print(f"[red]error:[/] cannot read {path}: {reason}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+def _parse_filter(items: list[str] | None) -> dict | None:
+    """``--filter lang=en --filter year=2024`` -> ``{"lang": "en", "year": 2024}`` (values read as JSON when they parse)."""
+    import json
+
+    if not items:
+        return None
+    where: dict = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise EmbedtuneError(f"--filter {item!r}: write it as KEY=VALUE, e.g. --filter lang=en")
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = value
+        if isinstance(parsed, (dict, list)) or parsed is None:
+            parsed = value
+        where.setdefault(key.strip(), []).append(parsed)
+    return {key: values[0] if len(values) == 1 else values for key, values in where.items()}
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to search for.")],
+    store_uri: StoreOption = DEFAULT_STORE,
+    k: Annotated[int, typer.Option("-k", help="How many documents to return.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the hits as JSON.")] = False,
+    where: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--filter", help="Only documents whose metadata has KEY=VALUE; repeat for more (same key: any of)."
+        ),
+    ] = None,
+) -> None:
+    """Search a built store with the strategy it was built with (read from its manifest)."""
+    import json
+
+    from .indexer import open_retriever
+
+    if k < 1:
+        raise EmbedtuneError(f"-k must be at least 1, not {k}")
+    store = _open_store(store_uri)
+    retriever = None
+    try:
+        retriever = open_retriever(store, cache=default_home() / "embeddings.sqlite")
+        hits = retriever.search_one(query, k, where=_parse_filter(where))
+    finally:
+        store.close()
+        if retriever is not None and retriever.embedder is not None:
+            from .engine import close_stack
+
+            close_stack(retriever.embedder)
+    if as_json:
+        sys.stdout.write(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False, indent=2) + "\n")
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{len(hits)} hits for {query!r} ({retriever.strategy.name})")
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("document")
+    table.add_column("chars", justify="right")
+    table.add_column("text")
+    for rank, hit in enumerate(hits, start=1):
+        table.add_row(str(rank), f"{hit.score:.4f}", hit.doc_id, f"{hit.start}-{hit.end}", _snippet(hit.text))
+    out.print(table)
+
+
+@shards_app.command("add")
+def shards_add(
+    new_uri: Annotated[str, typer.Argument(help="An empty PostgreSQL database (with pgvector) to add as a shard.")],
+    store_uri: Annotated[
+        str,
+        typer.Option(
+            "--store",
+            help="The store's databases now: one postgresql:// URI, or the shards' URIs joined by commas.",
+        ),
+    ],
+) -> None:
+    """Add a shard and rebalance: documents whose place changed move (vectors as stored, nothing re-embedded).
+
+    Killed midway, the same command again completes it. Afterwards, name the store by all its URIs.
+    """
+    from .stores import is_postgres_uri, mask_uri
+    from .stores.sharded import add_shard
+
+    uris = [uri.strip() for uri in store_uri.split(",") if uri.strip()]
+    if not uris or not all(is_postgres_uri(uri) for uri in [*uris, new_uri]):
+        raise EmbedtuneError("shards add works on PostgreSQL stores: give postgresql:// URIs to --store and NEW_URI")
+    with _progress("moving documents") as progress:
+        task = progress.add_task("move", total=None)
+
+        def on_progress(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        result = add_shard(uris, new_uri, on_progress=on_progress)
+    out.print(
+        f"moved {result.moved} of {result.documents} documents; the store has {result.shards} shards: "
+        + ",".join(mask_uri(uri) for uri in [*uris, new_uri])
+    )
+
+
+def _snippet(text: str, width: int = 160) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1].rstrip() + "…"
 
 
 @app.command()
@@ -601,7 +875,7 @@ def adapt(
         def on_progress(task: str, done: int, total: int) -> None:
             if task not in tasks:
                 tasks[task] = progress.add_task(task, total=total)
-            progress.update(tasks[task], completed=done, total=total)  # type: ignore[arg-type]
+            progress.update(tasks[task], completed=done, total=total)
 
         outcome = run_adapt(
             source,

@@ -97,7 +97,7 @@ def test_saved_chunk_indexes_are_keyed_on_the_chunker_and_reused(sample, tmp_pat
         "fake_hash-256@fixed-40-o10",
         "fake_hash-256@semantic-percentile95-512",
     }
-    assert (folder / "fake_hash-256@fixed-40-o10" / "chunks.json").is_file()
+    assert (folder / "fake_hash-256@fixed-40-o10" / "manifest.json").is_file()  # an embedded store, as index builds
     calls = counted.calls
     second = run()
     # Neither the chunks nor the semantic chunker's sentences were embedded again (queries: cache).

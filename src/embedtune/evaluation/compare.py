@@ -1,24 +1,28 @@
-"""Compare retrieval strategies on one test collection: BM25, dense per model, and hybrids.
+"""Compare retrieval strategies on one test collection: BM25, dense per model and chunker, and hybrids.
 
-:func:`evaluate_strategies` is the pipeline behind ``embedtune eval`` and ``embedtune compare``:
+:func:`evaluate_strategies` is the pipeline behind ``embedtune eval`` and ``embedtune compare``.
+Every strategy is built and scored by the code that ``index`` and ``search`` run, so a figure in
+the report is what a user who builds the winner gets:
 
-1. BM25 (when asked for, or needed by a hybrid) indexes every document as title + " " + text.
-2. Each model embeds the corpus (``kind="document"``) and the queries (``kind="query"``) through
-   the usual stack, ``factory.build_embedder(spec, cache=...)``, with texts over the model's limit
-   truncated (and counted); a :class:`~embedtune.search.DenseIndex` holds the vectors.
-3. Dense and BM25 retrieval of each query's top ``k`` run concurrently in threads (numpy and
-   bm25s release the GIL for most of their work).
-4. Hybrids fuse each model's run with BM25's: reciprocal rank fusion (``k = 60``) and a convex
-   combination of min-max normalised scores whose weight ``alpha`` (on the dense run) is tuned on
-   the training split (``train``, else ``dev``) and never on the split that is reported.
-5. Every strategy is scored on the reported split by nDCG@10, Recall@100 and MRR@10, with what it
-   costs: tokens, embedding speed, index size, and dollars to embed the corpus for paid models.
+1. **Build.** Each model x chunker is a :class:`~embedtune.strategy.Strategy` indexed into an
+   embedded store by :func:`~embedtune.indexer.index_documents` (documents as title + " " + text,
+   chunked, embedded through the cache with texts over the model's limit truncated and counted).
+   BM25 is a store of its own (no vectors), its lexical index over the same documents.
+2. **Search.** A :class:`~embedtune.retriever.Retriever` per store gives each query's dense and
+   BM25 runs, ``k`` documents deep; BM25 runs in a thread beside the embedding (numpy, bm25s and
+   torch release the GIL for most of their work).
+3. **Fuse.** Each hybrid strategy's answer is :meth:`Retriever.combine` of those runs: RRF
+   (``k = 60``), or a convex combination whose weight ``alpha`` on the dense run is tuned on the
+   tuning split.
+4. **Select on dev, report on test.** The tuning split is ``dev`` when the collection has one,
+   else ``train``; it tunes the convex weight and picks the winner (best nDCG@10 there). Every
+   strategy is reported on ``split`` by nDCG@10, Recall@100 and MRR@10 with what it costs:
+   tokens, embedding speed, index size, and dollars to embed the corpus for paid models. A
+   collection with neither split has its winner picked on the reported split, and the notes say so.
 
-With ``chunkers``, each model embeds the chunks of every document (title + " " + text) instead of
-whole documents, once per chunker: the dense index holds chunk vectors, and a document scores
-its best chunk (``chunk_score="max"``) or the sum of its best ``N`` (``"sumN"``), see
-:mod:`embedtune.search.chunks`. Each model x chunker is a strategy of its own
-(``local:all-MiniLM-L6-v2 @ recursive-256``); hybrids fuse it with BM25 on whole documents.
+With ``index_dir``, the stores are kept there (a folder per collection and a hash of its
+documents, a store per model and chunker) and a rerun finds them built: nothing is chunked or
+embedded again. Without it they live in a temporary folder.
 
 Speed counts only texts the model actually embedded (cache misses), timed around the model's own
 calls after one untimed warm-up call (loading weights is not counted); a run served wholly from
@@ -28,14 +32,16 @@ the cache measures no speed and says so. A run served wholly from the cache neve
 from __future__ import annotations
 
 import hashlib
-import json
 import re
+import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,11 +54,13 @@ from embedtune.evaluation.collections import Collection, Qrels
 from embedtune.evaluation.metrics import evaluate
 from embedtune.evaluation.tuning import tune_convex_weight
 from embedtune.factory import EmbedderSpec, build_embedder, open_provider
+from embedtune.indexer import index_documents, store_manifest
+from embedtune.retriever import Retriever
 from embedtune.search.bm25 import BM25Index
-from embedtune.search.chunks import chunk_score_depth, search_by_chunks
-from embedtune.search.dense import DenseIndex
-from embedtune.search.fusion import convex, rrf
-from embedtune.search.runs import Run, cut
+from embedtune.search.chunks import chunk_score_depth
+from embedtune.search.runs import Run
+from embedtune.stores.base import Store
+from embedtune.strategy import WHOLE_DOCUMENTS, Fusion, Mode, Strategy
 
 __all__ = [
     "HYBRID_METHODS",
@@ -65,15 +73,14 @@ __all__ = [
 ]
 
 METRICS: tuple[str, ...] = ("ndcg@10", "recall@100", "mrr@10")
+SELECT_METRIC = "ndcg@10"
 HYBRID_METHODS: tuple[str, ...] = ("rrf", "convex")
-TUNE_SPLITS: tuple[str, ...] = ("train", "dev")
-WHOLE_DOCUMENTS = "none"  # the chunker spec that embeds whole documents
+TUNE_SPLITS: tuple[str, ...] = ("dev", "train")  # dev first: train queries may be unlike the test ones
 RRF_K = 60
-_CHUNKS = "chunks.json"  # beside a chunked index: (document index, start, end) of each chunk
-_SLICE = 256  # texts per call into the stack: the progress bar moves and the cache commits per slice
+_SLICE = 256  # query texts per call into the stack: the progress bar moves and the cache commits per slice
 
 ProgressFn = Callable[[str, int, int], None]
-"""``on_progress(task, done, total)``: ``done`` of ``total`` texts of ``task`` are embedded."""
+"""``on_progress(task, done, total)``: ``done`` of ``total`` items of ``task`` are done."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,13 +128,15 @@ class ModelCost:
 
 @dataclass(frozen=True, kw_only=True)
 class StrategyResult:
-    """One retrieval strategy's scores and costs on the reported split.
+    """One retrieval strategy's scores and costs.
 
-    ``kind`` is ``"bm25"``, ``"dense"``, ``"rrf"`` or ``"convex"``; ``model`` is the embedding
-    model (``None`` for BM25); ``alpha`` is the tuned weight of the dense run in a convex hybrid.
-    ``index_bytes`` is the size of the vectors (dense), of the saved BM25 index (bm25), or both
-    (hybrids). ``chunker`` names the chunker whose chunks were embedded and ``chunks`` counts them
-    (both ``None`` when whole documents were embedded).
+    ``metrics`` are on the reported split; ``selection`` holds nDCG@10 on the tuning split that
+    picked the winner (``None`` when there is none). ``kind`` is ``"bm25"``, ``"dense"``,
+    ``"rrf"`` or ``"convex"``; ``model`` is the embedding model (``None`` for BM25); ``alpha`` is
+    the tuned weight of the dense run in a convex hybrid. ``index_bytes`` is the size of the
+    vectors (dense), of the saved BM25 index (bm25), or both (hybrids). ``chunker`` names the
+    chunker whose chunks were embedded and ``chunks`` counts them (both ``None`` for whole
+    documents). ``strategy`` is the strategy itself, ready for ``index``.
     """
 
     name: str
@@ -140,6 +149,8 @@ class StrategyResult:
     tuning: Mapping[float, float] | None = None
     chunker: str | None = None
     chunks: int | None = None
+    strategy: Strategy | None = None
+    selection: Mapping[str, float] | None = None
 
     @property
     def embedding(self) -> str | None:
@@ -165,10 +176,19 @@ class StrategyResult:
     def usd(self) -> float | None:
         return None if self.cost is None else self.cost.usd_to_embed_corpus
 
+    @property
+    def selection_score(self) -> float:
+        """What picks the winner: nDCG@10 on the tuning split, else on the reported split."""
+        return (self.selection or self.metrics)[SELECT_METRIC]
+
 
 @dataclass(frozen=True, kw_only=True)
 class ComparisonResult:
-    """Every strategy's result on ``split``, in the order run, and the winner by nDCG@10."""
+    """Every strategy's result on ``split``, in the order run, and the winner.
+
+    ``tune_split`` tuned the convex weights and chose the winner (by nDCG@10 there); when it is
+    ``None`` the winner was chosen on ``split`` itself, and ``notes`` says so.
+    """
 
     collection: str
     split: str
@@ -192,6 +212,11 @@ class ComparisonResult:
     def best(self) -> StrategyResult:
         return self.strategy(self.winner)
 
+    @property
+    def selected_on(self) -> str:
+        """The split whose queries picked the winner."""
+        return self.tune_split or self.split
+
 
 def evaluate_strategies(
     collection: Collection,
@@ -213,163 +238,99 @@ def evaluate_strategies(
     """Score BM25, each model's dense retrieval and their hybrids on ``split`` of ``collection``.
 
     ``hybrid`` names fusion methods (a subset of ``"rrf"``, ``"convex"``); each fuses every model
-    with BM25. ``tune_split`` is where the convex weight is tuned (default: ``train``, else
-    ``dev``); it is never ``split``. When the collection has no such split, convex is left out,
-    RRF (which needs no tuning) is reported instead, and ``notes`` says so. ``cache`` is the
-    embedding cache file (``None``: no cache). ``providers`` maps a model URI to an already
-    opened provider to use instead of opening it again (tests share one loaded model).
+    with BM25. ``tune_split`` tunes the convex weight and picks the winner (default: ``dev``,
+    else ``train``); it is never ``split``. When the collection has no such split, convex is
+    left out, RRF (which needs no tuning) is reported instead, the winner is picked on ``split``,
+    and ``notes`` says both. ``cache`` is the embedding cache file (``None``: no cache).
+    ``providers`` maps a model URI to an already opened provider to use instead of opening it
+    again (tests share one loaded model).
 
-    With ``index_dir``, the BM25 index and each model's dense index are saved there, in a folder
-    named for the collection and a hash of its documents, and loaded on the next run instead of
-    rebuilt: the corpus is then not embedded again. A saved dense index whose dims differ from the
-    model's is refused with one line; one built by another revision or setting of the same model
-    (a different fingerprint, same dims) is rebuilt.
+    With ``index_dir``, each strategy's store is kept there and found on the next run (see the
+    module docstring); a kept store built by another revision or setting of a model is rebuilt.
 
     ``chunkers`` are chunker specs (``fixed:size=200,overlap=50``, ``recursive``, ``semantic``;
     ``none`` stands for whole documents), each built for each model with
     ``over_model_limit=chunk_over_limit`` (``"allow"`` lets chunks over the model's limit through,
-    to be truncated and counted). ``chunk_score`` is ``"max"`` or ``"sumN"``. Saved indexes are
-    kept per model and chunker, with the chunks' offsets, so a rerun neither embeds nor chunks.
+    to be truncated and counted). ``chunk_score`` is ``"max"`` or ``"sumN"``.
     """
     hybrid = _check_request(models, bm25, hybrid, k)
     chunkers = _check_chunking(chunkers, chunk_score, chunk_over_limit)
     queries, qrels = collection.split(split)
     notes: list[str] = []
-    tune_split = _pick_tune_split(collection, split, tune_split, "convex" in hybrid)
+    tune_split = _pick_tune_split(collection, split, tune_split)
     tune_queries: dict[str, str] = {}
     tune_qrels: Qrels = {}
-    if "convex" in hybrid and tune_split is None:
-        hybrid = [m for m in hybrid if m != "convex"] + ([] if "rrf" in hybrid else ["rrf"])
-        notes.append(
-            f"convex fusion was not tuned: collection {collection.name!r} has no train or dev split "
-            "(its weight is never tuned on the reported split); reporting RRF only"
-        )
-    elif "convex" in hybrid:
-        tune_queries, tune_qrels = collection.split(tune_split)  # type: ignore[arg-type]
+    if tune_split is None:
+        if "convex" in hybrid:
+            hybrid = [m for m in hybrid if m != "convex"] + ([] if "rrf" in hybrid else ["rrf"])
+            notes.append(
+                f"convex fusion was not tuned: collection {collection.name!r} has no train or dev split "
+                "(its weight is never tuned on the reported split); reporting RRF only"
+            )
+    else:
+        tune_queries, tune_qrels = collection.split(tune_split)
+    judged = _Judged(split=split, qrels=qrels, tune_qrels=tune_qrels)
     all_queries = {**queries, **tune_queries}
-    query_ids = list(all_queries)
-    doc_ids = list(collection.corpus)
-    doc_texts = [collection.documents_text(doc_id) for doc_id in doc_ids]
-    store = _IndexStore(index_dir, collection.name, doc_ids, doc_texts) if index_dir is not None else None
+    documents = _documents(collection)
 
     results: list[StrategyResult] = []
     bm25_seconds = None
-    bm25_bytes = 0
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="embedtune-search") as pool:
-        bm25_future = None
+    with (
+        _workspace(index_dir, collection.name, documents) as space,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedtune-bm25") as pool,
+    ):
+        lexical: _Lexical | None = None
         if bm25 or hybrid:
             start = time.perf_counter()
-            bm25_index = store.bm25() if store is not None else BM25Index.build(doc_ids, doc_texts)
+            lexical = _Lexical.open(space, documents)
             bm25_seconds = time.perf_counter() - start
-            bm25_bytes = _bm25_bytes(bm25_index)
-            # Runs beside the embedding and the dense search below: bm25s, numpy and torch release
-            # the GIL for most of their work.
-            bm25_future = pool.submit(bm25_index.search, all_queries, k)
-        bm25_run: Run | None = None
+            # Searched beside the embedding below.
+            lexical.submit(pool, all_queries, k)
         for spec in models:
-            spec = replace(spec, over_limit=OverLimit.TRUNCATE)
             given = (providers or {}).get(spec.model)
             provider = given if given is not None else open_provider(spec)
             try:
                 for chunker_spec in chunkers:
-                    timer = _TimedEmbedder(provider)  # one per chunker: each strategy's own cost
-                    embedder = build_embedder(spec, cache=cache, provider=timer)
-                    try:
-                        units = _units(spec.model, chunker_spec, chunk_over_limit, embedder, store, doc_ids, doc_texts)
-                        # Counted once: for the cost, and for the truncation note when the index is loaded.
-                        unit_lengths = [embedder.count_tokens(t, "document") for t in units.texts]
-                        index = units.index
-                        if index is None:
-                            unit_vectors, unit_truncated = _embed_all(
-                                embedder, units.texts, "document", units.label, on_progress
-                            )
-                            index = DenseIndex.build(units.ids, unit_vectors, model=spec.model)
-                            if store is not None:
-                                store.save_dense(index, embedder, units.chunker, units.spans)
-                        else:
-                            unit_truncated = sum(n > embedder.max_tokens for n in unit_lengths)
-                        query_vectors, query_truncated = _embed_all(
-                            embedder, [all_queries[q] for q in query_ids], "query", units.label, on_progress
-                        )
-                        cost = _cost(
-                            spec.model,
-                            embedder,
-                            timer,
-                            unit_lengths,
-                            list(all_queries.values()),
-                            unit_truncated,
-                            query_truncated,
-                        )
-                    finally:
-                        if (cache_layer := find_layer(embedder, CachingEmbedder)) is not None:
-                            cache_layer.close()
-                    if units.chunk_docs is None:
-                        dense_future = pool.submit(index.search, query_ids, query_vectors, k)
-                    else:
-                        dense_future = pool.submit(
-                            search_by_chunks, index, units.chunk_docs, query_ids, query_vectors, k, score=chunk_score
-                        )
-                    if bm25_future is not None and bm25_run is None:
-                        bm25_run = bm25_future.result()
-                    dense_run = dense_future.result()
-                    dense_bytes = int(index.vectors.nbytes)
-                    chunk_fields = {"chunker": units.chunker, "chunks": None if units.chunker is None else len(index)}
-                    results.append(
-                        StrategyResult(
-                            name=units.label,
-                            kind="dense",
-                            model=spec.model,
-                            metrics=_score(qrels, dense_run),
-                            index_bytes=dense_bytes,
-                            cost=cost,
-                            **chunk_fields,
-                        )
+                    strategy = Strategy(
+                        embedder=replace(spec, over_limit=OverLimit.TRUNCATE),
+                        chunker=chunker_spec,
+                        chunk_score=chunk_score,
                     )
-                    if unit_truncated:
-                        what = "documents" if units.chunker is None else "chunks"
-                        notes.append(
-                            f"{units.label}: {unit_truncated} of {len(units.texts)} {what} are over its "
-                            f"{embedder.max_tokens}-token limit and were truncated"
-                        )
-                    if query_truncated:
-                        notes.append(f"{units.label}: {query_truncated} queries were truncated")
-                    notes.extend(f"{units.label}: {notice}" for notice in units.notices)
+                    dense = _evaluate_dense(
+                        strategy,
+                        provider,
+                        space,
+                        documents,
+                        all_queries,
+                        judged,
+                        k,
+                        cache=cache,
+                        chunk_over_limit=chunk_over_limit,
+                        on_progress=on_progress,
+                        notes=notes,
+                    )
+                    results.append(dense.result)
                     for method in hybrid:
-                        fused = _hybrid(
-                            method,
-                            units.label,
-                            dense_run,
-                            bm25_run,
-                            qrels,
-                            tune_qrels,
-                            k,
-                            index_bytes=dense_bytes + bm25_bytes,
-                            cost=cost,
-                        )
-                        results.append(replace(fused, model=spec.model, **chunk_fields))
+                        assert lexical is not None  # a hybrid always builds BM25
+                        results.append(_hybrid(method, dense, lexical, judged, k))
             finally:
                 if given is None:  # an HTTP provider's connections; one handed in stays the caller's
                     close_stack(provider)
-
         if bm25:
-            bm25_run = bm25_run if bm25_run is not None else bm25_future.result()  # type: ignore[union-attr]
-            results.insert(
-                0,
-                StrategyResult(
-                    name="bm25",
-                    kind="bm25",
-                    model=None,
-                    metrics=_score(qrels, bm25_run),
-                    index_bytes=bm25_bytes,
-                ),
-            )
+            assert lexical is not None
+            results.insert(0, lexical.result(judged))
 
-    winner = max(results, key=lambda r: r.metrics["ndcg@10"]).name  # first of equals wins
+    winner = max(results, key=lambda r: r.selection_score).name  # first of equals wins
+    if tune_split is None:
+        notes.append(
+            f"the winner was picked on {split!r}, the split it is reported on: {collection.name!r} has no dev "
+            "or train split to pick it on, so its figure is optimistic"
+        )
     return ComparisonResult(
         collection=collection.name,
         split=split,
-        tune_split=tune_split if "convex" in hybrid else None,
-        documents=len(doc_ids),
+        tune_split=tune_split,
+        documents=len(documents),
         queries=len(queries),
         k=k,
         strategies=tuple(results),
@@ -377,6 +338,190 @@ def evaluate_strategies(
         bm25_index_seconds=bm25_seconds,
         notes=tuple(notes),
         chunk_score=chunk_score if any(c != WHOLE_DOCUMENTS for c in chunkers) else None,
+    )
+
+
+@dataclass(frozen=True)
+class _Judged:
+    """The reported split's judgments and the tuning split's (empty when there is none)."""
+
+    split: str
+    qrels: Qrels
+    tune_qrels: Qrels
+
+    def score(self, run: Run) -> tuple[dict[str, float], dict[str, float] | None]:
+        """Metrics on the reported split, and nDCG@10 on the tuning split."""
+        metrics = evaluate(self.qrels, run, METRICS)
+        selection = evaluate(self.tune_qrels, run, [SELECT_METRIC]) if self.tune_qrels else None
+        return metrics, selection
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Document:
+    id: str
+    text: str
+    metadata: Mapping[str, Any]
+
+
+def _documents(collection: Collection) -> list[_Document]:
+    """The collection's documents as ``index`` reads a BEIR folder: title + " " + text, title as metadata."""
+    return [
+        _Document(id=doc_id, text=doc.full_text, metadata={"title": doc.title} if doc.title else {})
+        for doc_id, doc in collection.corpus.items()
+    ]
+
+
+class _Lexical:
+    """BM25 as a strategy: a store without vectors, its run searched in a thread."""
+
+    def __init__(self, retriever: Retriever, index: BM25Index) -> None:
+        self.retriever = retriever
+        self.index_bytes = _bm25_bytes(index)
+        self._future: Future[Run] | None = None
+
+    @classmethod
+    def open(cls, space: _Workspace, documents: Sequence[_Document]) -> _Lexical:
+        strategy = Strategy(mode=Mode.BM25)
+        store = space.store("bm25", strategy, None)
+        index_documents(documents, strategy, store, None)
+        return cls(Retriever(strategy, store), store.lexical_index())
+
+    def submit(self, pool: ThreadPoolExecutor, queries: Mapping[str, str], k: int) -> None:
+        self._future = pool.submit(self.retriever.lexical_run, queries, k)
+
+    @property
+    def run(self) -> Run:
+        assert self._future is not None
+        return self._future.result()
+
+    def result(self, judged: _Judged) -> StrategyResult:
+        metrics, selection = judged.score(self.retriever.combine({"bm25": self.run}, self.retriever.strategy.depth))
+        return StrategyResult(
+            name="bm25",
+            kind="bm25",
+            model=None,
+            metrics=metrics,
+            selection=selection,
+            index_bytes=self.index_bytes,
+            strategy=self.retriever.strategy,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Dense:
+    """A dense strategy's scored result, its run, and its store (for the hybrids built on it)."""
+
+    result: StrategyResult
+    run: Run
+    store: Store
+    embedder: Embedder
+
+
+def _evaluate_dense(
+    strategy: Strategy,
+    provider: Embedder,
+    space: _Workspace,
+    documents: Sequence[_Document],
+    queries: Mapping[str, str],
+    judged: _Judged,
+    k: int,
+    *,
+    cache: str | Path | None,
+    chunk_over_limit: str,
+    on_progress: ProgressFn | None,
+    notes: list[str],
+) -> _Dense:
+    """Build one model x chunker into its store, search every query, score and cost it."""
+    assert strategy.embedder is not None
+    model = strategy.embedder.model
+    timer = _TimedEmbedder(provider)  # one per strategy: each strategy's own cost
+    embedder = build_embedder(strategy.embedder, cache=cache, provider=timer)
+    try:
+        chunker_name = _chunker_name(strategy, embedder, chunk_over_limit)
+        label = model if chunker_name is None else f"{model} @ {chunker_name}"
+        store = space.store(
+            _slug(model) + ("" if chunker_name is None else f"@{_slug(chunker_name)}"), strategy, embedder
+        )
+
+        def progress(done: int, total: int) -> None:
+            if on_progress is not None:
+                on_progress(f"{label} documents", done, total)
+
+        report = index_documents(
+            documents, strategy, store, embedder, on_progress=progress, over_model_limit=chunk_over_limit
+        )
+        texts = _unit_texts(documents, store)
+        # Counted once: for the cost, and for the truncation note when the store was already built.
+        lengths = [embedder.count_tokens(t, "document") for t in texts]
+        query_ids = list(queries)
+        vectors, query_truncated = _embed_all(embedder, [queries[q] for q in query_ids], "query", label, on_progress)
+        retriever = Retriever(strategy, store, embedder)
+        run = retriever.dense_run_from_vectors(query_ids, vectors, k)
+        cost = _cost(model, embedder, timer, lengths, list(queries.values()), query_truncated)
+    finally:
+        if (cache_layer := find_layer(embedder, CachingEmbedder)) is not None:
+            cache_layer.close()
+    if cost.truncated_documents:
+        what = "documents" if chunker_name is None else "chunks"
+        notes.append(
+            f"{label}: {cost.truncated_documents} of {len(texts)} {what} are over its "
+            f"{embedder.max_tokens}-token limit and were truncated"
+        )
+    if query_truncated:
+        notes.append(f"{label}: {query_truncated} queries were truncated")
+    notes.extend(f"{label}: {notice}" for notice in report.notices)
+    metrics, selection = judged.score(retriever.combine({"dense": run}, k))
+    result = StrategyResult(
+        name=label,
+        kind="dense",
+        model=model,
+        metrics=metrics,
+        selection=selection,
+        index_bytes=len(texts) * embedder.dim * 4,
+        cost=cost,
+        chunker=chunker_name,
+        chunks=None if chunker_name is None else len(texts),
+        strategy=strategy,
+    )
+    return _Dense(result=result, run=run, store=store, embedder=embedder)
+
+
+def _chunker_name(strategy: Strategy, embedder: Embedder, over_limit: str) -> str | None:
+    """The chunker's own name (``fixed-40-o10``), which says its limit; None for whole documents."""
+    if not strategy.chunked:
+        return None
+    from embedtune.chunking import make_chunker
+
+    return make_chunker(strategy.chunker, embedder, over_model_limit=over_limit).name
+
+
+def _unit_texts(documents: Sequence[_Document], store: Store) -> list[str]:
+    """What the model embedded for the corpus, in document order: each document's chunks."""
+    spans = store.chunk_spans()
+    return [doc.text[start:end] for doc in documents for start, end in spans.get(doc.id, ())]
+
+
+def _hybrid(method: str, dense: _Dense, lexical: _Lexical, judged: _Judged, k: int) -> StrategyResult:
+    """A dense strategy fused with BM25, scored through its own Retriever's ``combine``."""
+    base = dense.result
+    assert base.strategy is not None
+    alpha, table = None, None
+    if method == "convex":
+        # Tuned on the tuning split's queries alone; the reported split never moves it.
+        alpha, table = tune_convex_weight(judged.tune_qrels, dense.run, lexical.run, metric=SELECT_METRIC)
+    strategy = replace(base.strategy, mode=Mode.HYBRID, fusion=Fusion(method), alpha=alpha)
+    retriever = Retriever(strategy, dense.store, dense.embedder)
+    metrics, selection = judged.score(retriever.combine({"dense": dense.run, "bm25": lexical.run}, k))
+    return replace(
+        base,
+        name=f"{base.name} + bm25 ({method})",
+        kind=method,
+        metrics=metrics,
+        selection=selection,
+        index_bytes=base.index_bytes + lexical.index_bytes,
+        alpha=alpha,
+        tuning=table,
+        strategy=strategy,
     )
 
 
@@ -415,82 +560,7 @@ def _check_chunking(chunkers: Sequence[str], chunk_score: str, over_limit: str) 
     return specs
 
 
-@dataclass(frozen=True, kw_only=True)
-class _Units:
-    """What one model embeds for the corpus: whole documents, or the chunks of one chunker.
-
-    ``spans`` are ``(document index, start, end)`` per chunk; ``index`` is a saved index loaded
-    for them (``None``: embed them).
-    """
-
-    label: str
-    chunker: str | None
-    ids: list[str]
-    texts: list[str]
-    chunk_docs: dict[str, str] | None
-    spans: list[tuple[int, int, int]] | None
-    index: DenseIndex | None
-    notices: tuple[str, ...] = ()
-
-
-def _units(
-    model: str,
-    chunker_spec: str,
-    over_limit: str,
-    embedder: Embedder,
-    store: _IndexStore | None,
-    doc_ids: list[str],
-    doc_texts: list[str],
-) -> _Units:
-    if chunker_spec == WHOLE_DOCUMENTS:
-        saved = store.dense(model, embedder) if store is not None else None
-        return _Units(
-            label=model,
-            chunker=None,
-            ids=doc_ids,
-            texts=doc_texts,
-            chunk_docs=None,
-            spans=None,
-            index=None if saved is None else saved[0],
-        )
-    from embedtune.chunking import make_chunker
-
-    # A semantic chunker embeds sentences through this same stack: its cache, its timer.
-    chunker = make_chunker(chunker_spec, embedder, over_model_limit=over_limit)
-    saved = store.dense(model, embedder, chunker.name) if store is not None else None
-    if saved is not None:
-        index, spans = saved
-    else:
-        index = None
-        # Empty documents have nothing to chunk; they are never retrieved.
-        kept = [i for i, text in enumerate(doc_texts) if text.strip()]
-        per_doc = chunker.chunk_many([doc_texts[i] for i in kept])
-        spans = [(i, chunk.start, chunk.end) for i, chunks in zip(kept, per_doc) for chunk in chunks]
-    ids = _chunk_ids(doc_ids, spans)
-    return _Units(
-        label=f"{model} @ {chunker.name}",
-        chunker=chunker.name,
-        ids=ids,
-        texts=[doc_texts[i][start:end] for i, start, end in spans],
-        chunk_docs={chunk_id: doc_ids[i] for chunk_id, (i, _, _) in zip(ids, spans)},
-        spans=spans,
-        index=index,
-        notices=tuple(chunker.notices),
-    )
-
-
-def _chunk_ids(doc_ids: list[str], spans: list[tuple[int, int, int]]) -> list[str]:
-    """``<doc id>#<n>``: the document's id and the chunk's place in it."""
-    seen: dict[int, int] = {}
-    ids = []
-    for i, _, _ in spans:
-        n = seen.get(i, 0)
-        seen[i] = n + 1
-        ids.append(f"{doc_ids[i]}#{n}")
-    return ids
-
-
-def _pick_tune_split(collection: Collection, split: str, tune_split: str | None, needed: bool) -> str | None:
+def _pick_tune_split(collection: Collection, split: str, tune_split: str | None) -> str | None:
     if tune_split is not None:
         if tune_split == split:
             raise ConfigError(
@@ -499,18 +569,16 @@ def _pick_tune_split(collection: Collection, split: str, tune_split: str | None,
             )
         collection.split(tune_split)  # raises InputError naming the splits there are
         return tune_split
-    if not needed:
-        return None
     return next((name for name in TUNE_SPLITS if name in collection.qrels and name != split), None)
 
 
 def _embed_all(
-    embedder: Embedder, texts: list[str], kind: Kind, model: str, on_progress: ProgressFn | None
+    embedder: Embedder, texts: list[str], kind: Kind, label: str, on_progress: ProgressFn | None
 ) -> tuple[np.ndarray, int]:
     """All ``texts`` embedded in slices; also how many the length policy truncated."""
     policy = find_layer(embedder, LengthPolicy)
     before = policy.stats.truncated if policy is not None else 0
-    task = f"{model} {'documents' if kind == 'document' else 'queries'}"
+    task = f"{label} {'documents' if kind == 'document' else 'queries'}"
     parts = []
     if on_progress:
         on_progress(task, 0, len(texts))
@@ -529,71 +597,27 @@ def _cost(
     timer: _TimedEmbedder,
     doc_lengths: list[int],
     query_texts: list[str],
-    doc_truncated: int,
     query_truncated: int,
 ) -> ModelCost:
     batcher = find_layer(embedder, BatchingEmbedder)
     cache = find_layer(embedder, CachingEmbedder)
     limit = embedder.max_tokens
-
-    def tokens(texts: list[str], kind: Kind) -> int:
-        return sum(min(embedder.count_tokens(t, kind), limit) for t in texts)
-
+    query_tokens = sum(min(embedder.count_tokens(t, "query"), limit) for t in query_texts)
     card = find_card(model)
     embedded = cache.stats.misses if cache is not None else batcher.stats.texts
     return ModelCost(
         model=model,
         dim=embedder.dim,
         corpus_tokens=sum(min(n, limit) for n in doc_lengths),
-        query_tokens=tokens(query_texts, "query"),
+        query_tokens=query_tokens,
         tokens_embedded=batcher.stats.tokens,
         texts_embedded=embedded,
         texts_cached=cache.stats.hits if cache is not None else 0,
         embed_seconds=timer.seconds,
-        truncated_documents=doc_truncated,
+        truncated_documents=sum(n > limit for n in doc_lengths),
         truncated_queries=query_truncated,
         usd_per_million_tokens=None if card is None else card.usd_per_million_tokens,
     )
-
-
-def _hybrid(
-    method: str,
-    model: str,
-    dense_run: Run,
-    bm25_run: Run | None,
-    qrels: Qrels,
-    tune_qrels: Qrels,
-    k: int,
-    *,
-    index_bytes: int,
-    cost: ModelCost,
-) -> StrategyResult:
-    assert bm25_run is not None  # a hybrid always builds BM25
-    name = f"{model} + bm25 ({method})"
-    # Only the reported queries are fused; the convex weight is tuned on the training queries alone.
-    test_dense = {qid: dense_run.get(qid, {}) for qid in qrels}
-    test_bm25 = {qid: bm25_run.get(qid, {}) for qid in qrels}
-    if method == "rrf":
-        fused = cut(rrf([test_dense, test_bm25], k=RRF_K), k)
-        return StrategyResult(
-            name=name, kind="rrf", model=model, metrics=_score(qrels, fused), index_bytes=index_bytes, cost=cost
-        )
-    alpha, table = tune_convex_weight(tune_qrels, dense_run, bm25_run, metric="ndcg@10")
-    fused = cut(convex([test_dense, test_bm25], [alpha, 1.0 - alpha], method="minmax"), k)
-    return StrategyResult(
-        name=name,
-        kind="convex",
-        model=model,
-        metrics=_score(qrels, fused),
-        index_bytes=index_bytes,
-        cost=cost,
-        alpha=alpha,
-        tuning=table,
-    )
-
-
-def _score(qrels: Qrels, run: Run) -> dict[str, float]:
-    return evaluate(qrels, run, METRICS)
 
 
 def _bm25_bytes(index: BM25Index) -> int:
@@ -603,69 +627,55 @@ def _bm25_bytes(index: BM25Index) -> int:
         return sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file())
 
 
-class _IndexStore:
-    """Saved indexes of one corpus: ``ROOT/<collection>-<hash of its documents>/{bm25,<model>}``.
+class _Workspace:
+    """The stores of one corpus: ``ROOT/<collection>-<hash of its documents>/<model>[@<chunker>]``.
 
-    The folder name changes whenever a document does, so an index never outlives its corpus.
-    Each dense index keeps the fingerprint of the embedder that built it beside its vectors.
-    A chunked index lives in ``<model>@<chunker name>`` with its chunks' offsets (``chunks.json``).
+    The folder name changes whenever a document does, so a store never outlives its corpus. A
+    kept store built another way (another revision of the model, other dims) is rebuilt: these
+    stores are compare's own, a cache of its work.
     """
 
-    def __init__(self, root: str | Path, name: str, doc_ids: list[str], doc_texts: list[str]) -> None:
-        digest = hashlib.sha256()
-        for doc_id, text in zip(doc_ids, doc_texts):
-            digest.update(doc_id.encode() + b"\x00" + text.encode() + b"\x00")
-        self.folder = Path(root) / f"{_slug(name)}-{digest.hexdigest()[:12]}"
-        self.doc_ids = doc_ids
-        self.doc_texts = doc_texts
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._opened: list[Store] = []
 
-    def bm25(self) -> BM25Index:
-        folder = self.folder / "bm25"
-        if (folder / "manifest.json").exists():
-            return BM25Index.load(folder)
-        index = BM25Index.build(self.doc_ids, self.doc_texts)
-        index.save(folder)
-        return index
+    def store(self, name: str, strategy: Strategy, embedder: Embedder | None) -> Store:
+        from embedtune.stores.embedded import EmbeddedStore
 
-    def dense(
-        self, model: str, embedder: Embedder, chunker: str | None = None
-    ) -> tuple[DenseIndex, list[tuple[int, int, int]] | None] | None:
-        """The saved index of ``model`` and, with ``chunker``, its chunks' spans; None when none or stale."""
-        folder = self._dense_folder(model, chunker)
-        if not (folder / "manifest.json").exists():
-            return None
-        index = DenseIndex.load(folder, model=model, dim=embedder.dim)  # other dims: one clear line
-        saved = (
-            (folder / "fingerprint.txt").read_text(encoding="utf-8") if (folder / "fingerprint.txt").exists() else ""
-        )
-        if saved != embedder.fingerprint("document"):
-            return None
-        if chunker is None:
-            return (index, None) if list(index.ids) == self.doc_ids else None
-        try:
-            spans = [tuple(span) for span in json.loads((folder / _CHUNKS).read_text(encoding="utf-8"))]
-        except (OSError, ValueError):
-            return None  # no or broken chunk offsets: chunk and embed again
-        if list(index.ids) != _chunk_ids(self.doc_ids, spans):  # type: ignore[arg-type]
-            return None
-        return index, spans
+        path = self.folder / name
+        store = EmbeddedStore(path)
+        held = store.read_manifest() if (path / "manifest.json").exists() else None
+        if held is not None and held.conflicts(store_manifest(strategy, embedder)) is not None:
+            store.close()
+            shutil.rmtree(path)
+            store = EmbeddedStore(path)
+        self._opened.append(store)
+        return store
 
-    def save_dense(
-        self,
-        index: DenseIndex,
-        embedder: Embedder,
-        chunker: str | None = None,
-        spans: list[tuple[int, int, int]] | None = None,
-    ) -> None:
-        folder = self._dense_folder(index.model, chunker)
-        if chunker is not None:  # a crash before the index is saved leaves ids that do not match: rebuilt
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / _CHUNKS).write_text(json.dumps(spans), encoding="utf-8")
-        index.save(folder)
-        (folder / "fingerprint.txt").write_text(embedder.fingerprint("document"), encoding="utf-8")
+    def close(self) -> None:
+        for store in self._opened:
+            store.close()
+        self._opened.clear()
 
-    def _dense_folder(self, model: str, chunker: str | None) -> Path:
-        return self.folder / (_slug(model) if chunker is None else f"{_slug(model)}@{_slug(chunker)}")
+
+@contextmanager
+def _workspace(root: str | Path | None, name: str, documents: Sequence[_Document]) -> Iterator[_Workspace]:
+    if root is None:
+        with tempfile.TemporaryDirectory(prefix="embedtune-compare-") as folder:
+            space = _Workspace(Path(folder))
+            try:
+                yield space
+            finally:
+                space.close()
+        return
+    digest = hashlib.sha256()
+    for doc in documents:
+        digest.update(doc.id.encode() + b"\x00" + doc.text.encode() + b"\x00")
+    space = _Workspace(Path(root) / f"{_slug(name)}-{digest.hexdigest()[:12]}")
+    try:
+        yield space
+    finally:
+        space.close()
 
 
 def _slug(text: str) -> str:

@@ -39,16 +39,19 @@ def comparison_table(result: ComparisonResult):
     """A ``rich.table.Table``: one row per strategy, the winner in bold."""
     from rich.table import Table
 
-    tuned = f"; convex tuned on {result.tune_split}" if result.tune_split else ""
+    picked = f"; winner picked on {result.selected_on}" + (" (tunes convex too)" if result.tune_split else "")
     scored = f"; documents scored by their chunks' {result.chunk_score}" if result.chunk_score else ""
     table = Table(
         title=f"{result.collection}: {result.split} split, {result.queries} queries, "
-        f"{result.documents} documents{tuned}{scored}",
+        f"{result.documents} documents{picked}{scored}",
     )
     chunked = any(s.chunker is not None for s in result.strategies)
     table.add_column("strategy")  # names wrap at spaces, so the figures keep their columns at 80 wide
     if chunked:  # the chunker is in the strategy's name
         table.add_column("chunks", justify="right")
+    selecting = result.tune_split is not None
+    if selecting:  # the figure that chose the winner, beside the ones reported
+        table.add_column(f"nDCG@10 {result.tune_split}", justify="right")
     for column in ("nDCG@10", "Recall@100", "MRR@10", "tokens", "texts/s", "index MB", "$ to embed"):
         table.add_column(column, justify="right")
     for strategy in result.strategies:
@@ -59,6 +62,7 @@ def comparison_table(result: ComparisonResult):
         table.add_row(
             name,
             *(chunk_cells if chunked else []),
+            *([f"{strategy.selection_score:.4f}"] if selecting else []),
             *(f"{strategy.metrics[m]:.4f}" for m in ("ndcg@10", "recall@100", "mrr@10")),
             "-" if strategy.tokens is None else f"{strategy.tokens:,}",
             speed_text(strategy),
@@ -75,6 +79,7 @@ def comparison_to_dict(result: ComparisonResult) -> dict[str, Any]:
         "collection": result.collection,
         "split": result.split,
         "tune_split": result.tune_split,
+        "selected_on": result.selected_on,
         "documents": result.documents,
         "queries": result.queries,
         "k": result.k,
@@ -95,6 +100,7 @@ def _strategy_dict(strategy: StrategyResult) -> dict[str, Any]:
         "chunker": strategy.chunker,
         "chunks": strategy.chunks,
         "metrics": dict(strategy.metrics),
+        "selection": None if strategy.selection is None else dict(strategy.selection),
         "index_bytes": strategy.index_bytes,
         "alpha": strategy.alpha,
         "tokens": strategy.tokens,
@@ -102,6 +108,8 @@ def _strategy_dict(strategy: StrategyResult) -> dict[str, Any]:
         "cached": strategy.cached,
         "usd_to_embed_corpus": strategy.usd,
     }
+    if strategy.strategy is not None:
+        row["strategy"] = strategy.strategy.to_dict()
     if strategy.tuning is not None:
         row["tuning"] = {f"{alpha:g}": value for alpha, value in strategy.tuning.items()}
     if cost is not None:

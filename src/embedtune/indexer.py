@@ -1,0 +1,286 @@
+"""Building a strategy into a store: chunk, embed through the cache, write; and opening it again.
+
+:func:`index_documents` is what ``embedtune index`` runs, and what ``compare`` runs before it
+scores a strategy, so the store a user builds is the one that was measured.
+
+- **Incremental.** Every document carries a content hash (its text and metadata). Documents the
+  store holds with the same hash are skipped without being chunked or embedded; changed and new
+  ones are written; documents the store holds that the input no longer has are deleted.
+- **Resumable.** Documents are written in batches, one transaction each, and every vector goes
+  through the embedding cache first. A run killed at any moment leaves every document old or new;
+  the rerun skips what was written and takes what was embedded from the cache, so the result is
+  the store an uninterrupted run builds.
+- **Safe.** A store built with another model, dims, chunker or precision is refused before
+  anything is written (one line naming the difference); so is a strategy whose vectors would not
+  be comparable with the store's.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from .embedder import Embedder, empty_vectors
+from .engine import LengthPolicy, find_layer
+from .errors import ConfigError
+from .retriever import Retriever
+from .search.dense import l2_normalize
+from .stores.base import DocumentRecord, Store, StoreManifest, content_hash
+from .strategy import Strategy
+
+__all__ = ["IndexReport", "index_documents", "open_retriever", "prepare_store", "store_manifest"]
+
+ProgressFn = Callable[[int, int], None]
+"""``on_progress(done, total)``: ``done`` of ``total`` documents to write are written."""
+
+# A transaction holds at most this many documents or chunks: a kill loses at most one batch's
+# writes (never its embeddings, which the cache kept), and the batcher still fills its calls.
+_BATCH_DOCUMENTS = 128
+_BATCH_CHUNKS = 512
+
+
+class SourceLike(Protocol):
+    """A document to index: what :func:`embedtune.documents.read_documents` gives."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def metadata(self) -> Mapping[str, Any]: ...
+
+
+@dataclass
+class IndexReport:
+    """What one run of :func:`index_documents` did.
+
+    ``texts_embedded`` counts the texts handed to the embedder (chunks of changed and new
+    documents, and a semantic chunker's sentence windows are not among them); the cache may have
+    held some of them. ``truncated`` counts chunks over the model's limit that it truncated.
+    """
+
+    documents: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    chunks_written: int = 0
+    texts_embedded: int = 0
+    truncated: int = 0
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.updated or self.deleted)
+
+
+def store_manifest(strategy: Strategy, embedder: Embedder | None) -> StoreManifest:
+    """The manifest a store built with ``strategy`` by ``embedder`` carries."""
+    if strategy.uses_vectors and embedder is None:
+        raise ConfigError(f"strategy {strategy.name!r} embeds documents; give an embedder")
+    return StoreManifest(
+        strategy=strategy.to_dict(),
+        model=strategy.model,
+        embedder_fingerprint=None if embedder is None else embedder.fingerprint("document"),
+        dims=0 if embedder is None else embedder.dim,
+        precision=strategy.precision.value if strategy.uses_vectors else "none",
+        chunker=strategy.chunker,
+    )
+
+
+def prepare_store(store: Store, strategy: Strategy, embedder: Embedder | None) -> StoreManifest:
+    """Create the store for ``strategy``, or check that an existing one was built the same way.
+
+    Only query-time choices (mode, fusion, weights, depth) may differ from the store's; the
+    manifest then takes the new ones. Anything else is refused before a write.
+    """
+    wanted = store_manifest(strategy, embedder)
+    existing = _whole(store, store.read_manifest())
+    if existing is None:
+        store.write_manifest(wanted)
+        return wanted
+    conflict = existing.conflicts(wanted)
+    if conflict is not None:
+        raise ConfigError(
+            f"store {store.location} cannot take this strategy: {conflict}; index into another --store, "
+            "or delete this one to rebuild it"
+        )
+    if existing.strategy != wanted.strategy:
+        updated = replace(existing, strategy=wanted.strategy)
+        store.write_manifest(updated)
+        return updated
+    return existing
+
+
+def _whole(store: Store, manifest: StoreManifest | None) -> StoreManifest | None:
+    """The manifest, unless the store is one shard of several opened on its own."""
+    if manifest is not None and manifest.shard is not None and "index" in manifest.shard:
+        raise ConfigError(
+            f"{store.location} is shard {int(manifest.shard['index']) + 1} of {manifest.shard.get('count')} of a "
+            "sharded store; give every shard's URI to --store, joined by commas"
+        )
+    return manifest
+
+
+def index_documents(
+    documents: Sequence[SourceLike],
+    strategy: Strategy,
+    store: Store,
+    embedder: Embedder | None,
+    *,
+    delete_missing: bool = True,
+    keep: Sequence[str] = (),
+    on_progress: ProgressFn | None = None,
+    over_model_limit: str = "error",
+) -> IndexReport:
+    """Bring ``store`` to hold exactly ``documents`` as ``strategy`` cuts and embeds them.
+
+    ``embedder`` is the full stack (length policy, cache, batching) of ``strategy.embedder``;
+    ``None`` for a BM25 strategy. ``keep`` names documents the store holds that must not be
+    deleted although the input lacks them (files that could not be read this time).
+    ``over_model_limit`` is passed to the chunker (``"allow"`` lets chunks over the model's limit
+    through to be truncated, as ``compare`` may ask).
+    """
+    _check_ids(documents)
+    prepare_store(store, strategy, embedder)
+    report = IndexReport(documents=len(documents))
+    held = store.content_hashes()
+    todo: list[tuple[SourceLike, str]] = []
+    for document in documents:
+        digest = content_hash(document.text, document.metadata)
+        if held.get(document.id) == digest:
+            report.unchanged += 1
+        else:
+            todo.append((document, digest))
+            if document.id in held:
+                report.updated += 1
+            else:
+                report.added += 1
+    chunker = _chunker(strategy, embedder, over_model_limit)
+    policy = find_layer(embedder, LengthPolicy) if embedder is not None else None
+    truncated_before = policy.stats.truncated if policy is not None else 0
+    if on_progress is not None:
+        on_progress(0, len(todo))
+    done = 0
+    for batch in _batches(todo, chunker is not None):
+        records = _records(batch, chunker, embedder, report)
+        store.upsert(records)
+        done += len(batch)
+        report.chunks_written += sum(len(r.spans) for r in records)
+        if on_progress is not None:
+            on_progress(done, len(todo))
+    if delete_missing:
+        present = {d.id for d in documents} | set(keep)
+        gone = sorted(set(held) - present)
+        if gone:
+            store.delete(gone)
+        report.deleted = len(gone)
+    if policy is not None:
+        report.truncated = policy.stats.truncated - truncated_before
+    if chunker is not None:
+        report.notices.extend(getattr(chunker, "notices", ()))
+    store.finish()
+    return report
+
+
+def _check_ids(documents: Sequence[SourceLike]) -> None:
+    seen: set[str] = set()
+    for document in documents:
+        if document.id in seen:
+            raise ConfigError(f"document id {document.id!r} appears twice in the input; give each document its own id")
+        if not document.id:
+            raise ConfigError("a document has an empty id; give every document an id")
+        seen.add(document.id)
+
+
+def _chunker(strategy: Strategy, embedder: Embedder | None, over_model_limit: str):
+    if not strategy.chunked or embedder is None:
+        return None
+    from .chunking import make_chunker
+
+    # A semantic chunker embeds its sentence windows through this same stack, so through the cache.
+    return make_chunker(strategy.chunker, embedder, over_model_limit=over_model_limit)
+
+
+def _batches(todo: list[tuple[SourceLike, str]], chunked: bool):
+    """Slices of the documents to write; by count, and by length where one document is one chunk."""
+    batch: list[tuple[SourceLike, str]] = []
+    for item in todo:
+        batch.append(item)
+        if len(batch) >= (_BATCH_DOCUMENTS if chunked else _BATCH_CHUNKS):
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _records(
+    batch: list[tuple[SourceLike, str]], chunker: Any, embedder: Embedder | None, report: IndexReport
+) -> list[DocumentRecord]:
+    """The batch chunked and embedded (one call into the stack for all its chunks)."""
+    texts = [document.text for document, _ in batch]
+    if chunker is not None:
+        filled = [i for i, text in enumerate(texts) if text.strip()]
+        per_doc = chunker.chunk_many([texts[i] for i in filled])
+        spans: list[list[tuple[int, int]]] = [[] for _ in texts]
+        for i, chunks in zip(filled, per_doc):
+            spans[i] = [(chunk.start, chunk.end) for chunk in chunks]
+    else:
+        # Whole documents: one chunk each, as compare embeds them; an empty text has none.
+        spans = [[(0, len(text))] if text.strip() else [] for text in texts]
+    vectors = None
+    if embedder is not None:
+        pieces = [text[start:end] for text, doc_spans in zip(texts, spans) for start, end in doc_spans]
+        vectors = l2_normalize(embedder.embed(pieces, "document")) if pieces else None
+        report.texts_embedded += len(pieces)
+    records = []
+    offset = 0
+    for (document, digest), doc_spans in zip(batch, spans):
+        rows = None
+        if embedder is not None:
+            rows = vectors[offset : offset + len(doc_spans)] if vectors is not None else empty_vectors(embedder.dim)
+            offset += len(doc_spans)
+        records.append(
+            DocumentRecord(
+                doc_id=document.id,
+                text=document.text,
+                metadata=dict(document.metadata),
+                spans=doc_spans,
+                vectors=rows,
+                content_hash=digest,
+            )
+        )
+    return records
+
+
+def open_retriever(
+    store: Store,
+    *,
+    cache: str | os.PathLike[str] | None = None,
+    embedder: Embedder | None = None,
+) -> Retriever:
+    """A :class:`~embedtune.retriever.Retriever` for a built store, its strategy read from the manifest.
+
+    The embedder is built from the manifest's embedder spec (through ``cache``) unless one is
+    given, and its fingerprint must equal the one the store's vectors were made with: a model whose
+    weights or settings changed since is refused in one line.
+    """
+    from .factory import build_embedder
+
+    manifest = _whole(store, store.read_manifest())
+    if manifest is None:
+        raise ConfigError(f"{store.location} holds no index; build one with embedtune index CORPUS --store ...")
+    strategy = Strategy.from_dict(manifest.strategy, source=f"the manifest of {store.location}")
+    if strategy.embedder is not None and embedder is None:
+        embedder = build_embedder(strategy.embedder, cache=cache)
+    if embedder is not None and manifest.embedder_fingerprint is not None:
+        if embedder.fingerprint("document") != manifest.embedder_fingerprint:
+            raise ConfigError(
+                f"{store.location} was built by another revision or setting of {manifest.model} than this "
+                "machine's; rebuild it with embedtune index, or search where that model is installed"
+            )
+    return Retriever(strategy, store, embedder)

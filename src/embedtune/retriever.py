@@ -1,0 +1,221 @@
+"""The Retriever: a Strategy and a Store answer queries.
+
+This is the one path from a query to hits. ``compare`` scores a strategy with it, ``search`` and
+the service answer with it, so the figure in a report is what a user gets.
+
+A search runs in two steps, each public so that evaluation can share the first between
+strategies that differ only in the second:
+
+1. :meth:`Retriever.runs`: the runs the strategy's mode needs, each ``depth`` deep: ``dense``
+   (query vectors against the store's chunk vectors, each document scored from its chunks by
+   the strategy's chunk score, see :mod:`embedtune.search.chunks`) and ``bm25`` (the store's
+   lexical index over whole documents).
+2. :meth:`Retriever.combine`: the mode's answer from those runs: the dense or BM25 run as it is,
+   or their fusion (reciprocal rank fusion with ``rrf_k``, or the convex combination of
+   normalised scores with weight ``alpha`` on the dense run), cut to ``k``.
+
+``search(queries, k)`` is ``combine(runs(queries), k)``; ``search_one(text, k)`` adds what an
+application shows: each document's best chunk, its offsets and text, and its metadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .embedder import Embedder
+from .errors import ConfigError, InputError
+from .search.chunks import doc_run_from_chunk_run
+from .search.dense import l2_normalize
+from .search.fusion import convex, rrf
+from .search.runs import Run, cut
+from .stores.base import Filter, Store, check_filter, doc_of_chunk
+from .strategy import Fusion, Mode, Strategy
+
+__all__ = ["Hit", "Retriever"]
+
+DENSE = "dense"
+BM25 = "bm25"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hit:
+    """One document found for a query, with the chunk that made it score.
+
+    ``chunk_id``, ``start``, ``end`` and ``text`` are the document's best-scoring chunk (its
+    offsets into the document's text); for a document found by BM25 alone they describe the
+    document's first chunk, or the whole document when it has none.
+    """
+
+    doc_id: str
+    score: float
+    chunk_id: str | None
+    start: int
+    end: int
+    text: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "doc_id": self.doc_id,
+            "score": self.score,
+            "chunk_id": self.chunk_id,
+            "start": self.start,
+            "end": self.end,
+            "text": self.text,
+            "metadata": dict(self.metadata),
+        }
+
+
+class Retriever:
+    """Answers queries with ``strategy`` over ``store``; ``embedder`` embeds the queries.
+
+    The embedder must be the one the store's vectors came from (the caller checks its
+    fingerprint against the store's manifest: :func:`embedtune.indexer.open_retriever` does).
+    A BM25 strategy needs no embedder.
+    """
+
+    def __init__(self, strategy: Strategy, store: Store, embedder: Embedder | None = None) -> None:
+        if strategy.uses_vectors and embedder is None:
+            raise ConfigError(f"strategy {strategy.name!r} embeds queries; give the retriever an embedder")
+        self.strategy = strategy
+        self.store = store
+        self.embedder = embedder
+
+    # -- step 1: the runs ------------------------------------------------------------------
+
+    def runs(self, queries: Mapping[str, str], *, where: Filter | None = None) -> dict[str, Run]:
+        """The runs this strategy's mode fuses, each :attr:`Strategy.depth` documents deep."""
+        return self._runs(queries, where)[0]
+
+    def _runs(self, queries: Mapping[str, str], where: Filter | None) -> tuple[dict[str, Run], dict[str, list]]:
+        """The runs, and each query's chunk hits behind the dense run (best first)."""
+        depth = self.strategy.depth
+        runs: dict[str, Run] = {}
+        chunk_hits: dict[str, list] = {}
+        if self.strategy.uses_vectors:
+            query_ids = list(queries)
+            vectors = self._embed_queries([queries[qid] for qid in query_ids])
+            runs[DENSE], chunk_hits = self._dense(query_ids, vectors, depth, where)
+        if self.strategy.uses_lexical:
+            runs[BM25] = self.lexical_run(queries, depth, where=where)
+        return runs, chunk_hits
+
+    def dense_run(self, queries: Mapping[str, str], depth: int, *, where: Filter | None = None) -> Run:
+        """Each query's ``depth`` best documents by their chunks' cosine similarity."""
+        query_ids = list(queries)
+        vectors = self._embed_queries([queries[qid] for qid in query_ids])
+        return self._dense(query_ids, vectors, depth, where)[0]
+
+    def dense_run_from_vectors(
+        self, query_ids: Sequence[str], vectors: np.ndarray, depth: int, *, where: Filter | None = None
+    ) -> Run:
+        """As :meth:`dense_run`, for query vectors already embedded."""
+        return self._dense(query_ids, vectors, depth, where)[0]
+
+    def _embed_queries(self, texts: list[str]) -> np.ndarray:
+        if self.embedder is None:
+            raise ConfigError("a bm25 strategy has no dense run")
+        return self.embedder.embed(texts, "query")
+
+    def _dense(
+        self, query_ids: Sequence[str], vectors: np.ndarray, depth: int, where: Filter | None
+    ) -> tuple[Run, dict[str, list]]:
+        """The dense run and the chunk hits behind it.
+
+        A document is scored from its chunks among those retrieved (see
+        :mod:`embedtune.search.chunks`); chunks are fetched deeper and deeper until each query
+        has ``depth`` distinct documents or the store has no more to give.
+        """
+        if len(query_ids) != len(vectors):
+            raise InputError(f"{len(query_ids)} query ids but {len(vectors)} query vectors")
+        where = check_filter(where)
+        vectors = l2_normalize(vectors)
+        run: Run = {}
+        chunk_hits: dict[str, list] = {}
+        pending = list(range(len(query_ids)))
+        reach = depth
+        while pending:
+            found = self.store.search(vectors[pending], reach, where)
+            deeper = []
+            for i, hits in zip(pending, found):
+                docs = self._chunk_scores(hits)
+                if len(docs) >= depth or len(hits) < reach:  # enough, or the store is exhausted
+                    run[query_ids[i]], chunk_hits[query_ids[i]] = docs, hits
+                else:
+                    deeper.append(i)
+            pending, reach = deeper, reach * 2
+        return (cut(run, depth) if run else {}), chunk_hits
+
+    def _chunk_scores(self, hits: Sequence[tuple[str, float]]) -> dict[str, float]:
+        chunk_run = {"q": dict(hits)}
+        if not self.strategy.chunked:  # one chunk per document: its score is the document's
+            return {doc_of_chunk(chunk): score for chunk, score in hits}
+        chunk_docs = {chunk: doc_of_chunk(chunk) for chunk, _ in hits}
+        return doc_run_from_chunk_run(chunk_run, chunk_docs, score=self.strategy.chunk_score)["q"]
+
+    def lexical_run(self, queries: Mapping[str, str], depth: int, *, where: Filter | None = None) -> Run:
+        """Each query's ``depth`` best documents by BM25 over the store's documents."""
+        where = check_filter(where)
+        only = self.store.documents_matching(where) if where is not None else None
+        return self.store.lexical_index().search(queries, depth, only=only)
+
+    # -- step 2: the answer ----------------------------------------------------------------
+
+    def combine(self, runs: Mapping[str, Run], k: int) -> Run:
+        """The strategy's answer from its runs (see :meth:`runs`), each query cut to ``k``."""
+        strategy = self.strategy
+        if strategy.mode is Mode.DENSE:
+            return cut(runs[DENSE], k)
+        if strategy.mode is Mode.BM25:
+            return cut(runs[BM25], k)
+        dense, lexical = runs[DENSE], runs[BM25]
+        query_ids = list(dict.fromkeys([*dense, *lexical]))
+        pair = [{q: dense.get(q, {}) for q in query_ids}, {q: lexical.get(q, {}) for q in query_ids}]
+        if strategy.fusion is Fusion.RRF:
+            fused = rrf(pair, k=strategy.rrf_k)
+        else:
+            alpha = float(strategy.alpha)  # type: ignore[arg-type]
+            fused = convex(pair, [alpha, 1.0 - alpha], method=strategy.normalization)  # type: ignore[arg-type]
+        return cut(fused, k)
+
+    def search(self, queries: Mapping[str, str], k: int = 10, *, where: Filter | None = None) -> Run:
+        """A run ``{query_id: {doc_id: score}}``: each query's ``k`` best documents."""
+        if k < 1:
+            raise ConfigError(f"k must be at least 1, not {k}")
+        if not queries:
+            return {}
+        return self.combine(self.runs(queries, where=where), k)
+
+    def search_one(self, text: str, k: int = 10, *, where: Filter | None = None) -> list[Hit]:
+        """The ``k`` best documents for one query, each with its best chunk, offsets and text."""
+        if not text.strip():
+            raise InputError("the query is empty; give some words to search for")
+        runs, chunk_hits = self._runs({"q": text}, where)
+        ranked = self.combine(runs, k).get("q", {})
+        best: dict[str, str] = {}
+        for chunk, _ in chunk_hits.get("q", []):  # best first: a document's first is its best
+            best.setdefault(doc_of_chunk(chunk), chunk)
+        wanted = {doc: best.get(doc, f"{doc}#0") for doc in ranked}  # found by BM25 alone: its first chunk
+        found = self.store.chunks(sorted(set(wanted.values())))
+        hits = []
+        for doc_id, score in ranked.items():
+            chunk = found.get(wanted[doc_id])
+            if chunk is None:  # a document with no chunks (an empty text)
+                hits.append(Hit(doc_id=doc_id, score=score, chunk_id=None, start=0, end=0, text=""))
+            else:
+                hits.append(
+                    Hit(
+                        doc_id=doc_id,
+                        score=score,
+                        chunk_id=chunk.id,
+                        start=chunk.start,
+                        end=chunk.end,
+                        text=chunk.text,
+                        metadata=chunk.metadata,
+                    )
+                )
+        return hits
