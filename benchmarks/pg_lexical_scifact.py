@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from embedtune.evaluation import evaluate, load_beir
 from embedtune.search import BM25Index
+from embedtune.testing.postgres import temporary_postgres
 
 DEFAULT_SCIFACT = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "scifact"
 METRICS = ["ndcg@10", "recall@100"]
@@ -65,15 +64,8 @@ def postgres(uri: str | None) -> Iterator[str]:
     if uri is not None:
         yield uri
         return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs warns at import when XDG_RUNTIME_DIR is unset
-        import pgserver
-    with tempfile.TemporaryDirectory(prefix="embedtune-pg-") as folder:
-        server = pgserver.get_server(Path(folder) / "data", cleanup_mode="delete")
-        try:
-            yield server.get_uri()
-        finally:
-            server.cleanup()
+    with temporary_postgres() as started:
+        yield started
 
 
 def load_corpus(conn, ids: list[str], texts: list[str]) -> None:

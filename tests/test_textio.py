@@ -76,3 +76,10 @@ def test_parquet_input(tmp_path):
     pq.write_table(pa.table({"id": ["a", "b"], "text": ["one", "two"]}), tmp_path / "in.parquet")
     data = read_texts(tmp_path / "in.parquet")
     assert data.ids == ["a", "b"] and data.texts == ["one", "two"]
+
+
+def test_a_line_separator_inside_a_json_string_is_text_not_a_line_break(tmp_path):
+    path = tmp_path / "texts.jsonl"
+    path.write_text('{"_id": "a", "text": "one\u2028two"}\n{"_id": "b", "text": "three"}\n', encoding="utf-8")
+    data = read_texts(path)
+    assert data.ids == ["a", "b"] and data.texts == ["one\u2028two", "three"]

@@ -20,7 +20,9 @@ application shows: each document's best chunk, its offsets and text, and its met
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +86,8 @@ class Retriever:
         self.strategy = strategy
         self.store = store
         self.embedder = embedder
+        self._executor: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     # -- step 1: the runs ------------------------------------------------------------------
 
@@ -96,13 +100,33 @@ class Retriever:
         depth = self.strategy.depth
         runs: dict[str, Run] = {}
         chunk_hits: dict[str, list] = {}
+        lexical = None
+        if self.strategy.uses_lexical and self.strategy.uses_vectors:
+            # BM25 runs beside the query embedding and the vector search: tokenising is the only
+            # part of it that holds the GIL, and a hybrid answers in the time of the slower side.
+            lexical = self._pool().submit(self.lexical_run, queries, depth, where=where)
+        elif self.strategy.uses_lexical:
+            runs[BM25] = self.lexical_run(queries, depth, where=where)
         if self.strategy.uses_vectors:
             query_ids = list(queries)
             vectors = self._embed_queries([queries[qid] for qid in query_ids])
             runs[DENSE], chunk_hits = self._dense(query_ids, vectors, depth, where)
-        if self.strategy.uses_lexical:
-            runs[BM25] = self.lexical_run(queries, depth, where=where)
+        if lexical is not None:
+            runs[BM25] = lexical.result()
         return runs, chunk_hits
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="embedtune-bm25")
+            return self._executor
+
+    def close(self) -> None:
+        """Stop the thread that runs BM25 beside the dense search (the store stays open: it is the caller's)."""
+        with self._pool_lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
 
     def dense_run(self, queries: Mapping[str, str], depth: int, *, where: Filter | None = None) -> Run:
         """Each query's ``depth`` best documents by their chunks' cosine similarity."""

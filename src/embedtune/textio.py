@@ -68,9 +68,16 @@ def _read_text_file(path: Path) -> str:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
 
 
+def _lines(text: str) -> list[str]:
+    """Lines as files end them (the text was read in universal-newline mode), not at U+2028 and
+    the other breaks ``str.splitlines`` also cuts at, which may stand inside a JSON string."""
+    lines = text.split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
 def _read_lines(path: Path) -> Texts:
     ids, texts = [], []
-    for number, line in enumerate(_read_text_file(path).splitlines(), start=1):
+    for number, line in enumerate(_lines(_read_text_file(path)), start=1):
         if line.strip():
             ids.append(str(number))
             texts.append(line)
@@ -79,7 +86,7 @@ def _read_lines(path: Path) -> Texts:
 
 def _read_jsonl(path: Path, text_field: str, id_field: str | None) -> Texts:
     ids, texts = [], []
-    for number, line in enumerate(_read_text_file(path).splitlines(), start=1):
+    for number, line in enumerate(_lines(_read_text_file(path)), start=1):
         if not line.strip():
             continue
         try:

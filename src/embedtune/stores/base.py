@@ -221,6 +221,9 @@ class Store(Protocol):
     - ``chunks(ids)``: ``{chunk id: StoredChunk}`` for the ids that exist.
     - ``chunk_spans()``: ``{doc_id: [(start, end), ...]}``, every document's chunk offsets in
       chunk order (documents without chunks left out): what was embedded, without the vectors.
+    - ``doc_ids()``: every document id held, sorted.
+    - ``read_records(doc_ids)``: those documents as they were written (text, metadata, content
+      hash, spans, and vectors as stored, returned as float32): for copying a store, and to check one.
     - ``documents_matching(where)``: ids of the documents whose metadata matches.
     - ``lexical_index()``: the BM25 index over every document's text, kept current with the
       documents (rebuilt when they changed since it was built).
@@ -250,6 +253,10 @@ class Store(Protocol):
     def chunks(self, ids: Sequence[str]) -> dict[str, StoredChunk]: ...
 
     def chunk_spans(self) -> dict[str, list[tuple[int, int]]]: ...
+
+    def doc_ids(self) -> list[str]: ...
+
+    def read_records(self, doc_ids: Sequence[str]) -> list[DocumentRecord]: ...
 
     def documents_matching(self, where: Filter) -> set[str]: ...
 

@@ -213,6 +213,16 @@ class ShardedStore:
         """``{doc_id: [(start, end), ...]}`` over all shards."""
         return self._gather(lambda shard: shard.chunk_spans(), key=lambda doc: doc)
 
+    def doc_ids(self) -> list[str]:
+        """Every document id held on any shard, sorted."""
+        return sorted(set().union(*self._map(lambda shard: shard.doc_ids())))
+
+    def read_records(self, doc_ids: Sequence[str]) -> list[DocumentRecord]:
+        """Those documents as written, each from its owner's copy when a rebalance left two."""
+        wanted = list(doc_ids)
+        found = self._gather(lambda shard: {r.doc_id: r for r in shard.read_records(wanted)}, key=lambda doc: doc)
+        return [found[doc] for doc in wanted if doc in found]
+
     def documents_matching(self, where: Filter) -> set[str]:
         """Ids of the documents whose metadata matches ``where``, on any shard."""
         where = check_filter(where) or {}
