@@ -246,7 +246,9 @@ def test_an_unreadable_file_is_named_and_the_rest_is_indexed(tmp_path):
     (docs / "guides").mkdir(parents=True)
     (docs / "guides" / "backups.md").write_text("# Backups\n\nBackups run nightly and are kept for 30 days.\n")
     (docs / "rollback.txt").write_text("A rollback takes five minutes and needs the release tag.\n")
-    (docs / "page.html").write_text("<html><head><title>Oncall</title></head><body><p>Page the oncall.</p></body></html>")
+    (docs / "page.html").write_text(
+        "<html><head><title>Oncall</title></head><body><p>Page the oncall.</p></body></html>"
+    )
     (docs / "broken.pdf").write_bytes(b"%PDF-1.4 this is not really a pdf")
     (docs / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
     fake = tmp_path / "fake.toml"

@@ -93,9 +93,7 @@ class DocumentRecord:
         if not self.content_hash:
             object.__setattr__(self, "content_hash", content_hash(self.text, self.metadata))
         if self.vectors is not None and self.vectors.shape[0] != len(self.spans):
-            raise InputError(
-                f"document {self.doc_id!r}: {len(self.spans)} chunks but {self.vectors.shape[0]} vectors"
-            )
+            raise InputError(f"document {self.doc_id!r}: {len(self.spans)} chunks but {self.vectors.shape[0]} vectors")
 
     @property
     def chunk_ids(self) -> list[str]:
