@@ -433,7 +433,7 @@ def _compare(
             split=split,
             cache=default_home() / "embeddings.sqlite",
             on_progress=on_progress,
-            index_dir=default_home() / "indexes",
+            index_dir=default_home() / "stores",
             chunkers=chunkers or (),
             chunk_score=chunk_score,
         )

@@ -117,3 +117,19 @@ def test_cache_over_batcher_passes_only_misses(tmp_path):
     stack.embed(["a", "b", "c"])
     stack.embed(["a", "b", "c", "d"])
     assert counted.texts == {"a": 1, "b": 1, "c": 1, "d": 1}
+
+
+def test_one_stack_serves_several_threads_and_closes_from_another(tmp_path):
+    """A service's workers and a framework's async calls share one cache connection."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cache = CachingEmbedder(HashEmbedder(dim=8), tmp_path / "c.sqlite", write_every=3)
+    texts = [f"text {i}" for i in range(40)]
+    expected = HashEmbedder(dim=8).embed(texts)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        parts = list(pool.map(lambda i: cache.embed(texts[i : i + 10]), range(0, 40, 10)))
+        again = list(pool.map(lambda i: cache.embed(texts[i : i + 10]), range(0, 40, 10)))
+        np.testing.assert_allclose(np.concatenate(parts), expected, atol=1e-6)
+        np.testing.assert_allclose(np.concatenate(again), expected, atol=1e-6)
+        pool.submit(cache.close).result()
+    assert len(CachingEmbedder(HashEmbedder(dim=8), tmp_path / "c.sqlite")) == 40

@@ -326,3 +326,12 @@ def test_a_kept_store_of_other_dims_is_rebuilt_not_mixed(tmp_path):
     (dense,) = [row for row in data["strategies"] if row["kind"] == "dense"]
     assert dense["embedding"]["dim"] == 128 and dense["index_bytes"] == 120 * 128 * 4
     assert dense["strategy"]["embedder"]["dims"] == 128
+
+
+def test_a_kept_folder_of_an_older_layout_is_rebuilt(sample, tmp_path):
+    """Indexes an older embedtune saved where compare now keeps stores are replaced, not an error."""
+    first = evaluate_strategies(sample, [FAKE], bm25=True, index_dir=tmp_path / "stores")
+    (folder,) = (tmp_path / "stores").iterdir()
+    (folder / "bm25" / "manifest.json").write_text('{"format": "embedtune.bm25", "version": 1}')
+    again = evaluate_strategies(sample, [FAKE], bm25=True, index_dir=tmp_path / "stores")
+    assert [s.metrics for s in again.strategies] == [s.metrics for s in first.strategies]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,6 +55,9 @@ class CachingEmbedder(Wrapper):
         self.stats = CacheStats()
         self.notices: list[str] = []
         self._db: sqlite3.Connection | None = None
+        # One connection shared by every thread that embeds through this stack (a service's
+        # workers, a framework's async calls); SQLite calls on it take turns under this lock.
+        self._lock = threading.RLock()
 
     def embed(self, texts: Sequence[str], kind: Kind = "document") -> np.ndarray:
         check_kind(kind)
@@ -80,12 +84,14 @@ class CachingEmbedder(Wrapper):
         return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
 
     def __len__(self) -> int:
-        return self._connection().execute("SELECT count(*) FROM vectors").fetchone()[0]
+        with self._lock:
+            return self._connection().execute("SELECT count(*) FROM vectors").fetchone()[0]
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
     def __enter__(self) -> CachingEmbedder:
         return self
@@ -123,33 +129,33 @@ class CachingEmbedder(Wrapper):
         return self._db
 
     def _lookup(self, keys: list[bytes]) -> dict[bytes, np.ndarray]:
-        db = self._connection()
         found: dict[bytes, np.ndarray] = {}
         width = self.dim * 4
-        for start in range(0, len(keys), _LOOKUP_CHUNK):
-            chunk = keys[start : start + _LOOKUP_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            rows = db.execute(f"SELECT key, vector FROM vectors WHERE key IN ({marks})", chunk)
-            for key, blob in rows:
-                if len(blob) == width:
-                    found[key] = np.frombuffer(blob, dtype=np.float32)
+        with self._lock:
+            db = self._connection()
+            for start in range(0, len(keys), _LOOKUP_CHUNK):
+                chunk = keys[start : start + _LOOKUP_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(f"SELECT key, vector FROM vectors WHERE key IN ({marks})", chunk).fetchall()
+                for key, blob in rows:
+                    if len(blob) == width:
+                        found[key] = np.frombuffer(blob, dtype=np.float32)
         return found
 
     def _store(self, keys: list[bytes], vectors: np.ndarray) -> None:
-        db = self._connection()
-        try:
-            with db:
-                db.executemany(
-                    "INSERT OR REPLACE INTO vectors (key, vector) VALUES (?, ?)",
-                    [(k, v.astype(np.float32).tobytes()) for k, v in zip(keys, vectors)],
-                )
-        except sqlite3.Error as exc:
-            raise CacheError(f"cannot write to the embedding cache {self.path} ({exc})") from exc
+        rows = [(k, v.astype(np.float32).tobytes()) for k, v in zip(keys, vectors)]
+        with self._lock:
+            db = self._connection()
+            try:
+                with db:
+                    db.executemany("INSERT OR REPLACE INTO vectors (key, vector) VALUES (?, ?)", rows)
+            except sqlite3.Error as exc:
+                raise CacheError(f"cannot write to the embedding cache {self.path} ({exc})") from exc
 
 
 def _open(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, timeout=30)
+    db = sqlite3.connect(path, timeout=30, check_same_thread=False)
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")

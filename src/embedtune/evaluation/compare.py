@@ -49,7 +49,7 @@ from embedtune.catalogue import find_card
 from embedtune.embedder import Embedder, Kind
 from embedtune.engine import BatchingEmbedder, CachingEmbedder, LengthPolicy, OverLimit, close_stack, find_layer
 from embedtune.engine.wrapper import Wrapper
-from embedtune.errors import ConfigError
+from embedtune.errors import ConfigError, InputError
 from embedtune.evaluation.collections import Collection, Qrels
 from embedtune.evaluation.metrics import evaluate
 from embedtune.evaluation.tuning import tune_convex_weight
@@ -644,8 +644,12 @@ class _Workspace:
 
         path = self.folder / name
         store = EmbeddedStore(path)
-        held = store.read_manifest() if (path / "manifest.json").exists() else None
-        if held is not None and held.conflicts(store_manifest(strategy, embedder)) is not None:
+        try:
+            held = store.read_manifest()
+            stale = held is not None and held.conflicts(store_manifest(strategy, embedder)) is not None
+        except InputError:  # not a store this embedtune reads (an older layout, a damaged file)
+            stale = True
+        if stale:
             store.close()
             shutil.rmtree(path)
             store = EmbeddedStore(path)
