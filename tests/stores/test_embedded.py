@@ -278,7 +278,7 @@ def test_float16_vectors(tmp_path) -> None:
     vectors = clustered(rng, 2000, 32)
     records = records_for(vectors)
     rounded = {cid: v.astype(np.float16).astype(np.float32) for cid, v in held_vectors(records).items()}
-    queries = clustered(rng, 20, 32)
+    queries = clustered(rng, 200, 32)
     path = tmp_path / "s"
     with open_store(path, 32, precision="float16") as store:
         store.upsert(records)
@@ -353,7 +353,7 @@ def test_filtered_search_returns_k_matching_rows(tmp_path, exact_below) -> None:
     rng = np.random.default_rng(8)
     vectors = clustered(rng, 5000, 32)
     records = records_for(vectors, per_doc=2, metadata=lambda d: {"bucket": d % 10, "rare": d % 500 == 0})
-    queries = clustered(rng, 30, 32)
+    queries = clustered(rng, 200, 32)
     with open_store(tmp_path / "s", 32, exact_below=exact_below) as store:
         store.upsert(records)
         for where, check in (
@@ -412,7 +412,7 @@ def test_stale_hnsw_is_brought_up_to_date(tmp_path) -> None:
         store.upsert([changed])
         store.delete([records[1].doc_id])
         current = [changed, *records[2:350]]
-        queries = np.concatenate([records[320].vectors, changed.vectors, clustered(rng, 20, 32)])
+        queries = np.concatenate([records[320].vectors, changed.vectors, clustered(rng, 200, 32)])
         truth = brute_force(held_vectors(current), queries, 10)
         found = store.search(queries, 10)  # a small delta: scanned exactly beside the old graph
         assert recall(found, truth) >= 0.99
@@ -434,7 +434,7 @@ def test_stale_hnsw_is_brought_up_to_date(tmp_path) -> None:
 def test_damaged_hnsw_is_rebuilt(tmp_path) -> None:
     rng = np.random.default_rng(11)
     records = records_for(clustered(rng, 1500, 16))
-    queries = clustered(rng, 10, 16)
+    queries = clustered(rng, 200, 16)
     path = tmp_path / "s"
     with open_store(path, 16, exact_below=200) as store:
         store.upsert(records)
