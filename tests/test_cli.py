@@ -11,28 +11,18 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from _cli import one_error_line, run_cli
 from embedtune.engine import BatchingEmbedder, CountingEmbedder
 from embedtune.textio import read_vectors
 
 
 def run(*args, home, cwd=None, timeout=120):
-    env = {**os.environ, "EMBEDTUNE_HOME": str(home), "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "embedtune.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=timeout,
-    )
+    return run_cli(*args, home=home, cwd=cwd, timeout=timeout)
 
 
 def assert_one_error_line(result, message):
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode != 0, result.stdout
-    assert "Traceback" not in result.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert message in lines[0], lines[0]
+    line = one_error_line(result)
+    assert message in line, line
 
 
 @pytest.fixture()

@@ -18,31 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _cli import one_error_line, run_cli
 from embedtune.evaluation import load_beir
 from embedtune.stores import open_store
 
 MINILM = "local:all-MiniLM-L6-v2"
-
-
-def cli(*args, home: Path, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "EMBEDTUNE_HOME": str(home), "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "embedtune.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def one_error_line(result: subprocess.CompletedProcess) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode != 0, result.stdout
-    assert "Traceback" not in result.stderr, result.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +54,7 @@ def compared(scifact_slice, tmp_path_factory):
     """compare on the slice (MiniLM, BM25, hybrids): its report and the winner's strategy file."""
     home = tmp_path_factory.mktemp("home")
     out = tmp_path_factory.mktemp("report")
-    result = cli(
+    result = run_cli(
         "compare",
         scifact_slice,
         "--models",
@@ -115,20 +95,22 @@ def test_compare_writes_the_winner_picked_on_train_and_every_row_carries_its_str
 def test_the_built_store_scores_what_compare_reported(backend, compared, scifact_slice, tmp_path, request):
     home, strategy_file, report, _ = compared
     store = str(tmp_path / "index") if backend == "embedded" else request.getfixturevalue("postgres_uri")
-    built = cli("index", scifact_slice, "--strategy", strategy_file, "--store", store, home=home)
+    built = run_cli("index", scifact_slice, "--strategy", strategy_file, "--store", store, home=home)
     assert built.returncode == 0, built.stderr
     assert "400 documents (400 added" in built.stdout and "0 new to the cache" in built.stdout
-    scored = cli("eval", scifact_slice, "--store", store, home=home)
+    scored = run_cli("eval", scifact_slice, "--store", store, home=home)
     assert scored.returncode == 0, scored.stderr
     winner = next(row for row in report["strategies"] if row["name"] == report["winner"])
     assert abs(ndcg_of(scored.stdout) - winner["metrics"]["ndcg@10"]) <= 0.005
 
-    found = cli("search", "vitamin D deficiency and bone fractures", "--store", store, "-k", "3", "--json", home=home)
+    found = run_cli(
+        "search", "vitamin D deficiency and bone fractures", "--store", store, "-k", "3", "--json", home=home
+    )
     assert found.returncode == 0, found.stderr
     hits = json.loads(found.stdout)
     assert len(hits) == 3 and hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
     assert all(hit["text"] and hit["metadata"]["title"] for hit in hits)
-    again = cli("index", scifact_slice, "--strategy", strategy_file, "--store", store, home=home)
+    again = run_cli("index", scifact_slice, "--strategy", strategy_file, "--store", store, home=home)
     assert "0 added, 0 updated, 400 unchanged, 0 deleted" in again.stdout, again.stdout
 
 
@@ -184,9 +166,9 @@ def test_a_killed_index_rerun_equals_an_uninterrupted_build(backend, shared_data
     process.wait(timeout=30)
     assert 0 < written < 600, f"the index was not killed midway ({written} documents written)"
 
-    rerun = cli("index", corpus, "--strategy", strategy, "--store", killed, home=tmp_path / "home")
+    rerun = run_cli("index", corpus, "--strategy", strategy, "--store", killed, home=tmp_path / "home")
     assert rerun.returncode == 0, rerun.stderr
-    fresh = cli("index", corpus, "--strategy", strategy, "--store", whole, home=tmp_path / "home")
+    fresh = run_cli("index", corpus, "--strategy", strategy, "--store", whole, home=tmp_path / "home")
     assert fresh.returncode == 0, fresh.stderr
     after_kill, uninterrupted = stored_records(killed), stored_records(whole)
     assert sorted(after_kill) == sorted(uninterrupted) and len(after_kill) == 600
@@ -208,26 +190,28 @@ def test_bad_input_is_one_line_and_overwrites_nothing(tmp_path, shared_datasets)
     fake = tmp_path / "fake.toml"
     fake.write_text('version = 1\n[embedder]\nmodel = "fake:hash-256"\nover_limit = "truncate"\n')
     store = tmp_path / "index"
-    assert cli("index", corpus, "--strategy", fake, "--store", store, home=home).returncode == 0
+    assert run_cli("index", corpus, "--strategy", fake, "--store", store, home=home).returncode == 0
     before = {p.name: p.read_bytes() for p in store.iterdir() if p.is_file() and p.suffix == ".json"}
 
     narrow = tmp_path / "narrow.toml"
     narrow.write_text('version = 1\n[embedder]\nmodel = "fake:hash-256"\ndims = 64\nover_limit = "truncate"\n')
-    line = one_error_line(cli("index", corpus, "--strategy", narrow, "--store", store, home=home))
+    line = one_error_line(run_cli("index", corpus, "--strategy", narrow, "--store", store, home=home))
     assert "cannot take this strategy" in line and "dims" in line
     other_model = tmp_path / "other.toml"
     other_model.write_text('version = 1\n[embedder]\nmodel = "local:all-MiniLM-L6-v2"\n')
-    line = one_error_line(cli("index", corpus, "--strategy", other_model, "--store", store, home=home))
+    line = one_error_line(run_cli("index", corpus, "--strategy", other_model, "--store", store, home=home))
     assert "model 'fake:hash-256', not 'local:all-MiniLM-L6-v2'" in line
     assert {p.name: p.read_bytes() for p in store.iterdir() if p.is_file() and p.suffix == ".json"} == before
 
     typo = tmp_path / "typo.toml"
     typo.write_text('version = 1\n[embedder]\nmodel = "fake:hash-256"\n[retrieval]\nmode = "dense"\nk = 5\n')
-    line = one_error_line(cli("index", corpus, "--strategy", typo, "--store", tmp_path / "typo-index", home=home))
+    line = one_error_line(run_cli("index", corpus, "--strategy", typo, "--store", tmp_path / "typo-index", home=home))
     assert "unknown key retrieval.k" in line and not (tmp_path / "typo-index").exists()
 
     line = one_error_line(
-        cli("index", corpus, "--strategy", fake, "--store", "postgresql://embedtune:s3cret@127.0.0.1:1/db", home=home)
+        run_cli(
+            "index", corpus, "--strategy", fake, "--store", "postgresql://embedtune:s3cret@127.0.0.1:1/db", home=home
+        )
     )
     assert "cannot connect to PostgreSQL at postgresql://embedtune:***@127.0.0.1:1/db" in line
     assert "s3cret" not in line
@@ -236,7 +220,7 @@ def test_bad_input_is_one_line_and_overwrites_nothing(tmp_path, shared_datasets)
     manifest.write_text('{"format": "embedtune.store", "version": 1, "dims": "lots"')
     broken = {p.name: p.read_bytes() for p in store.iterdir() if p.is_file()}
     for args in (("search", "anything", "--store", store), ("index", corpus, "--strategy", fake, "--store", store)):
-        line = one_error_line(cli(*args, home=home))
+        line = one_error_line(run_cli(*args, home=home))
         assert "manifest.json" in line
     assert {p.name: p.read_bytes() for p in store.iterdir() if p.is_file()} == broken
 
@@ -254,16 +238,16 @@ def test_an_unreadable_file_is_named_and_the_rest_is_indexed(tmp_path):
     fake = tmp_path / "fake.toml"
     fake.write_text('version = 1\n[embedder]\nmodel = "fake:hash-256"\n[retrieval]\nmode = "hybrid"\nfusion = "rrf"\n')
     home, store = tmp_path / "home", tmp_path / "index"
-    result = cli("index", docs, "--strategy", fake, "--store", store, home=home)
+    result = run_cli("index", docs, "--strategy", fake, "--store", store, home=home)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 2 and any("broken.pdf" in e for e in errors) and any("latin1.txt" in e for e in errors)
     assert "3 documents (3 added" in result.stdout
-    found = cli("search", "how long does a rollback take", "--store", store, "--json", "-k", "1", home=home)
+    found = run_cli("search", "how long does a rollback take", "--store", store, "--json", "-k", "1", home=home)
     assert json.loads(found.stdout)[0]["doc_id"] == "rollback.txt"
-    only_md = cli("search", "backups", "--store", store, "--json", "--filter", "type=md", home=home)
+    only_md = run_cli("search", "backups", "--store", store, "--json", "--filter", "type=md", home=home)
     assert [hit["doc_id"] for hit in json.loads(only_md.stdout)] == ["guides/backups.md"]
     # The failed files are named again on a rerun, and what the store held for them is kept.
     (docs / "rollback.txt").unlink()
-    again = cli("index", docs, "--strategy", fake, "--store", store, home=home)
+    again = run_cli("index", docs, "--strategy", fake, "--store", store, home=home)
     assert "1 deleted" in again.stdout and again.returncode != 0

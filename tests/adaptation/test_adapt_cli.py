@@ -1,36 +1,24 @@
 """``embedtune adapt`` as a user meets it: one error line for each mistake, and a run end to end."""
 
 import json
-import os
-import subprocess
-import sys
 from importlib import resources
 from pathlib import Path
 
 import pytest
 
+from _cli import one_error_line, run_cli
+
 SAMPLE = Path(str(resources.files("embedtune") / "data" / "sample"))
 
 
 def run(*args, home, timeout=300):
-    env = {**os.environ, "EMBEDTUNE_HOME": str(home), "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "embedtune.cli", "adapt", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        check=False,
-    )
+    return run_cli("adapt", *args, home=home, timeout=timeout)
 
 
 def assert_one_error_line(result, *messages):
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    line = one_error_line(result)
     for message in messages:
-        assert message in lines[0], lines[0]
+        assert message in line, line
 
 
 def write_jsonl(path, rows):

@@ -2,14 +2,13 @@
 
 import json
 import os
-import subprocess
-import sys
 from importlib import resources
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
+from _cli import run_cli as cli
 from embedtune.chunking import make_chunker
 from embedtune.engine import CountingEmbedder
 from embedtune.errors import ConfigError
@@ -141,18 +140,6 @@ def test_reports_show_the_chunker_and_its_chunks(sample, tmp_path):
     assert rows[f"{FAKE.model} @ fixed-40-o10"]["chunks"] == chunks
     assert rows[FAKE.model]["chunker"] is None
     assert plot_comparison(result, tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
-
-
-def cli(*args, home):
-    env = {**os.environ, "EMBEDTUNE_HOME": str(home), "HF_HUB_OFFLINE": "1", "COLUMNS": "240"}
-    return subprocess.run(
-        [sys.executable, "-m", "embedtune.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_eval_and_compare_take_repeated_chunkers(tmp_path):

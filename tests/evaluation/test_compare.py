@@ -3,8 +3,6 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -12,6 +10,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from _cli import run_cli as cli
 from embedtune.engine import CountingEmbedder
 from embedtune.errors import ConfigError, InputError
 from embedtune.evaluation import evaluate, load_beir
@@ -232,18 +231,6 @@ def test_reports_table_json_and_png(tmp_path):
 
     pixels = image.imread(path)
     assert pixels.shape[0] > 400 and pixels.shape[1] > 600
-
-
-def cli(*args, home, cwd=None):
-    env = {**os.environ, "EMBEDTUNE_HOME": str(home), "HF_HUB_OFFLINE": "1", "COLUMNS": "220"}
-    return subprocess.run(
-        [sys.executable, "-m", "embedtune.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=120,
-    )
 
 
 def test_compare_command_writes_json_and_png(tmp_path):

@@ -3,12 +3,11 @@
 import logging
 import os
 import sqlite3
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from _cli import run_cli as cli
 from embedtune.engine import CountingEmbedder, close_stack
 from embedtune.engine.http import RetryPolicy
 from embedtune.errors import AuthenticationError, InvalidInputError
@@ -18,18 +17,6 @@ from embedtune.testing.fault_server import FaultConfig, FaultServer
 
 SECRET = "sk-live-0123456789abcdefSECRET"
 FAST_RETRIES = RetryPolicy(max_attempts=30, base_delay=0.005, max_delay=0.1)
-
-
-def cli(*args, env, cwd, timeout=120):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", **env}
-    return subprocess.run(
-        [sys.executable, "-m", "embedtune.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=timeout,
-    )
 
 
 def test_ten_thousand_texts_at_a_30_percent_fault_rate(tmp_path):

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from _serving import KEY, free_port
 
+from _cli import one_error_line
 from embedtune.factory import EmbedderSpec, build_embedder
 from embedtune.indexer import index_documents
 from embedtune.stores import open_store
@@ -44,13 +45,6 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
         timeout=120,
         check=False,
     )
-
-
-def one_error_line(result: subprocess.CompletedProcess) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 @pytest.mark.parametrize(
