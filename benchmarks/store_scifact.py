@@ -27,6 +27,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from embedtune.documents import corpus_documents
 from embedtune.engine import close_stack
 from embedtune.evaluation import evaluate, load_beir
 from embedtune.evaluation.compare import evaluate_strategies
@@ -43,15 +44,6 @@ DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 def default_home() -> Path:
     home = os.environ.get("EMBEDTUNE_HOME")
     return Path(home) if home else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "embedtune"
-
-
-def documents(collection):
-    from embedtune.documents import SourceDocument
-
-    return [
-        SourceDocument(id=doc_id, text=doc.full_text, metadata={"title": doc.title} if doc.title else {})
-        for doc_id, doc in collection.corpus.items()
-    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in result.strategies:
         print(f"  {row.name:<52} nDCG@10 {row.metrics['ndcg@10']:.4f} (train {row.selection_score:.4f})")
     chosen = [result.best] + [r for r in result.strategies if r.kind == "dense" and r.name != result.winner]
-    docs = documents(collection)
+    docs = corpus_documents(collection.corpus)
 
     with temporary_postgres() as server, tempfile.TemporaryDirectory(prefix="embedtune-scifact-") as folder:
         print(f"\n{'strategy':<52}{'store':<22}{'nDCG@10':>9}{'compare':>9}{'diff':>9}{'index s':>9}")

@@ -511,8 +511,10 @@ def _eval_store(collection: Path, store_uri: str, split: str) -> None:
         run = retriever.search(queries, k=max(100, retriever.strategy.depth))
     finally:
         store.close()
-        if retriever is not None and retriever.embedder is not None:
-            close_stack(retriever.embedder)
+        if retriever is not None:
+            retriever.close()
+            if retriever.embedder is not None:
+                close_stack(retriever.embedder)
     metrics = evaluate(qrels, run, METRICS)
     figures = ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
     out.print(
@@ -749,10 +751,12 @@ def search(
         hits = retriever.search_one(query, k, where=_parse_filter(where))
     finally:
         store.close()
-        if retriever is not None and retriever.embedder is not None:
+        if retriever is not None:
             from .engine import close_stack
 
-            close_stack(retriever.embedder)
+            retriever.close()
+            if retriever.embedder is not None:
+                close_stack(retriever.embedder)
     if as_json:
         sys.stdout.write(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False, indent=2) + "\n")
         return

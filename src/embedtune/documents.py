@@ -40,7 +40,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .errors import InputError, require
-from .evaluation.collections import read_corpus
+from .evaluation.collections import Document, read_corpus
 from .textio import _read_lines
 
 __all__ = ["FOLDER_TYPES", "INPUT_FORMATS", "DocumentSource", "SourceDocument", "SourceKind", "read_documents"]
@@ -145,11 +145,15 @@ def _read_beir(folder: Path) -> DocumentSource:
         raise InputError(f"{folder / 'corpus.jsonl'} is not UTF-8 text ({exc.reason}); convert it to UTF-8") from None
     except OSError as exc:
         raise InputError(f"cannot read {folder / 'corpus.jsonl'}: {exc.strerror or exc}") from None
-    documents = [
+    return DocumentSource(path=folder, kind=SourceKind.BEIR, documents=corpus_documents(corpus))
+
+
+def corpus_documents(corpus: Mapping[str, Document]) -> list[SourceDocument]:
+    """A BEIR corpus as ``index`` reads it and ``compare`` builds it: title + " " + text, the title as metadata."""
+    return [
         SourceDocument(id=doc_id, text=doc.full_text, metadata={"title": doc.title} if doc.title else {})
         for doc_id, doc in corpus.items()
     ]
-    return DocumentSource(path=folder, kind=SourceKind.BEIR, documents=documents)
 
 
 def _read_txt(path: Path) -> DocumentSource:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from .chunking.base import Chunker
 from .embedder import Embedder, empty_vectors
 from .engine import LengthPolicy, find_layer
 from .errors import ConfigError
@@ -182,7 +183,7 @@ def index_documents(
     if policy is not None:
         report.truncated = policy.stats.truncated - truncated_before
     if chunker is not None:
-        report.notices.extend(getattr(chunker, "notices", ()))
+        report.notices.extend(chunker.notices)
     store.finish()
     return report
 
@@ -197,7 +198,7 @@ def _check_ids(documents: Sequence[SourceLike]) -> None:
         seen.add(document.id)
 
 
-def _chunker(strategy: Strategy, embedder: Embedder | None, over_model_limit: str):
+def _chunker(strategy: Strategy, embedder: Embedder | None, over_model_limit: str) -> Chunker | None:
     if not strategy.chunked or embedder is None:
         return None
     from .chunking import make_chunker
@@ -219,7 +220,7 @@ def _batches(todo: list[tuple[SourceLike, str]], chunked: bool):
 
 
 def _records(
-    batch: list[tuple[SourceLike, str]], chunker: Any, embedder: Embedder | None, report: IndexReport
+    batch: list[tuple[SourceLike, str]], chunker: Chunker | None, embedder: Embedder | None, report: IndexReport
 ) -> list[DocumentRecord]:
     """The batch chunked and embedded (one call into the stack for all its chunks)."""
     texts = [document.text for document, _ in batch]

@@ -175,11 +175,10 @@ class Retriever:
         return (cut(run, depth) if run else {}), chunk_hits
 
     def _chunk_scores(self, hits: Sequence[tuple[str, float]]) -> dict[str, float]:
-        chunk_run = {"q": dict(hits)}
         if not self.strategy.chunked:  # one chunk per document: its score is the document's
             return {doc_of_chunk(chunk): score for chunk, score in hits}
         chunk_docs = {chunk: doc_of_chunk(chunk) for chunk, _ in hits}
-        return doc_run_from_chunk_run(chunk_run, chunk_docs, score=self.strategy.chunk_score)["q"]
+        return doc_run_from_chunk_run({"q": dict(hits)}, chunk_docs, score=self.strategy.chunk_score)["q"]
 
     def lexical_run(self, queries: Mapping[str, str], depth: int, *, where: Filter | None = None) -> Run:
         """Each query's ``depth`` best documents by BM25 over the store's documents."""

@@ -41,7 +41,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -61,6 +61,9 @@ from embedtune.search.chunks import chunk_score_depth
 from embedtune.search.runs import Run
 from embedtune.stores.base import Store
 from embedtune.strategy import WHOLE_DOCUMENTS, Fusion, Mode, Strategy
+
+if TYPE_CHECKING:
+    from embedtune.documents import SourceDocument
 
 __all__ = [
     "HYBRID_METHODS",
@@ -271,7 +274,9 @@ def evaluate_strategies(
         tune_queries, tune_qrels = collection.split(tune_split)
     judged = _Judged(split=split, qrels=qrels, tune_qrels=tune_qrels)
     all_queries = {**queries, **tune_queries}
-    documents = _documents(collection)
+    from embedtune.documents import corpus_documents  # documents.py reads collections through this package
+
+    documents = corpus_documents(collection.corpus)
 
     results: list[StrategyResult] = []
     bm25_seconds = None
@@ -282,7 +287,7 @@ def evaluate_strategies(
         lexical: _Lexical | None = None
         if bm25 or hybrid:
             start = time.perf_counter()
-            lexical = _Lexical.open(space, documents)
+            lexical = _Lexical.open(space, documents, k)
             bm25_seconds = time.perf_counter() - start
             # Searched beside the embedding below.
             lexical.submit(pool, all_queries, k)
@@ -295,6 +300,7 @@ def evaluate_strategies(
                         embedder=replace(spec, over_limit=OverLimit.TRUNCATE),
                         chunker=chunker_spec,
                         chunk_score=chunk_score,
+                        depth=k,  # each run is k deep here, as in the file the winner becomes
                     )
                     dense = _evaluate_dense(
                         strategy,
@@ -356,21 +362,6 @@ class _Judged:
         return metrics, selection
 
 
-@dataclass(frozen=True, kw_only=True)
-class _Document:
-    id: str
-    text: str
-    metadata: Mapping[str, Any]
-
-
-def _documents(collection: Collection) -> list[_Document]:
-    """The collection's documents as ``index`` reads a BEIR folder: title + " " + text, title as metadata."""
-    return [
-        _Document(id=doc_id, text=doc.full_text, metadata={"title": doc.title} if doc.title else {})
-        for doc_id, doc in collection.corpus.items()
-    ]
-
-
 class _Lexical:
     """BM25 as a strategy: a store without vectors, its run searched in a thread."""
 
@@ -380,8 +371,8 @@ class _Lexical:
         self._future: Future[Run] | None = None
 
     @classmethod
-    def open(cls, space: _Workspace, documents: Sequence[_Document]) -> _Lexical:
-        strategy = Strategy(mode=Mode.BM25)
+    def open(cls, space: _Workspace, documents: Sequence[SourceDocument], depth: int) -> _Lexical:
+        strategy = Strategy(mode=Mode.BM25, depth=depth)
         store = space.store("bm25", strategy, None)
         index_documents(documents, strategy, store, None)
         return cls(Retriever(strategy, store), store.lexical_index())
@@ -421,7 +412,7 @@ def _evaluate_dense(
     strategy: Strategy,
     provider: Embedder,
     space: _Workspace,
-    documents: Sequence[_Document],
+    documents: Sequence[SourceDocument],
     queries: Mapping[str, str],
     judged: _Judged,
     k: int,
@@ -495,7 +486,7 @@ def _chunker_name(strategy: Strategy, embedder: Embedder, over_limit: str) -> st
     return make_chunker(strategy.chunker, embedder, over_model_limit=over_limit).name
 
 
-def _unit_texts(documents: Sequence[_Document], store: Store) -> list[str]:
+def _unit_texts(documents: Sequence[SourceDocument], store: Store) -> list[str]:
     """What the model embedded for the corpus, in document order: each document's chunks."""
     spans = store.chunk_spans()
     return [doc.text[start:end] for doc in documents for start, end in spans.get(doc.id, ())]
@@ -663,7 +654,7 @@ class _Workspace:
 
 
 @contextmanager
-def _workspace(root: str | Path | None, name: str, documents: Sequence[_Document]) -> Iterator[_Workspace]:
+def _workspace(root: str | Path | None, name: str, documents: Sequence[SourceDocument]) -> Iterator[_Workspace]:
     if root is None:
         with tempfile.TemporaryDirectory(prefix="embedtune-compare-") as folder:
             space = _Workspace(Path(folder))

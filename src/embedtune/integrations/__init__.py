@@ -14,10 +14,8 @@ lives in its own module behind its extra, and importing this package imports no 
 An adapter closes (``close()``) what it opened itself: a stack it built from a model, a store it
 opened from a URI. An embedder, store or retriever handed to it stays open; its owner closes it.
 
-Threads: the frameworks call from thread pools (async variants, LangChain's ``batch``), and an
-embedding cache's SQLite connection belongs to the thread that opened it. A stack an adapter
-builds itself therefore runs all its calls on one thread of its own, from any caller; a stack
-with a cache that is handed in runs where it is called, so use it from one thread only.
+Threads: the frameworks call from thread pools (async variants, LangChain's ``batch``); the
+stacks and stores take calls from any thread, and awaited variants run in a worker thread.
 """
 
 __all__: list[str] = []

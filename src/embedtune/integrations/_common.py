@@ -6,11 +6,9 @@
   :class:`~embedtune.stores.Store` (strategy and embedder from its manifest), or handed in.
 - :func:`hit_id` and :func:`hit_metadata`: a hit's id and metadata as every adapter shows them.
 
-Threads. The frameworks call adapters from any thread: their async variants and LangChain's
-``batch`` run in thread pools. The SQLite connection of a :class:`~embedtune.engine.CachingEmbedder`
-may only be used on the thread that opened it, so a stack the adapter built runs every call on
-one thread of its own when it holds a cache. A stack handed in runs where it is called, as it
-does in the library: with a cache, use it from one thread (and no awaited variants).
+Threads. The frameworks call adapters from any thread (their async variants and LangChain's
+``batch`` run in thread pools); the stack and the stores take calls from several threads, and the
+awaited variants run the call in a worker thread.
 """
 
 from __future__ import annotations
@@ -18,12 +16,11 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..embedder import Embedder, Kind
-from ..engine import CachingEmbedder, close_stack, find_layer
+from ..engine import close_stack
 from ..errors import ConfigError
 from ..factory import EmbedderSpec, build_embedder, load_config, resolve_spec
 from ..retriever import Hit, Retriever
@@ -31,45 +28,9 @@ from ..stores.base import Filter, Store
 
 __all__ = ["RESERVED_KEYS", "ConfigLike", "EmbeddingStack", "PathLike", "StoreSearch", "hit_id", "hit_metadata"]
 
-T = TypeVar("T")
 PathLike = str | os.PathLike[str]
 ConfigLike = PathLike | Mapping[str, EmbedderSpec]
 """A TOML file with ``[embedders.NAME]`` tables, or the specs :func:`~embedtune.factory.load_config` read."""
-
-# -- the thread a cache belongs to ---------------------------------------------------------
-
-
-class _Pinned:
-    """Runs every call into a stack built here on one thread, when the stack holds a SQLite cache.
-
-    Stacks handed in, and stacks without a cache, run on the caller's thread (``to_thread`` for
-    the awaited variants), as the library itself runs them.
-    """
-
-    def __init__(self, embedder: Embedder | None, *, owned: bool) -> None:
-        pinned = owned and find_layer(embedder, CachingEmbedder) is not None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="embedtune-cache") if pinned else None
-
-    def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """``fn(*args, **kwargs)`` on the stack's thread."""
-        if self._executor is None:
-            return fn(*args, **kwargs)
-        return self._executor.submit(fn, *args, **kwargs).result()
-
-    async def acall(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """As :meth:`call`, awaited: the event loop goes on while another thread embeds."""
-        if self._executor is None:
-            return await asyncio.to_thread(fn, *args, **kwargs)
-        return await asyncio.wrap_future(self._executor.submit(fn, *args, **kwargs))
-
-    def close_stack(self, embedder: Embedder) -> None:
-        """Close ``embedder`` (built here) on its thread, then let the thread go."""
-        try:
-            self.call(close_stack, embedder)
-        finally:
-            if self._executor is not None:
-                self._executor.shutdown(wait=True)
-
 
 # -- embedding -----------------------------------------------------------------------------
 
@@ -100,7 +61,6 @@ class EmbeddingStack:
         self.cache = cache
         self.owned = embedder is None
         self._embedder = embedder
-        self._pinned = _Pinned(embedder, owned=False)
         self._lock = threading.Lock()
 
     @property
@@ -110,35 +70,29 @@ class EmbeddingStack:
 
     def open(self) -> Embedder:
         """The stack, built now if it was given by model and is not open yet."""
-        return self._open()[0]
-
-    def _open(self) -> tuple[Embedder, _Pinned]:
         with self._lock:
             if self._embedder is None and self.spec is not None:
                 self._embedder = build_embedder(self.spec, cache=self.cache)
-                self._pinned = _Pinned(self._embedder, owned=True)
             if self._embedder is None:  # unreachable: a stack handed in is never dropped
                 raise ConfigError("this embedding stack was handed in and is gone")
-            return self._embedder, self._pinned
+            return self._embedder
 
     def embed(self, texts: Sequence[str], kind: Kind) -> list[list[float]]:
         """The stack's vectors for ``texts`` as ``kind``, one list of floats per text, in order."""
-        embedder, pinned = self._open()
-        return pinned.call(embedder.embed, list(texts), kind).tolist()
+        return self.open().embed(list(texts), kind).tolist()
 
     async def aembed(self, texts: Sequence[str], kind: Kind) -> list[list[float]]:
         """As :meth:`embed`, awaited."""
-        embedder, pinned = self._open()
-        return (await pinned.acall(embedder.embed, list(texts), kind)).tolist()
+        embedder = self.open()
+        return (await asyncio.to_thread(embedder.embed, list(texts), kind)).tolist()
 
     def close(self) -> None:
         """Close the stack if it was built here (cache file, HTTP client); it reopens on next use."""
         with self._lock:
             if not self.owned or self._embedder is None:
                 return
-            embedder, pinned = self._embedder, self._pinned
-            self._embedder, self._pinned = None, _Pinned(None, owned=False)
-        pinned.close_stack(embedder)
+            embedder, self._embedder = self._embedder, None
+        close_stack(embedder)
 
 
 def _resolve(model: str | EmbedderSpec, config: ConfigLike | None) -> EmbedderSpec:
@@ -183,14 +137,10 @@ class StoreSearch:
         self._embedder = embedder
         self._retriever = retriever
         self._opened_store: Store | None = None
-        self._pinned = _Pinned(None, owned=False)
         self._lock = threading.Lock()
 
     def open(self) -> Retriever:
         """The retriever, opened now if it was given by store and is not open yet."""
-        return self._open()[0]
-
-    def _open(self) -> tuple[Retriever, _Pinned]:
         from ..indexer import open_retriever
         from ..stores import open_store
 
@@ -206,32 +156,30 @@ class StoreSearch:
                     raise
                 self._retriever = retriever
                 self._opened_store = store if store is not given else None
-                self._pinned = _Pinned(retriever.embedder, owned=self._embedder is None)
             if self._retriever is None:  # unreachable: a retriever handed in is never dropped
                 raise ConfigError("this retriever was handed in and is gone")
-            return self._retriever, self._pinned
+            return self._retriever
 
     def search(self, text: str, k: int, where: Filter | None = None) -> list[Hit]:
         """:meth:`Retriever.search_one`: the ``k`` best documents for ``text`` with ``where`` applied."""
-        retriever, pinned = self._open()
-        return pinned.call(retriever.search_one, text, k, where=where)
+        return self.open().search_one(text, k, where=where)
 
     async def asearch(self, text: str, k: int, where: Filter | None = None) -> list[Hit]:
         """As :meth:`search`, awaited."""
-        retriever, pinned = self._open()
-        return await pinned.acall(retriever.search_one, text, k, where=where)
+        retriever = self.open()
+        return await asyncio.to_thread(retriever.search_one, text, k, where=where)
 
     def close(self) -> None:
         """Release what was opened here; the next search opens it again."""
         with self._lock:
             if self._store is None or self._retriever is None:  # handed in, or not open
                 return
-            retriever, store, pinned = self._retriever, self._opened_store, self._pinned
-            self._retriever, self._opened_store, self._pinned = None, None, _Pinned(None, owned=False)
+            retriever, store = self._retriever, self._opened_store
+            self._retriever, self._opened_store = None, None
         try:
             retriever.close()
             if self._embedder is None and retriever.embedder is not None:
-                pinned.close_stack(retriever.embedder)
+                close_stack(retriever.embedder)
         finally:
             if store is not None:
                 store.close()

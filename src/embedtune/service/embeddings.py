@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..engine.limits import OverLimit
+from ..search.dense import l2_normalize
 from .errors import ApiError
 from .schemas import EmbeddingData, EmbeddingRequest, EmbeddingResponse, Usage
 
@@ -108,9 +109,7 @@ def shape_vectors(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
     :func:`check_dimensions`)."""
     if dimensions is None or dimensions >= vectors.shape[1]:
         return vectors
-    cut = vectors[:, :dimensions]
-    norms = np.linalg.norm(cut, axis=1, keepdims=True)
-    return (cut / np.maximum(norms, 1e-12)).astype(np.float32)
+    return l2_normalize(vectors[:, :dimensions])
 
 
 def render(vectors: np.ndarray, request: EmbeddingRequest, tokens: int) -> bytes:
