@@ -322,6 +322,7 @@ def build_embedder(
             sort_by_length=kind in ("local", "fake"),
             on_progress=on_progress,
         )
+        embedder.connect()  # an unreachable cluster fails here, before any text is counted or embedded
     else:
         embedder = BatchingEmbedder(
             inner,

@@ -62,15 +62,16 @@ def connect(address: str) -> bool:
     """Join the cluster at ``address`` (``auto``: start a local one). True when this call
     connected, so the caller shuts the connection down; False when Ray was already connected."""
     ray = require("ray", "ray")
+    if address != LOCAL:
+        _check_reachable(address)
     if ray.is_initialized():
         return False
-    init: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False, "include_dashboard": False}
+    init: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False}
     if address == LOCAL:
         target = "local"
+        init["include_dashboard"] = False  # a setting for clusters this process starts, not joins
     else:
-        _check_reachable(address)
         target = address
-        del init["include_dashboard"]  # a setting for clusters this process starts, not joins
     try:
         ray.init(address=target, **init)
     except (ConnectionError, RuntimeError, TimeoutError, ValueError) as exc:
