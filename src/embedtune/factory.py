@@ -322,7 +322,8 @@ def build_embedder(
             sort_by_length=kind in ("local", "fake"),
             on_progress=on_progress,
         )
-        embedder.connect()  # an unreachable cluster fails here, before any text is counted or embedded
+        if not ray.local:  # an unreachable cluster fails here, before any text is counted;
+            embedder.connect()  # a local one starts on the first miss, so a cached rerun starts none
     else:
         embedder = BatchingEmbedder(
             inner,

@@ -23,6 +23,7 @@ missing or seen twice fails the call instead of passing silently.
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,6 +57,11 @@ class RayOptions:
             isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1
         ):
             raise ConfigError(f"Ray workers must be a positive integer, not {self.workers!r}")
+
+    @property
+    def local(self) -> bool:
+        """A cluster this process starts (``auto``), not one it joins."""
+        return self.address == LOCAL
 
 
 def connect(address: str) -> bool:
@@ -218,6 +224,7 @@ class RayEmbedder(BatchingEmbedder):
         self.connect()
         import ray
 
+        started = time.perf_counter()
         lengths = [min(self.inner.count_tokens(t, kind), self.max_tokens) for t in texts]
         batches = plan_batches(
             lengths, max_batch=self.max_batch, max_tokens=self.max_batch_tokens, sort=self.sort_by_length
@@ -248,7 +255,9 @@ class RayEmbedder(BatchingEmbedder):
                 self.stats.tokens += sum(lengths[i] for i in rows)
                 if self.on_progress:
                     self.on_progress(len(rows))
-                yield rows, vectors
+                self.stats.seconds += time.perf_counter() - started
+                yield rows, vectors  # the consumer's time (the cache's writes) is not the job's
+                started = time.perf_counter()
         except EmbedtuneError:
             raise
         except Exception as exc:  # an error an actor raised comes back wrapped: find ours inside
@@ -256,6 +265,7 @@ class RayEmbedder(BatchingEmbedder):
             if cause is None:
                 raise
             raise cause from None
+        self.stats.seconds += time.perf_counter() - started
         if not seen.all():
             raise ProviderError(f"the Ray cluster returned {int(seen.sum())} of {len(texts)} texts")
         self.stats.texts += len(texts)

@@ -622,7 +622,8 @@ def _cost(
         tokens_embedded=batcher.stats.tokens,
         texts_embedded=embedded,
         texts_cached=cache.stats.hits if cache is not None else 0,
-        embed_seconds=timer.seconds,
+        # On a cluster the model runs on actors, never under the timer: the jobs' wall time counts.
+        embed_seconds=timer.seconds if timer.texts else batcher.stats.seconds,
         truncated_documents=sum(n > limit for n in doc_lengths),
         truncated_queries=query_truncated,
         usd_per_million_tokens=None if card is None else card.usd_per_million_tokens,
