@@ -72,7 +72,7 @@ def main() -> None:
     import ray
 
     from embedtune.engine import close_stack
-    from embedtune.engine.ray import RayEmbedder, RayOptions, _quiet_ray_data
+    from embedtune.engine.ray import RayEmbedder, RayOptions
 
     texts = mixed_texts(args.collection, args.n)
     spec = EmbedderSpec(model=args.model, over_limit="truncate")
@@ -86,7 +86,6 @@ def main() -> None:
     print(f"one process: {single_s:.1f} s, {len(texts) / single_s:.1f} texts/s")
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    _quiet_ray_data()
     try:
         rates = {}
         for workers in (2, 1):

@@ -12,14 +12,15 @@ import os
 import signal
 import sys
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import pytest
 from tests._cli import one_error_line, run_cli
 
 from embedtune.engine import CachingEmbedder, close_stack, find_layer
-from embedtune.errors import ConfigError, MissingDependencyError
-from embedtune.factory import EmbedderSpec, build_embedder
+from embedtune.errors import ConfigError, MissingDependencyError, ModelLoadError
+from embedtune.factory import EmbedderSpec, build_embedder, open_provider
 
 MINILM = EmbedderSpec(model="local:all-MiniLM-L6-v2", over_limit="truncate")
 
@@ -33,11 +34,8 @@ def ray_address():
         if os.environ.get("CI"):
             pytest.fail("the Ray tests need ray[data]")
         pytest.skip("the Ray tests need ray[data]")
-    from embedtune.engine.ray import _quiet_ray_data
-
     # Workers are started by this process's raylet and import embedtune from the same path.
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    _quiet_ray_data()
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
@@ -120,6 +118,22 @@ def test_an_unreachable_cluster_is_one_line_and_fast(tmp_path):
 
     with pytest.raises(ConfigError, match="with a port"):
         build_embedder(EmbedderSpec(model="fake:hash-256"), ray=_options("ray://nowhere"))
+
+
+def test_a_model_the_workers_cannot_load_is_its_own_one_line_error(ray_address):
+    from embedtune.engine.ray import RayEmbedder, RayOptions
+
+    embedder = RayEmbedder(
+        open_provider(EmbedderSpec(model="fake:hash-256")),  # here the model is fine ...
+        partial(open_provider, EmbedderSpec(model="local:/nonexistent/model")),  # ... on the workers it is not
+        options=RayOptions(address=ray_address, workers=1),
+    )
+    with pytest.raises(ModelLoadError) as caught:
+        embedder.embed(["one", "two"])
+    assert type(caught.value) is ModelLoadError  # not Ray's wrapper, whose message is a traceback
+    assert str(caught.value) == (
+        "model folder /nonexistent/model does not exist; give the folder of a sentence-transformers model"
+    )
 
 
 def test_ray_not_installed_names_the_extra(monkeypatch):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import socket
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -83,7 +84,6 @@ def connect(address: str) -> bool:
     except (ConnectionError, RuntimeError, TimeoutError, ValueError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ConfigError(f"cannot join the Ray cluster at {address}: {first}") from exc
-    _quiet_ray_data()
     return True
 
 
@@ -123,19 +123,15 @@ def _check_reachable(address: str) -> None:
         ) from None
 
 
-def _quiet_ray_data() -> None:
-    """Ray Data reports each job on the console; the CLI shows its own progress."""
+def _job_settings(context: Any) -> None:
+    """One job's Ray Data settings: quiet (the CLI shows its own progress and prints errors as
+    one line), and an actor's own exception raised as itself, not wrapped."""
     import logging
-    import warnings
 
-    from ray.data import DataContext
-
-    with warnings.catch_warnings():  # Ray's first DataContext trips over its own deprecated field
-        warnings.simplefilter("ignore", DeprecationWarning)
-        context = DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    context.raise_original_map_exception = True
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # it logs each error we raise
 
 
 class _EmbedActor:
@@ -148,9 +144,15 @@ class _EmbedActor:
     make: Callable[[], Embedder]
 
     def __init__(self) -> None:
-        self.embedder = type(self).make()
+        self.error: EmbedtuneError | None = None
+        try:
+            self.embedder = type(self).make()
+        except EmbedtuneError as exc:  # raised with the first batch: Ray would report a dead actor
+            self.error = exc
 
     def __call__(self, batch: dict[str, np.ndarray], kind: Kind) -> dict[str, np.ndarray]:
+        if self.error is not None:
+            raise self.error
         rows = np.asarray(batch["rows"][0], dtype=np.int64)
         texts = [str(t) for t in batch["texts"][0]]
         try:
@@ -231,14 +233,17 @@ class RayEmbedder(BatchingEmbedder):
         )
         items = [{"rows": batch, "texts": [texts[i] for i in batch]} for batch in batches]
         workers = self.options.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-            _actor_class(self.make),
-            fn_kwargs={"kind": kind},
-            batch_size=1,  # one planned batch per call: the plan already bounds count and tokens
-            batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=min(workers, len(items))),
-            num_cpus=1,
-        )
+        with warnings.catch_warnings():  # Ray's first DataContext trips over its own deprecated field
+            warnings.simplefilter("ignore", DeprecationWarning)
+            dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+                _actor_class(self.make),
+                fn_kwargs={"kind": kind},
+                batch_size=1,  # one planned batch per call: the plan already bounds count and tokens
+                batch_format="numpy",
+                compute=ray.data.ActorPoolStrategy(size=min(workers, len(items))),
+                num_cpus=1,
+            )
+        _job_settings(dataset.context)
         seen = np.zeros(len(texts), dtype=bool)
         try:
             for part in dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
@@ -258,12 +263,12 @@ class RayEmbedder(BatchingEmbedder):
                 self.stats.seconds += time.perf_counter() - started
                 yield rows, vectors  # the consumer's time (the cache's writes) is not the job's
                 started = time.perf_counter()
-        except EmbedtuneError:
-            raise
         except Exception as exc:  # an error an actor raised comes back wrapped: find ours inside
             cause = _embedtune_cause(exc)
-            if cause is None:
+            if cause is None or cause is exc:
                 raise
+            if cause.args and isinstance(cause.args[0], str):  # Ray Data appends retry advice below ours
+                cause.args = (cause.args[0].partition("\n")[0], *cause.args[1:])
             raise cause from None
         self.stats.seconds += time.perf_counter() - started
         if not seen.all():
@@ -276,12 +281,15 @@ def _actor_class(make: Callable[[], Embedder]) -> type[_EmbedActor]:
 
 
 def _embedtune_cause(exc: BaseException) -> EmbedtuneError | None:
-    """The embedtune error an actor raised, out of the wrappers Ray and Ray Data put around it."""
+    """The embedtune error an actor raised, out of the wrappers Ray and Ray Data put around it
+    (Ray's wrapper subclasses the error it carries, with the remote traceback as its message)."""
+    from ray.exceptions import RayTaskError
+
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, EmbedtuneError):
+        if isinstance(current, EmbedtuneError) and not isinstance(current, RayTaskError):
             return current
         inner = getattr(current, "cause", None)
         current = inner if isinstance(inner, BaseException) else (current.__cause__ or current.__context__)
