@@ -16,8 +16,8 @@ from functools import partial
 
 import numpy as np
 import pytest
-from tests._cli import one_error_line, run_cli
 
+from _cli import one_error_line, run_cli
 from embedtune.engine import CachingEmbedder, close_stack, find_layer
 from embedtune.errors import ConfigError, MissingDependencyError, ModelLoadError
 from embedtune.factory import EmbedderSpec, build_embedder, open_provider
