@@ -41,6 +41,20 @@ ConfigOption = Annotated[
         help="TOML file of named embedders, one embedders.NAME table each (default: ./embedtune.toml if present).",
     ),
 ]
+RayOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        metavar="[ADDRESS]",
+        help="Embed on a Ray cluster: alone or 'auto' starts a local one; ray://host:10001 or host:6379 joins one.",
+    ),
+]
+
+
+def _ray(address: str | None):
+    from .engine.ray import RayOptions
+
+    return None if address is None else RayOptions(address=address)
 
 
 def default_home() -> Path:
@@ -126,11 +140,12 @@ def embed(
     cache: Annotated[Path | None, typer.Option(help="Embedding cache file (default: in EMBEDTUNE_HOME).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Embed everything afresh and store nothing.")] = False,
     config: ConfigOption = None,
+    ray: RayOption = None,
 ) -> None:
     """Embed texts and write their vectors; a rerun takes everything it can from the cache."""
 
     from .embedder import check_kind
-    from .engine import BatchingEmbedder, CachingEmbedder, LengthPolicy, close_stack, find_layer
+    from .engine import BatchingEmbedder, CachingEmbedder, LengthPolicy, close_stack, find_layer, whole_calls
     from .errors import InvalidInputError, TextTooLongError
     from .factory import build_embedder
     from .textio import OUTPUT_FORMATS, read_texts, write_vectors
@@ -151,11 +166,13 @@ def embed(
     )
     data = read_texts(input, text_field=text_field, id_field=id_field)
     cache_path = None if no_cache else (cache or default_home() / "embeddings.sqlite")
-    embedder = build_embedder(spec, cache=cache_path)
+    embedder = build_embedder(spec, cache=cache_path, ray=_ray(ray))
     batcher, cache_layer, policy = (find_layer(embedder, c) for c in (BatchingEmbedder, CachingEmbedder, LengthPolicy))
 
     vectors = []
-    slice_size = 256  # the cache commits after each slice, so a killed run loses at most one
+    # The cache commits after each slice, so a killed run loses at most one (on a cluster it
+    # commits as batches return, and the input goes whole: each call is one job).
+    slice_size = max(len(data), 1) if whole_calls(embedder) else 256
     with _progress("embedding") as progress:
         task = progress.add_task("embed", total=len(data))
         for start in range(0, len(data), slice_size):
@@ -395,6 +412,7 @@ def _compare(
     chunk_score: str = "max",
     generate: str | None = None,
     queries: int = 200,
+    ray: str | None = None,
 ):
     """Load the collection, run every strategy with a progress bar, print the table and the winner."""
 
@@ -436,6 +454,7 @@ def _compare(
             index_dir=default_home() / "stores",
             chunkers=chunkers or (),
             chunk_score=chunk_score,
+            ray=_ray(ray),
         )
     if generate:
         from dataclasses import replace
@@ -545,6 +564,7 @@ def compare(
     chunk_score: ChunkScoreOption = "max",
     generate_queries: GenerateOption = None,
     queries: GeneratedCountOption = 200,
+    ray: RayOption = None,
 ) -> None:
     """Compare models, BM25 and hybrids on a collection; write a JSON report and a plot."""
     import json
@@ -565,6 +585,7 @@ def compare(
         chunk_score=chunk_score,
         generate=generate_queries,
         queries=queries,
+        ray=ray,
     )
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -641,6 +662,7 @@ def index(
     keep_missing: Annotated[
         bool, typer.Option("--keep-missing", help="Keep documents the store holds that the input no longer has.")
     ] = False,
+    ray: RayOption = None,
 ) -> None:
     """Build a strategy into a store: chunk, embed (through the cache), write. Reruns write only what changed."""
     from .documents import read_documents
@@ -661,7 +683,7 @@ def index(
     embedder = None
     try:
         if strategy.embedder is not None:
-            embedder = build_embedder(strategy.embedder, cache=default_home() / "embeddings.sqlite")
+            embedder = build_embedder(strategy.embedder, cache=default_home() / "embeddings.sqlite", ray=_ray(ray))
         with _progress("indexing") as progress:
             task = progress.add_task("index", total=None)
 
@@ -1011,9 +1033,22 @@ def serve(
     run(served, service_config, host=host, port=port, access_log=access_log)
 
 
+def _optional_values(args: list[str]) -> list[str]:
+    """``--ray`` alone means ``--ray auto``: typer has no option whose value may be left out, so
+    the value is filled in when the next word is not an address (addresses have a colon)."""
+    filled: list[str] = []
+    for i, arg in enumerate(args):
+        filled.append(arg)
+        if arg == "--ray":
+            following = args[i + 1] if i + 1 < len(args) else None
+            if following is None or not (following == "auto" or ":" in following):
+                filled.append("auto")
+    return filled
+
+
 def main() -> None:
     try:
-        app()
+        app(args=_optional_values(sys.argv[1:]))
     except EmbedtuneError as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -38,6 +38,7 @@ from .engine import BatchingEmbedder, CachingEmbedder, LengthPolicy, OverLimit
 from .errors import ConfigError, ModelLoadError, UnknownModelError
 
 if TYPE_CHECKING:
+    from .engine.ray import RayOptions
     from .providers.http import HttpEmbedder
 
 __all__ = ["EmbedderSpec", "build_embedder", "load_config", "open_provider", "resolve_spec"]
@@ -288,8 +289,12 @@ def build_embedder(
     cache: str | os.PathLike[str] | None = None,
     on_progress: Callable[[int], None] | None = None,
     provider: Embedder | None = None,
+    ray: RayOptions | None = None,
 ) -> Embedder:
     """The usual stack: length policy over cache (when a path is given) over batching over the provider.
+
+    With ``ray``, the batches run on a Ray cluster's actors (``engine/ray.py``), each actor opening
+    the provider from this same spec; the cache stays here, so only its misses go to the cluster.
 
     With ``spec.adapter``, a query adapter wraps the whole stack: the cache keeps base vectors, so
     documents are shared with the bare model and adapted queries are mapped from cached ones.
@@ -302,14 +307,32 @@ def build_embedder(
     if kind == "openai":  # OpenAI's own ceilings per request, whatever a config asks for
         max_batch = min(max_batch, OPENAI_LIMITS["max_inputs"])
         max_batch_tokens = min(max_batch_tokens, OPENAI_LIMITS["max_request_tokens"])
-    embedder: Embedder = BatchingEmbedder(
-        inner,
-        max_batch=max_batch,
-        max_batch_tokens=max_batch_tokens,
-        concurrency=spec.concurrency or concurrency,
-        sort_by_length=kind in ("local", "fake"),
-        on_progress=on_progress,
-    )
+    embedder: Embedder
+    if ray is not None:
+        from functools import partial
+
+        from .engine.ray import RayEmbedder
+
+        embedder = RayEmbedder(
+            inner,
+            partial(open_provider, spec),
+            options=ray,
+            max_batch=max_batch,
+            max_batch_tokens=max_batch_tokens,
+            sort_by_length=kind in ("local", "fake"),
+            on_progress=on_progress,
+        )
+        if not ray.local:  # an unreachable cluster fails here, before any text is counted;
+            embedder.connect()  # a local one starts on the first miss, so a cached rerun starts none
+    else:
+        embedder = BatchingEmbedder(
+            inner,
+            max_batch=max_batch,
+            max_batch_tokens=max_batch_tokens,
+            concurrency=spec.concurrency or concurrency,
+            sort_by_length=kind in ("local", "fake"),
+            on_progress=on_progress,
+        )
     if cache is not None:
         embedder = CachingEmbedder(embedder, cache)
     embedder = LengthPolicy(embedder, spec.over_limit)

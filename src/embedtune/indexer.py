@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from .chunking.base import Chunker
 from .embedder import Embedder, empty_vectors
-from .engine import LengthPolicy, find_layer
+from .engine import LengthPolicy, find_layer, whole_calls
 from .errors import ConfigError
 from .retriever import Retriever
 from .search.dense import l2_normalize
@@ -167,7 +167,10 @@ def index_documents(
     if on_progress is not None:
         on_progress(0, len(todo))
     done = 0
-    for batch in _batches(todo, chunker is not None):
+    # On a cluster (``whole_calls``) every document goes in one batch, one job: its actors start
+    # once, and the cache still commits each vector as it returns.
+    whole = embedder is not None and whole_calls(embedder)
+    for batch in _batches(todo, chunker is not None) if not whole else [todo]:
         records = _records(batch, chunker, embedder, report)
         store.upsert(records)
         done += len(batch)

@@ -18,6 +18,7 @@ __all__ = [
     "OverLimit",
     "close_stack",
     "find_layer",
+    "whole_calls",
 ]
 
 
@@ -37,3 +38,14 @@ def close_stack(embedder) -> None:
         if callable(close):
             close()
         embedder = getattr(embedder, "inner", None)
+
+
+def whole_calls(embedder) -> bool:
+    """True when a layer of the stack runs each call as one costly job (``whole_calls``: a Ray
+    cluster starts its actors per job). Callers that slice their input for a progress bar then
+    send it whole; the cache still commits vectors as they come back."""
+    while embedder is not None:
+        if getattr(embedder, "whole_calls", False):
+            return True
+        embedder = getattr(embedder, "inner", None)
+    return False

@@ -10,6 +10,7 @@ Batching never changes a text; what happens to texts over the model's limit is t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ class BatchStats:
     texts: int = 0
     tokens: int = 0
     batches: int = 0
+    seconds: float = 0.0  # wall time inside embed: on a cluster, the jobs (actor start-up included)
 
 
 def plan_batches(lengths: Sequence[int], *, max_batch: int, max_tokens: int, sort: bool) -> list[list[int]]:
@@ -86,6 +88,7 @@ class BatchingEmbedder(Wrapper):
         if not texts:
             return empty_vectors(self.dim)
         # The model reads at most max_tokens of a text, so that is what counts against the budget.
+        started = time.perf_counter()
         lengths = [min(self.inner.count_tokens(t, kind), self.max_tokens) for t in texts]
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         batches = plan_batches(
@@ -122,4 +125,5 @@ class BatchingEmbedder(Wrapper):
                         future.cancel()
                     raise
         self.stats.texts += len(texts)
+        self.stats.seconds += time.perf_counter() - started
         return out

@@ -7,6 +7,8 @@ never served for a document whose text happens to be equal, unless the model has
 
 Misses are embedded in slices of ``write_every`` texts and committed after each slice (SQLite in
 WAL mode), so a process killed mid-run loses at most one slice, and a rerun picks up the rest.
+An inner embedder that streams (``embed_parts``, as ``RayEmbedder`` does) gets every miss in one
+call instead, and each part is committed as it arrives.
 A cache file SQLite cannot read is moved aside and rebuilt; ``notices`` says so.
 """
 
@@ -71,6 +73,18 @@ class CachingEmbedder(Wrapper):
         found = self._lookup(list(first_index))
         missing = [k for k in first_index if k not in found]
         self.stats.hits += len(texts) - len(missing)
+        stream = getattr(self.inner, "embed_parts", None)
+        if stream is not None and missing:  # one job for every miss, stored as each part returns
+            try:
+                for rows, vectors in stream([texts[first_index[k]] for k in missing], kind):
+                    part = [missing[r] for r in rows]
+                    _check(vectors, len(part), self.dim, self.inner.name)
+                    self._store(part, vectors)
+                    found.update(zip(part, vectors))
+                    self.stats.misses += len(part)
+            except InvalidInputError as exc:
+                raise exc.with_index(first_index[missing[exc.index]]) from None
+            missing = []
         for start in range(0, len(missing), self.write_every):
             part = missing[start : start + self.write_every]
             try:

@@ -47,7 +47,16 @@ import numpy as np
 
 from embedtune.catalogue import find_card
 from embedtune.embedder import Embedder, Kind
-from embedtune.engine import BatchingEmbedder, CachingEmbedder, LengthPolicy, OverLimit, close_stack, find_layer
+from embedtune.engine import (
+    BatchingEmbedder,
+    CachingEmbedder,
+    LengthPolicy,
+    OverLimit,
+    close_stack,
+    find_layer,
+    whole_calls,
+)
+from embedtune.engine.ray import RayEmbedder, RayOptions, ray_session
 from embedtune.engine.wrapper import Wrapper
 from embedtune.errors import ConfigError, InputError
 from embedtune.evaluation.collections import Collection, Qrels
@@ -237,6 +246,7 @@ def evaluate_strategies(
     chunkers: Sequence[str] = (),
     chunk_score: str = "max",
     chunk_over_limit: str = "error",
+    ray: RayOptions | None = None,
 ) -> ComparisonResult:
     """Score BM25, each model's dense retrieval and their hybrids on ``split`` of ``collection``.
 
@@ -255,6 +265,9 @@ def evaluate_strategies(
     ``none`` stands for whole documents), each built for each model with
     ``over_model_limit=chunk_over_limit`` (``"allow"`` lets chunks over the model's limit through,
     to be truncated and counted). ``chunk_score`` is ``"max"`` or ``"sumN"``.
+
+    With ``ray``, each model embeds on that Ray cluster (see ``build_embedder``); its cost is the
+    cluster's wall time.
     """
     hybrid = _check_request(models, bm25, hybrid, k)
     chunkers = _check_chunking(chunkers, chunk_score, chunk_over_limit)
@@ -281,6 +294,7 @@ def evaluate_strategies(
     results: list[StrategyResult] = []
     bm25_seconds = None
     with (
+        ray_session(ray),  # one connection for every model: `auto` starts its cluster once
         _workspace(index_dir, collection.name, documents) as space,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedtune-bm25") as pool,
     ):
@@ -314,6 +328,7 @@ def evaluate_strategies(
                         chunk_over_limit=chunk_over_limit,
                         on_progress=on_progress,
                         notes=notes,
+                        ray=ray,
                     )
                     results.append(dense.result)
                     for method in hybrid:
@@ -421,12 +436,13 @@ def _evaluate_dense(
     chunk_over_limit: str,
     on_progress: ProgressFn | None,
     notes: list[str],
+    ray: RayOptions | None = None,
 ) -> _Dense:
     """Build one model x chunker into its store, search every query, score and cost it."""
     assert strategy.embedder is not None
     model = strategy.embedder.model
     timer = _TimedEmbedder(provider)  # one per strategy: each strategy's own cost
-    embedder = build_embedder(strategy.embedder, cache=cache, provider=timer)
+    embedder = build_embedder(strategy.embedder, cache=cache, provider=timer, ray=ray)
     try:
         chunker_name = _chunker_name(strategy, embedder, chunk_over_limit)
         label = model if chunker_name is None else f"{model} @ {chunker_name}"
@@ -450,8 +466,9 @@ def _evaluate_dense(
         run = retriever.dense_run_from_vectors(query_ids, vectors, k)
         cost = _cost(model, embedder, timer, lengths, list(queries.values()), query_truncated)
     finally:
-        if (cache_layer := find_layer(embedder, CachingEmbedder)) is not None:
-            cache_layer.close()
+        for layer in (find_layer(embedder, CachingEmbedder), find_layer(embedder, RayEmbedder)):
+            if layer is not None:
+                layer.close()
     if cost.truncated_documents:
         what = "documents" if chunker_name is None else "chunks"
         notes.append(
@@ -573,10 +590,11 @@ def _embed_all(
     parts = []
     if on_progress:
         on_progress(task, 0, len(texts))
-    for start in range(0, len(texts), _SLICE):
-        parts.append(embedder.embed(texts[start : start + _SLICE], kind))
+    size = max(len(texts), 1) if whole_calls(embedder) else _SLICE
+    for start in range(0, len(texts), size):
+        parts.append(embedder.embed(texts[start : start + size], kind))
         if on_progress:
-            on_progress(task, min(start + _SLICE, len(texts)), len(texts))
+            on_progress(task, min(start + size, len(texts)), len(texts))
     vectors = np.concatenate(parts) if parts else np.zeros((0, embedder.dim), dtype=np.float32)
     truncated = (policy.stats.truncated - before) if policy is not None else 0
     return vectors, truncated
@@ -604,7 +622,8 @@ def _cost(
         tokens_embedded=batcher.stats.tokens,
         texts_embedded=embedded,
         texts_cached=cache.stats.hits if cache is not None else 0,
-        embed_seconds=timer.seconds,
+        # On a cluster the model runs on actors, never under the timer: the jobs' wall time counts.
+        embed_seconds=timer.seconds if timer.texts else batcher.stats.seconds,
         truncated_documents=sum(n > limit for n in doc_lengths),
         truncated_queries=query_truncated,
         usd_per_million_tokens=None if card is None else card.usd_per_million_tokens,
