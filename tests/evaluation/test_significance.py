@@ -80,10 +80,10 @@ def test_cross_check_against_scipy():
     )
     assert len(a) <= EXACT_UP_TO and paired_test(a, b) == pytest.approx(exact.pvalue)
     a, b = per_query_scores(10, 60, 0.6), per_query_scores(11, 60, 0.55)
-    sampled = stats.permutation_test((a - b,), np.mean, permutation_type="samples", n_resamples=20_000, rng=1)
-    assert paired_test(a, b, resamples=20_000) == pytest.approx(sampled.pvalue, abs=0.015)
-    interval = stats.bootstrap((a,), np.mean, method="percentile", n_resamples=20_000, rng=1).confidence_interval
-    assert bootstrap_ci(a, resamples=20_000) == pytest.approx((interval.low, interval.high), abs=0.005)
+    sampled = stats.permutation_test((a - b,), np.mean, permutation_type="samples", n_resamples=10_000, rng=1)
+    assert paired_test(a, b) == pytest.approx(sampled.pvalue, abs=0.02)
+    interval = stats.bootstrap((a,), np.mean, method="percentile", n_resamples=10_000, rng=1).confidence_interval
+    assert bootstrap_ci(a) == pytest.approx((interval.low, interval.high), abs=0.008)
 
 
 def test_bad_values_are_refused():

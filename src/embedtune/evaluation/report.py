@@ -6,6 +6,7 @@ matplotlib is imported (and switched to its Agg backend) only when a plot is dra
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,8 @@ def p_text(p: float | None, *, reference: bool = False) -> str:
         return ""
     if reference:
         return "-"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
+    # Rounded down, so a p just under the significance level never shows as the level itself.
+    return "<0.001" if p < 0.001 else f"{math.floor(p * 1000) / 1000:.3f}"
 
 
 def recommendation_text(result: ComparisonResult) -> str:
@@ -69,7 +71,7 @@ def recommendation_text(result: ComparisonResult) -> str:
     means = why.means
     return (
         f"{chosen.name} is recommended: within noise of the winner {best.name} {where}: nDCG@10 "
-        f"{means[chosen.name]:.4f} against {means[best.name]:.4f}, p={why.p_value:.3f}; {_cheaper(result, chosen, best)}"
+        f"{means[chosen.name]:.4f} against {means[best.name]:.4f}, p={p_text(why.p_value)}; {_cheaper(result, chosen, best)}"
     )
 
 
@@ -99,13 +101,14 @@ def comparison_table(result: ComparisonResult):
 
     picked = f"; winner picked on {result.selected_on}" + (" (tunes convex too)" if result.tune_split else "")
     scored = f"; documents scored by their chunks' {result.chunk_score}" if result.chunk_score else ""
-    tested = result.recommendation is not None
+    why = result.recommendation
+    tested = why is not None
     caption = None
-    if tested:
+    if why is not None:
         caption = (
             f"{CONFIDENCE:.0%} CI: bootstrap over the {result.split} queries; p: paired randomisation test "
             f"of nDCG@10 against the winner on that split; recommended: the cheapest strategy not "
-            f"significantly worse (p ≥ {result.recommendation.alpha:g}) on {result.selected_on}"
+            f"significantly worse (p ≥ {why.alpha:g}) on {result.selected_on}"
         )
     table = Table(
         title=f"{result.collection}: {result.split} split, {result.queries} queries, "
@@ -295,6 +298,8 @@ def plot_comparison(result: ComparisonResult, path: str | os.PathLike[str]) -> P
                 wanted = score if label_y is None else label_y - (lines + new_lines) / 2 * line
                 label_y, lines = min(score, wanted), new_lines
                 _draw_point(ax, strategy, x, score, label_y, text, strategy.name == result.winner, top_usd)
+                if strategy.interval is not None:  # left of the column, side by side, so bars do not hide each other
+                    _draw_interval(ax, strategy, x / 1.08 ** (i + 1), score)
                 if strategy.name == recommended:
                     ax.scatter([x], [score], s=700, marker="o", facecolors="none", edgecolors="#2ca02c", linewidths=2.5)
         for strategy in result.strategies:
@@ -369,17 +374,27 @@ def _model_heading(strategy: StrategyResult) -> str:
     return f"{(strategy.embedding or strategy.name).removeprefix('local:')}\n{speed} · {cost}"
 
 
+def _draw_interval(ax, strategy: StrategyResult, x: float, score: float) -> None:
+    assert strategy.interval is not None
+    low, high = strategy.interval
+    ax.errorbar(
+        [x],
+        [score],
+        yerr=[[max(score - low, 0.0)], [max(high - score, 0.0)]],
+        fmt="_",
+        color=_COLOURS.get(strategy.kind, "#9467bd"),
+        alpha=0.7,
+        capsize=3,
+        zorder=2,
+    )
+
+
 def _draw_point(
     ax, strategy: StrategyResult, x: float, score: float, label_y: float, text: str, winner: bool, top_usd: float
 ) -> None:
     measured = strategy.texts_per_s is not None
     colour = _COLOURS.get(strategy.kind, "#9467bd")
     size = 80 + (600 * strategy.usd / top_usd if strategy.usd and top_usd else 0)
-    if strategy.interval is not None:
-        low, high = strategy.interval
-        ax.errorbar(
-            [x], [score], yerr=[[max(score - low, 0.0)], [max(high - score, 0.0)]], fmt="none", ecolor=colour, alpha=0.6, capsize=3, zorder=2
-        )
     ax.scatter(
         [x],
         [score],

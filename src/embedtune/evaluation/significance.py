@@ -48,7 +48,7 @@ __all__ = [
 CONFIDENCE = 0.95
 ALPHA = 0.05  # a strategy is significantly worse than the best when p < ALPHA
 RESAMPLES = 10_000
-EXACT_UP_TO = 16  # differing queries up to which the paired test counts all 2^m sign assignments
+EXACT_UP_TO = 22  # differing queries up to which the paired test counts all 2^m sign assignments
 _CELLS = 1 << 20  # numbers drawn per block, so memory stays flat however many queries there are
 
 
@@ -66,9 +66,7 @@ def bootstrap_ci(
     _check_resamples(resamples)
     n = len(data)
     rng = np.random.default_rng(seed)
-    means = np.concatenate(
-        [data[rng.integers(0, n, size=(rows, n))].mean(axis=1) for rows in _blocks(resamples, n)]
-    )
+    means = np.concatenate([data[rng.integers(0, n, size=(rows, n))].mean(axis=1) for rows in _blocks(resamples, n)])
     tail = (1.0 - confidence) / 2
     low, high = np.quantile(means, [tail, 1.0 - tail])
     return float(low), float(high)
@@ -99,9 +97,14 @@ def paired_test(
     # Sums of the same numbers in another order differ in the last bits; the observed one must count.
     threshold = observed - 1e-9 * max(1.0, observed)
     if m <= EXACT_UP_TO:
-        patterns = np.arange(1 << m)[:, None] >> np.arange(m) & 1
-        sums = (patterns * 2 - 1) @ diffs
-        return float(np.count_nonzero(np.abs(sums) >= threshold) / len(sums))
+        # Every sign assignment's sum is a sum over the first half plus one over the second half.
+        left, right = _signed_sums(diffs[: m // 2]), _signed_sums(diffs[m // 2 :])
+        step = max(1, _CELLS // len(right))
+        hits = sum(
+            int(np.count_nonzero(np.abs(left[i : i + step, None] + right[None, :]) >= threshold))
+            for i in range(0, len(left), step)
+        )
+        return hits / (len(left) * len(right))
     rng = np.random.default_rng(seed)
     hits = 0
     for rows in _blocks(resamples, m):
@@ -197,6 +200,12 @@ def _values(values: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
     if not np.all(np.isfinite(data)):
         raise ValueError(f"{name} holds a value that is not a finite number")
     return data
+
+
+def _signed_sums(values: np.ndarray) -> np.ndarray:
+    """The ``2^len(values)`` sums of ``values`` under every assignment of signs."""
+    signs = (np.arange(1 << len(values))[:, None] >> np.arange(len(values)) & 1) * 2 - 1
+    return signs @ values
 
 
 def _check_resamples(resamples: int) -> None:
