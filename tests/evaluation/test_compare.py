@@ -248,8 +248,16 @@ def test_compare_command_writes_json_and_png(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "winner: bm25" in result.stdout and "fake:hash-256 + bm25 (convex) α=" in result.stdout
+    assert "recommended: bm25 is recommended" in result.stdout and "95% CI" in result.stdout
     data = json.loads((tmp_path / "report" / "comparison.json").read_text())
     assert data["collection"] == "sample" and len(data["strategies"]) == 4
+    assert data["recommended"] == data["recommendation"]["name"] == "bm25"
+    assert data["recommendation"]["decided_on"] == "train" and data["recommendation"]["queries"] == 40
+    for row in data["strategies"]:
+        low, high = row["ci95"]
+        assert low <= row["metrics"]["ndcg@10"] <= high
+        assert 0.0 < row["p_value"] <= 1.0 and 0.0 < row["selection_p_value"] <= 1.0
+    assert "bm25 is recommended" in (tmp_path / "report" / "strategy.toml").read_text().splitlines()[0]
     assert (tmp_path / "report" / "comparison.png").read_bytes()[:8] == PNG_MAGIC
 
 
