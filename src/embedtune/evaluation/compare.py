@@ -444,6 +444,8 @@ class _Judged:
 
     def score(self, run: Run) -> dict[str, Any]:
         """A StrategyResult's figures: metrics and nDCG@10 per query on the reported split, and on the tuning split."""
+        if not self.qrels:
+            raise InputError(f"the {self.split!r} split holds no judged query; score a split with judgments")
         per_query = evaluate_per_query(self.qrels, run, METRICS)
         # The mean as evaluate() takes it, so the figures match it to the last bit.
         metrics = {name: math.fsum(values.values()) / len(self.qrels) for name, values in per_query.items()}
