@@ -381,18 +381,19 @@ def model_cost(model: str, seconds: float) -> ModelCost:
     )
 
 
-def scored(name: str, train, test, cost: ModelCost | None, index_bytes: int) -> StrategyResult:
+def scored(name: str, train, test, cost: ModelCost | None, index_bytes: int, kind: str = "dense") -> StrategyResult:
     import numpy as np
 
     return StrategyResult(
         name=name,
-        kind="dense" if cost else "bm25",
+        kind=kind if cost else "bm25",
         model=cost.model if cost else None,
         metrics={"ndcg@10": float(np.mean(test)), "recall@100": 1.0, "mrr@10": 1.0},
         selection={"ndcg@10": float(np.mean(train))},
         per_query={f"t{i}": float(v) for i, v in enumerate(test)},
         selection_per_query={f"q{i}": float(v) for i, v in enumerate(train)},
         index_bytes=index_bytes,
+        vector_bytes=index_bytes if cost and kind == "dense" else 0,
         cost=cost,
     )
 
@@ -429,7 +430,7 @@ def test_the_cheaper_of_two_strategies_within_noise_is_recommended_and_written(t
     assert (result.winner, result.recommended.name) == ("slow-model", "fast-model")
     text = comparison_to_dict(result)["recommendation"]["text"]
     assert text.startswith("fast-model is recommended: within noise of the winner slow-model on train (40 queries)")
-    assert "10.0× faster to embed, 2.0× smaller index" in text
+    assert "10.0× faster to embed, 2.0× smaller vectors" in text
     table = rendered(result)
     assert "slow-model ← winner" in table and "fast-model ← recommended" in table and "95% CI" in table
     assert plot_comparison(result, tmp_path / "toy.png").read_bytes()[:8] == PNG_MAGIC
@@ -459,5 +460,21 @@ def test_bm25_within_noise_is_recommended_and_cached_speeds_fall_back_to_index_s
     fast = scored("fast-model", noisy(9, 40, 0.7), test, model_cost("local:fast", 1.0), 2 * _MB)
     result = toy_result(slow, fast)
     assert result.embed_seconds(result.strategy("slow-model")) is None
-    assert result.recommended.name == "fast-model"  # on its smaller index: speeds are not compared
+    assert result.recommended.name == "fast-model"  # on its smaller vectors: speeds are not compared
     assert "faster" not in comparison_to_dict(result)["recommendation"]["text"]
+
+
+def test_a_models_hybrid_costs_what_the_model_does_so_the_better_of_them_is_recommended():
+    train, test = noisy(10, 40, 0.72), noisy(11, 20, 0.7)
+    fast = model_cost("local:fast", 1.0)
+    dense = scored("fast-model", noisy(12, 40, 0.7), test, fast, 2 * _MB)
+    hybrid = replace(
+        scored("fast-model + bm25", noisy(13, 40, 0.71), test, fast, 3 * _MB, kind="convex"), vector_bytes=2 * _MB
+    )
+    slow = scored("slow-model", train, test, model_cost("local:slow", 10.0), 4 * _MB)
+    result = toy_result(dense, hybrid, slow)
+    assert result.winner == "slow-model" and set(result.recommendation.within_noise) == {
+        s.name for s in (dense, hybrid, slow)
+    }
+    assert result.cost_key("fast-model") == result.cost_key("fast-model + bm25") < result.cost_key("slow-model")
+    assert result.recommended.name == "fast-model + bm25"  # the BM25 index beside it is not worth 0.01 nDCG

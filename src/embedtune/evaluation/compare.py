@@ -25,8 +25,9 @@ the report is what a user who builds the winner gets:
    not significantly worse than the winner on the tuning split (``p >= 0.05`` there): the split
    that picked the winner, so the reported split still chooses nothing. Cheapest means, in turn:
    embeds nothing (BM25), fewer seconds to embed the corpus at the measured speed (compared only
-   when every model's speed was measured; a model served from the cache has none), the smaller
-   index, the fewer dollars. The recommended strategy is the one ``compare`` writes as
+   when every model's speed was measured; a model served from the cache has none), fewer bytes of
+   vectors, fewer dollars; a model's hybrids with BM25 cost what the model does, so among them the
+   best is recommended. The recommended strategy is the one ``compare`` writes as
    ``strategy.toml``; the winner is the best figure, the recommendation what is worth building.
 
 With ``index_dir``, the stores are kept there (a folder per collection and a hash of its
@@ -149,7 +150,8 @@ class StrategyResult:
     picked the winner (``None`` when there is none). ``kind`` is ``"bm25"``, ``"dense"``,
     ``"rrf"`` or ``"convex"``; ``model`` is the embedding model (``None`` for BM25); ``alpha`` is
     the tuned weight of the dense run in a convex hybrid. ``index_bytes`` is the size of the
-    vectors (dense), of the saved BM25 index (bm25), or both (hybrids). ``chunker`` names the
+    vectors (dense), of the saved BM25 index (bm25), or both (hybrids); ``vector_bytes`` is the
+    vectors' part alone (0 for BM25). ``chunker`` names the
     chunker whose chunks were embedded and ``chunks`` counts them (both ``None`` for whole
     documents). ``strategy`` is the strategy itself, ready for ``index``.
 
@@ -176,6 +178,7 @@ class StrategyResult:
     interval: tuple[float, float] | None = None
     p_value: float | None = None
     selection_p_value: float | None = None
+    vector_bytes: int = 0
 
     @property
     def embedding(self) -> str | None:
@@ -264,7 +267,10 @@ class ComparisonResult:
         """What "cheaper" means for the recommendation: smaller is cheaper, compared in order.
 
         Embeds anything (BM25 does not), the seconds to embed the corpus (only when every
-        model's speed was measured in this run, else 0 for all), the index bytes, the dollars.
+        model's speed was measured in this run, else 0 for all), the bytes of the vectors, the
+        dollars to embed. What a model costs, that is: BM25 beside it adds a small lexical index
+        and no embedding, so a model's hybrids cost what the model alone does, and among equally
+        cheap strategies the better one is recommended.
         """
         strategy = self.strategy(name)
         seconds = [self.embed_seconds(s) for s in self.strategies]
@@ -272,7 +278,7 @@ class ComparisonResult:
         return (
             0 if strategy.cost is None else 1,
             (self.embed_seconds(strategy) or 0.0) if timed else 0.0,
-            strategy.index_bytes,
+            strategy.vector_bytes,
             strategy.usd or 0.0,
         )
 
@@ -562,6 +568,7 @@ def _evaluate_dense(
         model=model,
         **scores,
         index_bytes=len(texts) * embedder.dim * 4,
+        vector_bytes=len(texts) * embedder.dim * 4,
         cost=cost,
         chunker=chunker_name,
         chunks=None if chunker_name is None else len(texts),

@@ -80,12 +80,14 @@ def _cheaper(result: ComparisonResult, chosen: StrategyResult, best: StrategyRes
     parts = []
     if chosen.cost is None:
         parts.append("it embeds nothing")
+        if 0 < chosen.index_bytes < best.index_bytes:
+            parts.append(f"{best.index_bytes / chosen.index_bytes:.1f}× smaller index")
     else:
         mine, theirs = result.embed_seconds(chosen), result.embed_seconds(best)
         if mine and theirs and theirs > mine:
             parts.append(f"{theirs / mine:.1f}× faster to embed")
-    if 0 < chosen.index_bytes < best.index_bytes:
-        parts.append(f"{best.index_bytes / chosen.index_bytes:.1f}× smaller index")
+        if 0 < chosen.vector_bytes < best.vector_bytes:
+            parts.append(f"{best.vector_bytes / chosen.vector_bytes:.1f}× smaller vectors")
     if (best.usd or 0.0) > (chosen.usd or 0.0):
         parts.append(f"{usd_text(chosen) if chosen.usd else '$0'} to embed against {usd_text(best)}")
     return ", ".join(parts) or "and cheaper"
@@ -193,7 +195,8 @@ def _recommendation_dict(result: ComparisonResult) -> dict[str, Any] | None:
         "alpha": why.alpha,
         "within_noise": list(why.within_noise),
         "cheaper_means": "embeds nothing (BM25), then fewer seconds to embed the corpus at the measured speed "
-        "(when every model's speed was measured), then a smaller index, then fewer dollars",
+        "(when every model's speed was measured), then fewer bytes of vectors, then fewer dollars; a model's "
+        "hybrids with BM25 cost what the model does, and among equally cheap strategies the better one wins",
         "interval": f"{CONFIDENCE:.0%} percentile bootstrap of the mean over the {result.split} queries, "
         f"{RESAMPLES} resamples, seed 0",
         "test": f"two-sided paired randomisation (sign-flip) test of the mean difference against the winner; "
@@ -212,6 +215,7 @@ def _strategy_dict(strategy: StrategyResult) -> dict[str, Any]:
         "metrics": dict(strategy.metrics),
         "selection": None if strategy.selection is None else dict(strategy.selection),
         "index_bytes": strategy.index_bytes,
+        "vector_bytes": strategy.vector_bytes,
         "alpha": strategy.alpha,
         "ci95": None if strategy.interval is None else list(strategy.interval),
         "p_value": strategy.p_value,
