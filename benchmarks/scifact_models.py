@@ -22,7 +22,7 @@ from embedtune.cli import default_home
 from embedtune.errors import EmbedtuneError
 from embedtune.evaluation import load_beir
 from embedtune.evaluation.compare import evaluate_strategies
-from embedtune.evaluation.report import comparison_to_dict
+from embedtune.evaluation.report import comparison_to_dict, recommendation_text
 from embedtune.factory import EmbedderSpec
 
 DEFAULT_SCIFACT = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "scifact"
@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     for note in result.notes:
         print(f"note: {note}")
     print(f"winner: {result.winner} (nDCG@10 {result.best.metrics['ndcg@10']:.4f})")
+    print(f"recommended: {recommendation_text(result)}")
     if args.json:
         args.json.write_text(json.dumps(comparison_to_dict(result), indent=2), encoding="utf-8")
     return 0

@@ -2,7 +2,8 @@
 # Installs embedtune into ./.venv and runs the main job on the sample collection it ships:
 # BM25, two local models and their hybrids with BM25, compared side by side (offline, cached);
 # the table is printed, and embedtune-report/ gets comparison.json, comparison.png and the
-# winner's strategy.toml. Then the winner is built into ./embedtune-index and searched once.
+# recommended strategy.toml (the cheapest within noise of the winner). Then it is built into
+# ./embedtune-index and searched once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh

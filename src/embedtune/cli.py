@@ -414,12 +414,12 @@ def _compare(
     queries: int = 200,
     ray: str | None = None,
 ):
-    """Load the collection, run every strategy with a progress bar, print the table and the winner."""
+    """Load the collection, run every strategy with a progress bar, print the table, the winner and the recommendation."""
 
     from .catalogue import find_card
     from .evaluation import load_beir
     from .evaluation.compare import evaluate_strategies
-    from .evaluation.report import comparison_table
+    from .evaluation.report import comparison_table, recommendation_text
 
     specs = [_spec(uri, config) for uri in uris]
     for spec in specs:
@@ -475,6 +475,7 @@ def _compare(
         else f"picked on {result.split} itself"
     )
     out.print(f"winner: {result.winner} (nDCG@10 {best.metrics['ndcg@10']:.4f} on {result.split}; {picked})")
+    out.print(f"recommended: {recommendation_text(result)}", highlight=False)
     return result
 
 
@@ -594,7 +595,7 @@ def compare(
         tmp.write_text(json.dumps(comparison_to_dict(result), indent=2), encoding="utf-8")
         os.replace(tmp, json_path)
         png_path = plot_comparison(result, out_dir / "comparison.png")
-        strategy_path = _save_winner(result, out_dir / "strategy.toml")
+        strategy_path = _save_recommended(result, out_dir / "strategy.toml")
     except OSError as exc:
         raise EmbedtuneError(
             f"cannot write the report into {out_dir}: {exc.strerror}; choose another --out-dir"
@@ -604,19 +605,21 @@ def compare(
         out.print(f"build it: embedtune index {collection or _sample_collection()} --strategy {strategy_path}")
 
 
-def _save_winner(result, path: Path) -> Path:
-    """The winner's strategy file, with how it was chosen in its header."""
-    best = result.best
-    chosen = (
-        f"nDCG@10 {best.selection_score:.4f} on {result.tune_split} (where it was picked), "
+def _save_recommended(result, path: Path) -> Path:
+    """The recommended strategy's file (the winner, or a cheaper one within noise of it), saying why."""
+    from .evaluation.report import recommendation_text
+
+    chosen = result.recommended
+    picked = (
+        f"nDCG@10 {chosen.selection_score:.4f} on {result.tune_split} (where it was picked), "
         if result.tune_split
         else f"picked on {result.split} itself (no dev or train split), "
     )
     comment = (
-        f"{best.name}: the winner of embedtune compare on {result.collection}\n"
-        f"{chosen}{best.metrics['ndcg@10']:.4f} on {result.split} ({result.queries} queries)"
+        f"embedtune compare on {result.collection}: {recommendation_text(result)}\n"
+        f"{picked}{chosen.metrics['ndcg@10']:.4f} on {result.split} ({result.queries} queries)"
     )
-    return best.strategy.save(path, comment=comment)
+    return chosen.strategy.save(path, comment=comment)
 
 
 StoreOption = Annotated[

@@ -22,6 +22,7 @@ SAMPLE = Path(str(resources.files("embedtune") / "data" / "sample"))
 FAKE = EmbedderSpec(model="fake:hash-256")
 MINILM = "local:all-MiniLM-L6-v2"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_MB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -247,8 +248,16 @@ def test_compare_command_writes_json_and_png(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "winner: bm25" in result.stdout and "fake:hash-256 + bm25 (convex) α=" in result.stdout
+    assert "recommended: bm25 is recommended" in result.stdout and "95% CI" in result.stdout
     data = json.loads((tmp_path / "report" / "comparison.json").read_text())
     assert data["collection"] == "sample" and len(data["strategies"]) == 4
+    assert data["recommended"] == data["recommendation"]["name"] == "bm25"
+    assert data["recommendation"]["decided_on"] == "train" and data["recommendation"]["queries"] == 40
+    for row in data["strategies"]:
+        low, high = row["ci95"]
+        assert low <= row["metrics"]["ndcg@10"] <= high
+        assert 0.0 < row["p_value"] <= 1.0 and 0.0 < row["selection_p_value"] <= 1.0
+    assert "bm25 is recommended" in (tmp_path / "report" / "strategy.toml").read_text().splitlines()[0]
     assert (tmp_path / "report" / "comparison.png").read_bytes()[:8] == PNG_MAGIC
 
 
@@ -322,3 +331,150 @@ def test_a_kept_folder_of_an_older_layout_is_rebuilt(sample, tmp_path):
     (folder / "bm25" / "manifest.json").write_text('{"format": "embedtune.bm25", "version": 1}')
     again = evaluate_strategies(sample, [FAKE], bm25=True, index_dir=tmp_path / "stores")
     assert [s.metrics for s in again.strategies] == [s.metrics for s in first.strategies]
+
+
+def test_every_strategy_gets_an_interval_and_p_values_and_the_recommendation_is_decided_on_train(sample):
+    from embedtune.evaluation.significance import paired_test
+
+    result = evaluate_strategies(sample, [FAKE], bm25=True, hybrid=["rrf", "convex"])
+    winner, chosen, why = result.best, result.recommended, result.recommendation
+    assert why is not None and why.best == result.winner and why.queries == 40  # the 40 train queries
+    for strategy in result.strategies:
+        low, high = strategy.interval
+        assert low <= strategy.metrics["ndcg@10"] <= high
+        assert set(strategy.per_query) == set(sample.qrels["test"])
+        assert set(strategy.selection_per_query) == set(sample.qrels["train"])
+        train = [strategy.selection_per_query[q] for q in sample.qrels["train"]]
+        best_train = [winner.selection_per_query[q] for q in sample.qrels["train"]]
+        assert strategy.selection_p_value == (1.0 if strategy is winner else paired_test(train, best_train))
+    assert winner.p_value == winner.selection_p_value == 1.0
+    assert chosen.selection_p_value >= 0.05
+    # Nothing cheaper than the recommendation is within noise of the winner on train.
+    for strategy in result.strategies:
+        if result.cost_key(strategy.name) < result.cost_key(chosen.name):
+            assert why.significantly_worse(strategy.name), strategy.name
+
+    # Every test judgment moved to another document: the test figures change, the choice must not.
+    docs = sorted(sample.corpus)
+    scrambled = {
+        qid: {docs[(docs.index(doc) + 7) % len(docs)]: rel for doc, rel in judged.items()}
+        for qid, judged in sample.qrels["test"].items()
+    }
+    changed = evaluate_strategies(replace(sample, qrels={**sample.qrels, "test": scrambled}), [FAKE], bm25=True)
+    assert changed.recommendation.p_values == evaluate_strategies(sample, [FAKE], bm25=True).recommendation.p_values
+    assert [s.interval for s in changed.strategies] != [s.interval for s in result.strategies[:2]]
+
+
+def model_cost(model: str, seconds: float) -> ModelCost:
+    return ModelCost(
+        model=model,
+        dim=384,
+        corpus_tokens=10_000,
+        query_tokens=500,
+        tokens_embedded=10_500,
+        texts_embedded=100,
+        texts_cached=0,
+        embed_seconds=seconds,
+        truncated_documents=0,
+        truncated_queries=0,
+        usd_per_million_tokens=None,
+    )
+
+
+def scored(name: str, train, test, cost: ModelCost | None, index_bytes: int, kind: str = "dense") -> StrategyResult:
+    import numpy as np
+
+    return StrategyResult(
+        name=name,
+        kind=kind if cost else "bm25",
+        model=cost.model if cost else None,
+        metrics={"ndcg@10": float(np.mean(test)), "recall@100": 1.0, "mrr@10": 1.0},
+        selection={"ndcg@10": float(np.mean(train))},
+        per_query={f"t{i}": float(v) for i, v in enumerate(test)},
+        selection_per_query={f"q{i}": float(v) for i, v in enumerate(train)},
+        index_bytes=index_bytes,
+        vector_bytes=index_bytes if cost and kind == "dense" else 0,
+        cost=cost,
+    )
+
+
+def toy_result(*strategies: StrategyResult) -> ComparisonResult:
+    from embedtune.evaluation.compare import with_significance
+
+    return with_significance(
+        ComparisonResult(
+            collection="toy",
+            split="test",
+            tune_split="train",
+            documents=100,
+            queries=len(strategies[0].per_query),
+            k=100,
+            strategies=strategies,
+            winner=max(strategies, key=lambda s: s.selection_score).name,
+        )
+    )
+
+
+def noisy(seed: int, n: int, mean: float):
+    import numpy as np
+
+    values = np.clip(np.random.default_rng(seed).normal(mean, 0.2, n), 0, 1)
+    return values - values.mean() + mean
+
+
+def test_the_cheaper_of_two_strategies_within_noise_is_recommended_and_written(tmp_path):
+    train, test = noisy(1, 40, 0.7), noisy(2, 20, 0.7)
+    slow = scored("slow-model", train + 0.004, test, model_cost("local:slow", 10.0), 4 * _MB)
+    fast = scored("fast-model", noisy(3, 40, 0.7), test + 0.01, model_cost("local:fast", 1.0), 2 * _MB)
+    result = toy_result(slow, fast)
+    assert (result.winner, result.recommended.name) == ("slow-model", "fast-model")
+    text = comparison_to_dict(result)["recommendation"]["text"]
+    assert text.startswith("fast-model is recommended: within noise of the winner slow-model on train (40 queries)")
+    assert "10.0× faster to embed, 2.0× smaller vectors" in text
+    table = rendered(result)
+    assert "slow-model ← winner" in table and "fast-model ← recommended" in table and "95% CI" in table
+    assert plot_comparison(result, tmp_path / "toy.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_a_cheaper_strategy_significantly_worse_on_train_is_not_recommended_whatever_test_says():
+    train, test = noisy(4, 40, 0.7), noisy(5, 20, 0.7)
+    slow = scored("slow-model", train, test, model_cost("local:slow", 10.0), 4 * _MB)
+    # Worse on every train query (significant there), but better on test: test must not decide.
+    fast = scored("fast-model", train - 0.1, test + 0.1, model_cost("local:fast", 1.0), 2 * _MB)
+    result = toy_result(slow, fast)
+    assert result.recommended.name == "slow-model" and result.recommendation.significantly_worse("fast-model")
+    assert result.strategy("fast-model").p_value < 0.05  # reported: significantly *better* on test
+    assert "every cheaper strategy is significantly worse there" in comparison_to_dict(result)["recommendation"]["text"]
+
+
+def test_bm25_within_noise_is_recommended_and_cached_speeds_fall_back_to_index_size():
+    train, test = noisy(6, 40, 0.7), noisy(7, 20, 0.7)
+    bm25 = scored("bm25", noisy(8, 40, 0.69), test, None, 1 * _MB)
+    model = scored("model", train, test, model_cost("local:model", 2.0), 3 * _MB)
+    result = toy_result(model, bm25)
+    assert result.recommended.name == "bm25"
+    assert "it embeds nothing, 3.0× smaller index" in comparison_to_dict(result)["recommendation"]["text"]
+
+    cached = replace(model_cost("local:slow", 0.0), texts_embedded=0)  # no speed measured
+    slow = scored("slow-model", train + 0.004, test, cached, 4 * _MB)
+    fast = scored("fast-model", noisy(9, 40, 0.7), test, model_cost("local:fast", 1.0), 2 * _MB)
+    result = toy_result(slow, fast)
+    assert result.embed_seconds(result.strategy("slow-model")) is None
+    assert result.recommended.name == "fast-model"  # on its smaller vectors: speeds are not compared
+    assert "faster" not in comparison_to_dict(result)["recommendation"]["text"]
+
+
+def test_a_models_hybrid_costs_what_the_model_does_so_the_better_of_them_is_recommended():
+    train, test = noisy(10, 40, 0.72), noisy(11, 20, 0.7)
+    fast = model_cost("local:fast", 1.0)
+    dense = scored("fast-model", noisy(12, 40, 0.7), test, fast, 2 * _MB)
+    hybrid = replace(
+        scored("fast-model + bm25", noisy(13, 40, 0.71), test, fast, 3 * _MB, kind="convex"), vector_bytes=2 * _MB
+    )
+    slow = scored("slow-model", train, test, model_cost("local:slow", 10.0), 4 * _MB)
+    result = toy_result(dense, hybrid, slow)
+    assert result.winner == "slow-model" and set(result.recommendation.within_noise) == {
+        s.name for s in (dense, hybrid, slow)
+    }
+    assert result.cost_key("fast-model") == result.cost_key("fast-model + bm25") < result.cost_key("slow-model")
+    assert result.recommended.name == "fast-model + bm25"  # the BM25 index beside it is not worth 0.01 nDCG

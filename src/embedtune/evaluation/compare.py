@@ -19,6 +19,16 @@ the report is what a user who builds the winner gets:
    strategy is reported on ``split`` by nDCG@10, Recall@100 and MRR@10 with what it costs:
    tokens, embedding speed, index size, and dollars to embed the corpus for paid models. A
    collection with neither split has its winner picked on the reported split, and the notes say so.
+5. **Call noise noise.** Each strategy's nDCG@10 on ``split`` gets a 95 % bootstrap interval over
+   its queries and a paired randomisation test against the winner there
+   (:mod:`~embedtune.evaluation.significance`). The **recommendation** is the cheapest strategy
+   not significantly worse than the winner on the tuning split (``p >= 0.05`` there): the split
+   that picked the winner, so the reported split still chooses nothing. Cheapest means, in turn:
+   embeds nothing (BM25), fewer seconds to embed the corpus at the measured speed (compared only
+   when every model's speed was measured; a model served from the cache has none), fewer bytes of
+   vectors, fewer dollars; a model's hybrids with BM25 cost what the model does, so among them the
+   best is recommended. The recommended strategy is the one ``compare`` writes as
+   ``strategy.toml``; the winner is the best figure, the recommendation what is worth building.
 
 With ``index_dir``, the stores are kept there (a folder per collection and a hash of its
 documents, a store per model and chunker) and a rerun finds them built: nothing is chunked or
@@ -32,6 +42,7 @@ the cache measures no speed and says so. A run served wholly from the cache neve
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import shutil
 import tempfile
@@ -41,7 +52,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -60,7 +71,8 @@ from embedtune.engine.ray import RayEmbedder, RayOptions, ray_session
 from embedtune.engine.wrapper import Wrapper
 from embedtune.errors import ConfigError, InputError
 from embedtune.evaluation.collections import Collection, Qrels
-from embedtune.evaluation.metrics import evaluate
+from embedtune.evaluation.metrics import evaluate_per_query
+from embedtune.evaluation.significance import Recommendation, bootstrap_ci, paired_test, recommend
 from embedtune.evaluation.tuning import tune_convex_weight
 from embedtune.factory import EmbedderSpec, build_embedder, open_provider
 from embedtune.indexer import index_documents, store_manifest
@@ -82,6 +94,7 @@ __all__ = [
     "ProgressFn",
     "StrategyResult",
     "evaluate_strategies",
+    "with_significance",
 ]
 
 METRICS: tuple[str, ...] = ("ndcg@10", "recall@100", "mrr@10")
@@ -146,9 +159,15 @@ class StrategyResult:
     picked the winner (``None`` when there is none). ``kind`` is ``"bm25"``, ``"dense"``,
     ``"rrf"`` or ``"convex"``; ``model`` is the embedding model (``None`` for BM25); ``alpha`` is
     the tuned weight of the dense run in a convex hybrid. ``index_bytes`` is the size of the
-    vectors (dense), of the saved BM25 index (bm25), or both (hybrids). ``chunker`` names the
+    vectors (dense), of the saved BM25 index (bm25), or both (hybrids); ``vector_bytes`` is the
+    vectors' part alone (0 for BM25). ``chunker`` names the
     chunker whose chunks were embedded and ``chunks`` counts them (both ``None`` for whole
     documents). ``strategy`` is the strategy itself, ready for ``index``.
+
+    ``per_query`` holds nDCG@10 for each query of the reported split, ``selection_per_query`` for
+    each query of the tuning split. ``interval`` is the 95 % bootstrap interval of nDCG@10 on the
+    reported split; ``p_value`` and ``selection_p_value`` are the paired randomisation test's
+    p-values against the winner on the reported and on the tuning split (1.0 for the winner).
     """
 
     name: str
@@ -163,6 +182,12 @@ class StrategyResult:
     chunks: int | None = None
     strategy: Strategy | None = None
     selection: Mapping[str, float] | None = None
+    per_query: Mapping[str, float] | None = None
+    selection_per_query: Mapping[str, float] | None = None
+    interval: tuple[float, float] | None = None
+    p_value: float | None = None
+    selection_p_value: float | None = None
+    vector_bytes: int = 0
 
     @property
     def embedding(self) -> str | None:
@@ -196,10 +221,12 @@ class StrategyResult:
 
 @dataclass(frozen=True, kw_only=True)
 class ComparisonResult:
-    """Every strategy's result on ``split``, in the order run, and the winner.
+    """Every strategy's result on ``split``, in the order run, the winner and the recommendation.
 
     ``tune_split`` tuned the convex weights and chose the winner (by nDCG@10 there); when it is
-    ``None`` the winner was chosen on ``split`` itself, and ``notes`` says so.
+    ``None`` the winner was chosen on ``split`` itself, and ``notes`` says so. ``recommendation``
+    names the cheapest strategy within noise of the winner on that same split (``None`` when the
+    strategies carry no per-query figures).
     """
 
     collection: str
@@ -213,6 +240,7 @@ class ComparisonResult:
     bm25_index_seconds: float | None = None
     notes: tuple[str, ...] = field(default=())
     chunk_score: str | None = None  # how chunked strategies scored documents; None when none chunked
+    recommendation: Recommendation | None = None
 
     def strategy(self, name: str) -> StrategyResult:
         for result in self.strategies:
@@ -228,6 +256,40 @@ class ComparisonResult:
     def selected_on(self) -> str:
         """The split whose queries picked the winner."""
         return self.tune_split or self.split
+
+    @property
+    def recommended(self) -> StrategyResult:
+        """The strategy worth building: the cheapest within noise of the winner (the winner without figures)."""
+        return self.best if self.recommendation is None else self.strategy(self.recommendation.recommended)
+
+    def embed_seconds(self, strategy: StrategyResult) -> float | None:
+        """Seconds to embed the corpus (its chunks, or its documents) at the strategy's measured speed.
+
+        0 for BM25, which embeds nothing; ``None`` when the speed was not measured (from the cache).
+        """
+        if strategy.cost is None:
+            return 0.0
+        speed = strategy.texts_per_s
+        return None if speed is None else (strategy.chunks or self.documents) / speed
+
+    def cost_key(self, name: str) -> tuple[int, float, int, float]:
+        """What "cheaper" means for the recommendation: smaller is cheaper, compared in order.
+
+        Embeds anything (BM25 does not), the seconds to embed the corpus (only when every
+        model's speed was measured in this run, else 0 for all), the bytes of the vectors, the
+        dollars to embed. What a model costs, that is: BM25 beside it adds a small lexical index
+        and no embedding, so a model's hybrids cost what the model alone does, and among equally
+        cheap strategies the better one is recommended.
+        """
+        strategy = self.strategy(name)
+        seconds = [self.embed_seconds(s) for s in self.strategies]
+        timed = None not in seconds
+        return (
+            0 if strategy.cost is None else 1,
+            (self.embed_seconds(strategy) or 0.0) if timed else 0.0,
+            strategy.vector_bytes,
+            strategy.usd or 0.0,
+        )
 
 
 def evaluate_strategies(
@@ -347,7 +409,7 @@ def evaluate_strategies(
             f"the winner was picked on {split!r}, the split it is reported on: {collection.name!r} has no dev "
             "or train split to pick it on, so its figure is optimistic"
         )
-    return ComparisonResult(
+    result = ComparisonResult(
         collection=collection.name,
         split=split,
         tune_split=tune_split,
@@ -360,6 +422,37 @@ def evaluate_strategies(
         notes=tuple(notes),
         chunk_score=chunk_score if any(c != WHOLE_DOCUMENTS for c in chunkers) else None,
     )
+    return with_significance(result)
+
+
+def with_significance(result: ComparisonResult) -> ComparisonResult:
+    """``result`` with each strategy's interval and p-values, and the recommendation.
+
+    Intervals and the reported split's p-values are for reading only; the recommendation is
+    decided on the split that picked the winner (the tuning split, or ``split`` when there is
+    none), so the reported split chooses nothing. A result whose strategies carry no per-query
+    figures comes back as it is.
+    """
+    reported: dict[str, list[float]] = {}
+    selecting: dict[str, Mapping[str, float]] = {}
+    queries = list(result.best.per_query or ())
+    for strategy in result.strategies:
+        if strategy.per_query is None:
+            return result
+        reported[strategy.name] = [strategy.per_query[q] for q in queries]
+        selecting[strategy.name] = strategy.selection_per_query or strategy.per_query
+    best = result.winner
+    recommendation = recommend(selecting, result.cost_key, best=best)
+    rows = tuple(
+        replace(
+            s,
+            interval=bootstrap_ci(reported[s.name]),
+            p_value=1.0 if s.name == best else paired_test(reported[s.name], reported[best]),
+            selection_p_value=recommendation.p_values[s.name],
+        )
+        for s in result.strategies
+    )
+    return replace(result, strategies=rows, recommendation=recommendation)
 
 
 @dataclass(frozen=True)
@@ -370,11 +463,19 @@ class _Judged:
     qrels: Qrels
     tune_qrels: Qrels
 
-    def score(self, run: Run) -> tuple[dict[str, float], dict[str, float] | None]:
-        """Metrics on the reported split, and nDCG@10 on the tuning split."""
-        metrics = evaluate(self.qrels, run, METRICS)
-        selection = evaluate(self.tune_qrels, run, [SELECT_METRIC]) if self.tune_qrels else None
-        return metrics, selection
+    def score(self, run: Run) -> dict[str, Any]:
+        """A StrategyResult's figures: metrics and nDCG@10 per query on the reported split, and on the tuning split."""
+        if not self.qrels:
+            raise InputError(f"the {self.split!r} split holds no judged query; score a split with judgments")
+        per_query = evaluate_per_query(self.qrels, run, METRICS)
+        # The mean as evaluate() takes it, so the figures match it to the last bit.
+        metrics = {name: math.fsum(values.values()) / len(self.qrels) for name, values in per_query.items()}
+        scores: dict[str, Any] = {"metrics": metrics, "per_query": per_query[SELECT_METRIC]}
+        if self.tune_qrels:
+            tuning = evaluate_per_query(self.tune_qrels, run, [SELECT_METRIC])[SELECT_METRIC]
+            scores["selection"] = {SELECT_METRIC: math.fsum(tuning.values()) / len(self.tune_qrels)}
+            scores["selection_per_query"] = tuning
+        return scores
 
 
 class _Lexical:
@@ -401,13 +502,12 @@ class _Lexical:
         return self._future.result()
 
     def result(self, judged: _Judged) -> StrategyResult:
-        metrics, selection = judged.score(self.retriever.combine({"bm25": self.run}, self.retriever.strategy.depth))
+        scores = judged.score(self.retriever.combine({"bm25": self.run}, self.retriever.strategy.depth))
         return StrategyResult(
             name="bm25",
             kind="bm25",
             model=None,
-            metrics=metrics,
-            selection=selection,
+            **scores,
             index_bytes=self.index_bytes,
             strategy=self.retriever.strategy,
         )
@@ -478,14 +578,14 @@ def _evaluate_dense(
     if query_truncated:
         notes.append(f"{label}: {query_truncated} queries were truncated")
     notes.extend(f"{label}: {notice}" for notice in report.notices)
-    metrics, selection = judged.score(retriever.combine({"dense": run}, k))
+    scores = judged.score(retriever.combine({"dense": run}, k))
     result = StrategyResult(
         name=label,
         kind="dense",
         model=model,
-        metrics=metrics,
-        selection=selection,
+        **scores,
         index_bytes=len(texts) * embedder.dim * 4,
+        vector_bytes=len(texts) * embedder.dim * 4,
         cost=cost,
         chunker=chunker_name,
         chunks=None if chunker_name is None else len(texts),
@@ -519,13 +619,12 @@ def _hybrid(method: str, dense: _Dense, lexical: _Lexical, judged: _Judged, k: i
         alpha, table = tune_convex_weight(judged.tune_qrels, dense.run, lexical.run, metric=SELECT_METRIC)
     strategy = replace(base.strategy, mode=Mode.HYBRID, fusion=Fusion(method), alpha=alpha)
     retriever = Retriever(strategy, dense.store, dense.embedder)
-    metrics, selection = judged.score(retriever.combine({"dense": dense.run, "bm25": lexical.run}, k))
+    scores = judged.score(retriever.combine({"dense": dense.run, "bm25": lexical.run}, k))
     return replace(
         base,
         name=f"{base.name} + bm25 ({method})",
         kind=method,
-        metrics=metrics,
-        selection=selection,
+        **scores,
         index_bytes=base.index_bytes + lexical.index_bytes,
         alpha=alpha,
         tuning=table,
