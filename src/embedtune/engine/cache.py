@@ -8,6 +8,10 @@ never served for a document whose text happens to be equal, unless the model has
 Misses are embedded in slices of ``write_every`` texts and committed after each slice (SQLite in
 WAL mode), so a process killed mid-run loses at most one slice, and a rerun picks up the rest.
 A cache file SQLite cannot read is moved aside and rebuilt; ``notices`` says so.
+
+Image rows (``embed_images``) are keyed on the inner embedder's ``image_fingerprint(kind)`` (model,
+weights, preprocessing, downscaling limit) and the SHA-256 of the image's bytes: the same file is
+embedded once, and a re-encoded copy of the same pixels (other bytes) is a row of its own.
 """
 
 from __future__ import annotations
@@ -17,17 +21,21 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from ..embedder import Embedder, Kind, check_kind, empty_vectors
+from ..embedder import Embedder, Kind, check_kind, embed_images, empty_vectors, image_fingerprint
 from ..errors import CacheError, InvalidInputError, ProviderError
 from .wrapper import Wrapper
 
-__all__ = ["CacheStats", "CachingEmbedder", "cache_key"]
+if TYPE_CHECKING:
+    from ..images import Image
+
+__all__ = ["CacheStats", "CachingEmbedder", "cache_key", "image_cache_key"]
 
 _SCHEMA = 1
 _LOOKUP_CHUNK = 500  # stays below SQLite's limit on bound parameters
@@ -35,6 +43,14 @@ _LOOKUP_CHUNK = 500  # stays below SQLite's limit on bound parameters
 
 def cache_key(fingerprint: str, text: str) -> bytes:
     return hashlib.sha256(fingerprint.encode() + b"\x00" + text.encode("utf-8", "surrogatepass")).digest()
+
+
+def image_cache_key(fingerprint: str, image: Image) -> bytes:
+    """An image row's key: the image fingerprint and the SHA-256 of the bytes (never the pixels)."""
+    return hashlib.sha256(fingerprint.encode() + b"\x00image\x00" + image.sha256.encode()).digest()
+
+
+_Input = TypeVar("_Input")
 
 
 @dataclass
@@ -64,17 +80,30 @@ class CachingEmbedder(Wrapper):
         if not texts:
             return empty_vectors(self.dim)
         fingerprint = self.inner.fingerprint(kind)
-        keys = [cache_key(fingerprint, t) for t in texts]
+        return self._cached(texts, [cache_key(fingerprint, t) for t in texts], lambda part: self.inner.embed(part, kind))
+
+    def embed_images(self, images: Sequence[Image], kind: Kind = "document") -> np.ndarray:
+        check_kind(kind)
+        fingerprint = image_fingerprint(self.inner, kind)  # a text-only model fails here, before a lookup
+        if not images:
+            return empty_vectors(self.dim)
+        keys = [image_cache_key(fingerprint, image) for image in images]
+        return self._cached(images, keys, lambda part: embed_images(self.inner, part, kind))
+
+    def _cached(
+        self, inputs: Sequence[_Input], keys: list[bytes], embed: Callable[[list[_Input]], np.ndarray]
+    ) -> np.ndarray:
+        """Rows for ``inputs`` (keyed by ``keys``): found ones from the file, each missing key embedded once."""
         first_index: dict[bytes, int] = {}
         for i, key in enumerate(keys):
             first_index.setdefault(key, i)
         found = self._lookup(list(first_index))
         missing = [k for k in first_index if k not in found]
-        self.stats.hits += len(texts) - len(missing)
+        self.stats.hits += len(inputs) - len(missing)
         for start in range(0, len(missing), self.write_every):
             part = missing[start : start + self.write_every]
             try:
-                vectors = self.inner.embed([texts[first_index[k]] for k in part], kind)
+                vectors = embed([inputs[first_index[k]] for k in part])
             except InvalidInputError as exc:
                 raise exc.with_index(first_index[part[exc.index]]) from None
             _check(vectors, len(part), self.dim, self.inner.name)
