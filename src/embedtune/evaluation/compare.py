@@ -46,13 +46,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from embedtune.catalogue import find_card
-from embedtune.embedder import Embedder, Kind
+from embedtune.embedder import Embedder, Kind, embed_images
 from embedtune.engine import BatchingEmbedder, CachingEmbedder, LengthPolicy, OverLimit, close_stack, find_layer
 from embedtune.engine.wrapper import Wrapper
 from embedtune.errors import ConfigError, InputError
 from embedtune.evaluation.collections import Collection, Qrels
 from embedtune.evaluation.metrics import evaluate
 from embedtune.evaluation.tuning import tune_convex_weight
+from embedtune.images import Image
 from embedtune.factory import EmbedderSpec, build_embedder, open_provider
 from embedtune.indexer import index_documents, store_manifest
 from embedtune.retriever import Retriever
@@ -468,7 +469,7 @@ def _evaluate_dense(
         model=model,
         metrics=metrics,
         selection=selection,
-        index_bytes=len(texts) * embedder.dim * 4,
+        index_bytes=(len(texts) + sum(doc.image is not None for doc in documents)) * embedder.dim * 4,
         cost=cost,
         chunker=chunker_name,
         chunks=None if chunker_name is None else len(texts),
@@ -487,9 +488,12 @@ def _chunker_name(strategy: Strategy, embedder: Embedder, over_limit: str) -> st
 
 
 def _unit_texts(documents: Sequence[SourceDocument], store: Store) -> list[str]:
-    """What the model embedded for the corpus, in document order: each document's chunks."""
+    """The texts the model embedded for the corpus, in document order: each document's chunks
+    (images, which have no tokens, left out)."""
     spans = store.chunk_spans()
-    return [doc.text[start:end] for doc in documents for start, end in spans.get(doc.id, ())]
+    return [
+        doc.text[start:end] for doc in documents if doc.image is None for start, end in spans.get(doc.id, ())
+    ]
 
 
 def _hybrid(method: str, dense: _Dense, lexical: _Lexical, judged: _Judged, k: int) -> StrategyResult:
@@ -698,4 +702,10 @@ class _TimedEmbedder(Wrapper):
         vectors = self.inner.embed(texts, kind)
         self.seconds += time.perf_counter() - start
         self.texts += len(texts)
+        return vectors
+
+    def embed_images(self, images: Sequence[Image], kind: Kind = "document") -> np.ndarray:
+        start = time.perf_counter()
+        vectors = embed_images(self.inner, images, kind)
+        self.seconds += time.perf_counter() - start
         return vectors
