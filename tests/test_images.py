@@ -6,8 +6,8 @@ import io
 
 import numpy as np
 import pytest
-from _clip import png
 
+from _clip import png
 from embedtune.embedder import embed_images, takes_images
 from embedtune.engine import BatchingEmbedder, CachingEmbedder, CountingEmbedder, find_layer
 from embedtune.errors import InputError

@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from .errors import EmbedtuneError
+
+if TYPE_CHECKING:
+    from .images import Image
 
 app = typer.Typer(
     help="Find, build and prove the best embedding strategy for your retrieval corpus.",
@@ -184,7 +187,9 @@ def embed(
                 try:
                     matrix[rows] = embed_images(embedder, [inputs.images[r] for r in rows], kind)  # type: ignore[arg-type]
                 except InvalidInputError as exc:
-                    raise EmbedtuneError(f"image {ids[rows[exc.index]]!r} was rejected by the server: {exc.reason}") from None
+                    raise EmbedtuneError(
+                        f"image {ids[rows[exc.index]]!r} was rejected by the server: {exc.reason}"
+                    ) from None
                 progress.advance(task, len(rows))
     except BaseException:
         close_stack(embedder)
@@ -219,7 +224,7 @@ class _EmbedInputs:
     def __init__(self) -> None:
         self.ids: list[str] = []
         self.texts: dict[int, str] = {}
-        self.images: dict[int, object] = {}
+        self.images: dict[int, Image] = {}
         self.failures: list[tuple[str, str]] = []
         self.skipped = 0
         self.skipped_images = 0
@@ -275,7 +280,9 @@ def _print_image_notes(embedder) -> None:
         stats = getattr(layer, "image_stats", None)
         if stats is not None:
             for line in stats.downscaled:
-                err.print(f"[yellow]note:[/] {line} (over the size limit before the model's own resize)", highlight=False)
+                err.print(
+                    f"[yellow]note:[/] {line} (over the size limit before the model's own resize)", highlight=False
+                )
             return
         layer = getattr(layer, "inner", None)
 

@@ -158,7 +158,9 @@ class Image:
                 upright = ops.exif_transpose(opened)
                 rgb = upright.convert("RGB")
             except (OSError, ValueError, SyntaxError, pil.DecompressionBombError) as exc:
-                raise InputError(f"{self.name}: cannot decode the image ({_one_line(exc)}); repair or remove it") from None
+                raise InputError(
+                    f"{self.name}: cannot decode the image ({_one_line(exc)}); repair or remove it"
+                ) from None
         target = _fit(rgb.size, limits)
         downscaled = None
         if target != rgb.size:

@@ -5,9 +5,9 @@ import sqlite3
 
 import numpy as np
 import pytest
-from _clip import png
 from PIL import Image as PIL
 
+from _clip import png
 from embedtune.embedder import embed_images
 from embedtune.engine import CountingEmbedder, close_stack
 from embedtune.engine.http import RetryPolicy
@@ -66,7 +66,9 @@ def test_images_round_trip_through_faults_nothing_lost_or_duplicated(tmp_path):
 def test_an_image_over_the_limit_is_sent_downscaled(tmp_path):
     big = Image(png(300, 30, seed=1), name="big.png")
     with FaultServer() as server:
-        provider = open_provider(EmbedderSpec(model="openai:clip-server", base_url=f"{server.url}/v1", images=True, dims=64))
+        provider = open_provider(
+            EmbedderSpec(model="openai:clip-server", base_url=f"{server.url}/v1", images=True, dims=64)
+        )
         provider.image_limits = ImageLimits(max_side=100)
         provider.embed_images([big])
         served = set(server.stats.inputs_served)

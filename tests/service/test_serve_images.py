@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import numpy as np
 import pytest
-from _clip import png
 from _serving import KEY, auth, cosines, fake_server, running
 
+from _clip import png
 from embedtune.embedder import embed_images
 from embedtune.engine import close_stack
 from embedtune.factory import EmbedderSpec, build_embedder

@@ -80,7 +80,9 @@ class CachingEmbedder(Wrapper):
         if not texts:
             return empty_vectors(self.dim)
         fingerprint = self.inner.fingerprint(kind)
-        return self._cached(texts, [cache_key(fingerprint, t) for t in texts], lambda part: self.inner.embed(part, kind))
+        return self._cached(
+            texts, [cache_key(fingerprint, t) for t in texts], lambda part: self.inner.embed(part, kind)
+        )
 
     def embed_images(self, images: Sequence[Image], kind: Kind = "document") -> np.ndarray:
         check_kind(kind)

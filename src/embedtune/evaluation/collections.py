@@ -111,7 +111,7 @@ def load_beir(path: str | Path, *, splits: Sequence[str] | None = None, strict: 
     problems: list[str] = []
 
     if not (folder / "corpus.jsonl").exists() and (folder / IMAGES_FOLDER).is_dir():
-        corpus, duplicates = _read_images(folder / IMAGES_FOLDER, problems), []
+        corpus, duplicates = _read_images(folder / IMAGES_FOLDER, problems), list[str]()
     else:
         corpus, duplicates = _read_corpus(_required(folder, "corpus.jsonl"))
     if duplicates:

@@ -53,8 +53,8 @@ from embedtune.errors import ConfigError, InputError
 from embedtune.evaluation.collections import Collection, Qrels
 from embedtune.evaluation.metrics import evaluate
 from embedtune.evaluation.tuning import tune_convex_weight
-from embedtune.images import Image
 from embedtune.factory import EmbedderSpec, build_embedder, open_provider
+from embedtune.images import Image
 from embedtune.indexer import index_documents, store_manifest
 from embedtune.retriever import Retriever
 from embedtune.search.bm25 import BM25Index
@@ -491,9 +491,7 @@ def _unit_texts(documents: Sequence[SourceDocument], store: Store) -> list[str]:
     """The texts the model embedded for the corpus, in document order: each document's chunks
     (images, which have no tokens, left out)."""
     spans = store.chunk_spans()
-    return [
-        doc.text[start:end] for doc in documents if doc.image is None for start, end in spans.get(doc.id, ())
-    ]
+    return [doc.text[start:end] for doc in documents if doc.image is None for start, end in spans.get(doc.id, ())]
 
 
 def _hybrid(method: str, dense: _Dense, lexical: _Lexical, judged: _Judged, k: int) -> StrategyResult:
