@@ -160,3 +160,11 @@ def test_data_urls_round_trip():
     assert Image.from_data_url(url) == image
     with pytest.raises(InputError, match="not a data URL"):
         Image.from_data_url("https://example.com/a.png")
+
+
+def test_the_catalogue_says_which_models_take_images():
+    from embedtune.catalogue import lookup_card
+
+    assert lookup_card("local:clip-ViT-B-32").modalities == ("text", "image")
+    assert lookup_card("local:all-MiniLM-L6-v2").modalities == ("text",)
+    assert lookup_card("openai:text-embedding-3-small").modalities == ("text",)

@@ -91,15 +91,17 @@ def models() -> None:
     table.add_column("model", no_wrap=True)
     for column in ("dims", "max tokens", "$ / 1M tokens"):
         table.add_column(column, justify="right")
-    for column in ("prefixes (query | document)", "licence", "offline here"):
+    for column in ("inputs", "prefixes (query | document)", "licence", "offline here"):
         table.add_column(column)
     for card in CATALOGUE:
         prefixes = " | ".join(_short(p) for p in (card.query_prefix, card.document_prefix))
         price = f"{card.usd_per_million_tokens:.2f}" if card.usd_per_million_tokens is not None else "-"
         offline = "yes" if card.available_offline() else "no"
-        table.add_row(card.uri, str(card.dim), str(card.max_tokens), price, prefixes, card.licence, offline)
+        inputs = " + ".join(card.modalities)
+        table.add_row(card.uri, str(card.dim), str(card.max_tokens), price, inputs, prefixes, card.licence, offline)
     out.print(table)
     out.print("Any sentence-transformers folder works too: --model local:/path/to/model")
+    out.print("A CLIP-style folder embeds images as well as text: --model local:/path/to/clip-ViT-B-32")
 
 
 def _short(prefix: str) -> str:
