@@ -114,6 +114,9 @@ def test_large_images_are_downscaled_counted_and_named(tiny_clip, st_model):
     assert provider.image_stats.decoded == 2
     assert provider.image_stats.downscaled == ["wide.png: 2000x40 downscaled to 256x5"]
     assert "max_side=256" in provider.image_fingerprint()
+    jpeg = Image(png(3000, 200, seed=6, fmt="JPEG"), name="scan.jpg")  # JPEG's draft mode shrinks it first
+    assert jpeg.decode(ImageLimits(max_side=256), provider.image_stats).size == (256, 17)
+    assert provider.image_stats.downscaled[-1] == "scan.jpg: 3000x200 downscaled to 256x17"
 
 
 def _corrupt(data: bytes) -> bytes:

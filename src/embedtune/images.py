@@ -162,10 +162,10 @@ class Image:
                     f"{self.name}: cannot decode the image ({_one_line(exc)}); repair or remove it"
                 ) from None
         target = _fit(rgb.size, limits)
-        downscaled = None
         if target != rgb.size:
-            downscaled = (width, height)
             rgb = rgb.resize(target, pil.Resampling.LANCZOS, reducing_gap=3.0)
+        # JPEG's draft mode may already have done part of it: compare with the header's size
+        downscaled = (width, height) if rgb.size[0] * rgb.size[1] < width * height else None
         if stats is not None:
             stats.record(self, downscaled, rgb.size)
         return rgb

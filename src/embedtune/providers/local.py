@@ -186,8 +186,9 @@ class SentenceTransformerEmbedder:
         self._model = None
         self.image_limits = image_limits or ImageLimits()
         self.image_stats = ImageStats()
-        if dim is not None and max_tokens is not None and modalities is not None:
+        if dim is not None and max_tokens is not None:
             native = dim
+            modalities = modalities or TEXT_ONLY  # a catalogued model: its card says
         else:
             model = self._load()
             native = self._native_dim
