@@ -773,13 +773,18 @@ def index(
             )
         strategy_file = DEFAULT_STRATEGY
     strategy = Strategy.load(strategy_file)
-    store = _open_store(store_uri)
     embedder = None
-    try:
-        if strategy.embedder is not None:
-            embedder = build_embedder(strategy.embedder, cache=default_home() / "embeddings.sqlite")
-        images = embedder is not None and takes_images(embedder)
+    if strategy.embedder is not None:
+        embedder = build_embedder(strategy.embedder, cache=default_home() / "embeddings.sqlite")
+    images = embedder is not None and takes_images(embedder)
+    try:  # the documents first: an unusable input opens no store
         source = read_documents(corpus, text_field=text_field, id_field=id_field, images=images)
+        store = _open_store(store_uri)
+    except BaseException:
+        if embedder is not None:
+            close_stack(embedder)
+        raise
+    try:
         with _progress("indexing") as progress:
             task = progress.add_task("index", total=None)
 
@@ -806,7 +811,8 @@ def index(
     embedded = ""
     if embedder is not None:
         new = cache_layer.stats.misses if cache_layer is not None else report.texts_embedded
-        embedded = f"; {report.texts_embedded} texts and images to embed, {new} new to the cache"
+        what = "texts and images" if images else "texts"
+        embedded = f"; {report.texts_embedded} {what} to embed, {new} new to the cache"
     out.print(
         f"{store.location}: {report.documents} documents ({report.added} added, {report.updated} updated, "
         f"{report.unchanged} unchanged, {report.deleted} deleted), {chunks} chunks with {strategy.name}{embedded}"
