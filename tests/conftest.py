@@ -31,6 +31,14 @@ def mpnet():
     return open_provider(EmbedderSpec(model="local:all-mpnet-base-v2"))
 
 
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> Path:
+    """The folder of a tiny random CLIP in the sentence-transformers layout (see tests/_clip.py)."""
+    from tests._clip import build_tiny_clip
+
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
 @pytest.fixture()
 def fake():
     from embedtune.providers.fake import HashEmbedder

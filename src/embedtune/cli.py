@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from .errors import EmbedtuneError
+
+if TYPE_CHECKING:
+    from .images import Image
 
 app = typer.Typer(
     help="Find, build and prove the best embedding strategy for your retrieval corpus.",
@@ -102,15 +105,17 @@ def models() -> None:
     table.add_column("model", no_wrap=True)
     for column in ("dims", "max tokens", "$ / 1M tokens"):
         table.add_column(column, justify="right")
-    for column in ("prefixes (query | document)", "licence", "offline here"):
+    for column in ("inputs", "prefixes (query | document)", "licence", "offline here"):
         table.add_column(column)
     for card in CATALOGUE:
         prefixes = " | ".join(_short(p) for p in (card.query_prefix, card.document_prefix))
         price = f"{card.usd_per_million_tokens:.2f}" if card.usd_per_million_tokens is not None else "-"
         offline = "yes" if card.available_offline() else "no"
-        table.add_row(card.uri, str(card.dim), str(card.max_tokens), price, prefixes, card.licence, offline)
+        inputs = " + ".join(card.modalities)
+        table.add_row(card.uri, str(card.dim), str(card.max_tokens), price, inputs, prefixes, card.licence, offline)
     out.print(table)
     out.print("Any sentence-transformers folder works too: --model local:/path/to/model")
+    out.print("A CLIP-style folder embeds images as well as text: --model local:/path/to/clip-ViT-B-32")
 
 
 def _short(prefix: str) -> str:
@@ -121,7 +126,13 @@ def _short(prefix: str) -> str:
 
 @app.command()
 def embed(
-    input: Annotated[Path, typer.Argument(help="A .txt (one text per line), .jsonl, .parquet file or a BEIR folder.")],
+    input: Annotated[
+        Path,
+        typer.Argument(
+            help="A .txt (one text per line), .jsonl, .parquet file, a BEIR folder, or a folder of files "
+            "(.txt/.md/.html/.pdf, and images for a model that takes them)."
+        ),
+    ],
     model: ModelOption = "local:all-MiniLM-L6-v2",
     output: Annotated[
         Path, typer.Option("--out", "-o", help="Where to write ids and vectors: .parquet or .npy.")
@@ -142,13 +153,13 @@ def embed(
     config: ConfigOption = None,
     ray: RayOption = None,
 ) -> None:
-    """Embed texts and write their vectors; a rerun takes everything it can from the cache."""
+    """Embed texts (and the images of a folder) and write their vectors; a rerun takes everything it can from the cache."""
 
-    from .embedder import check_kind
+    from .embedder import check_kind, embed_images
     from .engine import BatchingEmbedder, CachingEmbedder, LengthPolicy, close_stack, find_layer, whole_calls
     from .errors import InvalidInputError, TextTooLongError
     from .factory import build_embedder
-    from .textio import OUTPUT_FORMATS, read_texts, write_vectors
+    from .textio import OUTPUT_FORMATS, write_vectors
 
     try:
         check_kind(kind)
@@ -164,37 +175,55 @@ def embed(
         max_batch_tokens=max_batch_tokens,
         concurrency=concurrency,
     )
-    data = read_texts(input, text_field=text_field, id_field=id_field)
     cache_path = None if no_cache else (cache or default_home() / "embeddings.sqlite")
     embedder = build_embedder(spec, cache=cache_path, ray=_ray(ray))
+    try:
+        inputs = _embed_inputs(input, embedder, text_field=text_field, id_field=id_field)
+    except BaseException:
+        close_stack(embedder)
+        raise
     batcher, cache_layer, policy = (find_layer(embedder, c) for c in (BatchingEmbedder, CachingEmbedder, LengthPolicy))
 
-    vectors = []
-    # The cache commits after each slice, so a killed run loses at most one (on a cluster it
-    # commits as batches return, and the input goes whole: each call is one job).
-    slice_size = max(len(data), 1) if whole_calls(embedder) else 256
-    with _progress("embedding") as progress:
-        task = progress.add_task("embed", total=len(data))
-        for start in range(0, len(data), slice_size):
-            part = data.texts[start : start + slice_size]
-            try:
-                vectors.append(embedder.embed(part, kind))  # type: ignore[arg-type]
-            except (InvalidInputError, TextTooLongError) as exc:
-                raise _name_text(exc, start, data.ids) from None
-            progress.advance(task, len(part))
     import numpy as np
 
-    matrix = np.concatenate(vectors)
-    written = write_vectors(output, data.ids, matrix, model=spec.model)
+    ids = inputs.ids
+    matrix = np.empty((len(ids), embedder.dim), dtype=np.float32)
+    # The cache commits after each slice, so a killed run loses at most one (on a cluster it
+    # commits as batches return, and the input goes whole: each call is one job).
+    slice_size = max(len(ids), 1) if whole_calls(embedder) else 256
+    try:
+        with _progress("embedding") as progress:
+            task = progress.add_task("embed", total=len(ids))
+            for start in range(0, len(inputs.text_rows), slice_size):
+                rows = inputs.text_rows[start : start + slice_size]
+                try:
+                    matrix[rows] = embedder.embed([inputs.texts[r] for r in rows], kind)  # type: ignore[arg-type]
+                except (InvalidInputError, TextTooLongError) as exc:
+                    raise _name_text(exc, rows[exc.index] - exc.index, ids) from None
+                progress.advance(task, len(rows))
+            for start in range(0, len(inputs.image_rows), slice_size):
+                rows = inputs.image_rows[start : start + slice_size]
+                try:
+                    matrix[rows] = embed_images(embedder, [inputs.images[r] for r in rows], kind)  # type: ignore[arg-type]
+                except InvalidInputError as exc:
+                    raise EmbedtuneError(
+                        f"image {ids[rows[exc.index]]!r} was rejected by the server: {exc.reason}"
+                    ) from None
+                progress.advance(task, len(rows))
+    except BaseException:
+        close_stack(embedder)
+        raise
+    written = write_vectors(output, ids, matrix, model=spec.model)
 
     if cache_layer is not None:
         for notice in cache_layer.notices:
             err.print(f"[yellow]note:[/] {notice}")
         new, cached = cache_layer.stats.misses, cache_layer.stats.hits
     else:
-        new, cached = len(data), 0
-    summary = f"embedded {len(data)} texts with {spec.model} ({matrix.shape[1]} dims): {new} new, {cached} from cache"
-    if new + cached != len(data):
+        new, cached = len(ids), 0
+    what = f"{len(inputs.text_rows)} texts" + (f" and {len(inputs.image_rows)} images" if inputs.image_rows else "")
+    summary = f"embedded {what} with {spec.model} ({matrix.shape[1]} dims): {new} new, {cached} from cache"
+    if new + cached != len(ids):
         summary += f" (model inputs, after splitting {policy.stats.split} long texts)"
     out.print(f"{summary}; {batcher.stats.tokens} tokens in {batcher.stats.batches} batches")
     if policy.stats.truncated:
@@ -202,8 +231,95 @@ def embed(
     if policy.stats.split:
         out.print(f"{policy.stats.split} texts over {policy.max_tokens} tokens were split and averaged")
     _print_usage(embedder)
+    _print_image_notes(embedder)
     close_stack(embedder)
     out.print("wrote " + ", ".join(str(p) for p in written))
+    _print_unread(inputs.skipped, inputs.skipped_images, inputs.failures, spec.model)
+
+
+class _EmbedInputs:
+    """What ``embed`` reads: ids in output order, the texts and images at their rows, what failed."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.texts: dict[int, str] = {}
+        self.images: dict[int, Image] = {}
+        self.failures: list[tuple[str, str]] = []
+        self.skipped = 0
+        self.skipped_images = 0
+
+    @property
+    def text_rows(self) -> list[int]:
+        return sorted(self.texts)
+
+    @property
+    def image_rows(self) -> list[int]:
+        return sorted(self.images)
+
+
+def _embed_inputs(input: Path, embedder, *, text_field: str, id_field: str | None) -> _EmbedInputs:
+    """A file or BEIR folder through ``read_texts``; any other folder through ``read_documents``,
+    its images included when the model takes them."""
+    from .embedder import takes_images
+    from .textio import read_texts
+
+    inputs = _EmbedInputs()
+    if input.is_dir() and not (input / "corpus.jsonl").exists():
+        from .documents import read_documents
+
+        images = takes_images(embedder)
+        source = read_documents(input, images=images)
+        for row, document in enumerate(source.documents):
+            inputs.ids.append(document.id)
+            if document.image is not None:
+                inputs.images[row] = document.image
+            else:
+                inputs.texts[row] = document.text
+        inputs.failures = source.failures
+        inputs.skipped = source.skipped
+        if not images:
+            inputs.skipped_images = _count_images(input)
+        return inputs
+    data = read_texts(input, text_field=text_field, id_field=id_field)
+    inputs.ids = list(data.ids)
+    inputs.texts = dict(enumerate(data.texts))
+    return inputs
+
+
+def _count_images(folder: Path) -> int:
+    from .images import IMAGE_SUFFIXES
+
+    return sum(1 for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
+def _print_image_notes(embedder) -> None:
+    """One line per image the provider downscaled (over its size limit), naming the file."""
+    layer = embedder
+    while layer is not None:
+        stats = getattr(layer, "image_stats", None)
+        if stats is not None:
+            for line in stats.downscaled:
+                err.print(
+                    f"[yellow]note:[/] {line} (over the size limit before the model's own resize)", highlight=False
+                )
+            return
+        layer = getattr(layer, "inner", None)
+
+
+def _print_unread(skipped: int, skipped_images: int, failures: list[tuple[str, str]], model: str) -> None:
+    """Files of a folder that were not embedded: a note for skipped types, one error line per broken file (exit 2)."""
+    if skipped_images:
+        err.print(
+            f"[yellow]note:[/] skipped {skipped_images} images: {model} takes text only "
+            "(give a CLIP-style model to embed them)",
+            highlight=False,
+        )
+    if skipped - skipped_images > 0:
+        err.print(f"[yellow]note:[/] skipped {skipped - skipped_images} files of types not read", highlight=False)
+    for path, reason in failures:
+        err.print(f"[red]error:[/] cannot read {path}: {reason}", highlight=False, soft_wrap=True)
+    if failures:
+        sys.exit(2)
 
 
 @app.command()
@@ -669,6 +785,7 @@ def index(
 ) -> None:
     """Build a strategy into a store: chunk, embed (through the cache), write. Reruns write only what changed."""
     from .documents import read_documents
+    from .embedder import takes_images
     from .engine import CachingEmbedder, close_stack, find_layer
     from .factory import build_embedder
     from .indexer import index_documents
@@ -681,12 +798,18 @@ def index(
             )
         strategy_file = DEFAULT_STRATEGY
     strategy = Strategy.load(strategy_file)
-    source = read_documents(corpus, text_field=text_field, id_field=id_field)
-    store = _open_store(store_uri)
     embedder = None
+    if strategy.embedder is not None:
+        embedder = build_embedder(strategy.embedder, cache=default_home() / "embeddings.sqlite", ray=_ray(ray))
+    images = embedder is not None and takes_images(embedder)
+    try:  # the documents first: an unusable input opens no store
+        source = read_documents(corpus, text_field=text_field, id_field=id_field, images=images)
+        store = _open_store(store_uri)
+    except BaseException:
+        if embedder is not None:
+            close_stack(embedder)
+        raise
     try:
-        if strategy.embedder is not None:
-            embedder = build_embedder(strategy.embedder, cache=default_home() / "embeddings.sqlite", ray=_ray(ray))
         with _progress("indexing") as progress:
             task = progress.add_task("index", total=None)
 
@@ -704,6 +827,8 @@ def index(
             )
         cache_layer = find_layer(embedder, CachingEmbedder) if embedder is not None else None
         chunks = store.count_chunks()
+        if embedder is not None:
+            _print_image_notes(embedder)
     finally:
         store.close()
         if embedder is not None:
@@ -711,7 +836,8 @@ def index(
     embedded = ""
     if embedder is not None:
         new = cache_layer.stats.misses if cache_layer is not None else report.texts_embedded
-        embedded = f"; {report.texts_embedded} texts to embed, {new} new to the cache"
+        what = "texts and images" if images else "texts"
+        embedded = f"; {report.texts_embedded} {what} to embed, {new} new to the cache"
     out.print(
         f"{store.location}: {report.documents} documents ({report.added} added, {report.updated} updated, "
         f"{report.unchanged} unchanged, {report.deleted} deleted), {chunks} chunks with {strategy.name}{embedded}"
@@ -720,12 +846,11 @@ def index(
         out.print(f"[yellow]note:[/] {report.truncated} chunks over the model's limit were truncated")
     for notice in report.notices:
         err.print(f"[yellow]note:[/] {notice}", highlight=False)
-    if source.skipped:
+    skipped_images = _count_images(corpus) if corpus.is_dir() and source.kind.value == "folder" and not images else 0
+    if source.skipped and not skipped_images:
         err.print(f"[yellow]note:[/] skipped {source.skipped} files of types index does not read", highlight=False)
-    if source.failures:
-        for path, reason in source.failures:
-            err.print(f"[red]error:[/] cannot read {path}: {reason}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+    model = strategy.model or "a bm25 strategy"
+    _print_unread(source.skipped if skipped_images else 0, skipped_images, source.failures, model)
 
 
 def _parse_filter(items: list[str] | None) -> dict | None:

@@ -18,7 +18,12 @@ order. The inputs:
   id is its path relative to the folder (``/`` separated); its metadata holds that ``path``, its
   ``type`` and the HTML or PDF ``title`` when there is one. A file that cannot be read lands in
   :attr:`DocumentSource.failures` with one line saying why; files of other types are counted in
-  :attr:`DocumentSource.skipped`.
+  :attr:`DocumentSource.skipped`. With ``images=True`` (a model that takes images), image files
+  (``IMAGE_SUFFIXES``: .png, .jpg, ...) are documents too: the document carries the
+  :class:`~embedtune.images.Image` (the file's bytes, decoded once here to prove they are whole), its
+  text is its relative path, its metadata holds ``path``, ``type`` ``"image"``, ``sha256`` of the
+  bytes, ``width`` and ``height``. A corrupt, truncated, empty or non-image file lands in
+  ``failures`` like any unreadable file.
 
 Anything unusable as a whole (a missing path, an unknown format, a bad JSONL line, a repeated id,
 no documents at all) raises :class:`~embedtune.errors.InputError` with one line.
@@ -41,6 +46,7 @@ from typing import Any
 
 from .errors import InputError, require
 from .evaluation.collections import Document, read_corpus
+from .images import IMAGE_SUFFIXES, Image
 from .textio import _read_lines
 
 __all__ = ["FOLDER_TYPES", "INPUT_FORMATS", "DocumentSource", "SourceDocument", "SourceKind", "read_documents"]
@@ -70,11 +76,13 @@ class SourceKind(str, Enum):
 
 @dataclass(frozen=True, kw_only=True)
 class SourceDocument:
-    """One document to index. ``metadata`` holds JSON values only."""
+    """One document to index. ``metadata`` holds JSON values only; ``image`` is set for an image
+    document (embedded as the image; ``text`` then names it)."""
 
     id: str
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    image: Image | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,12 +107,13 @@ class DocumentSource:
 
 
 def read_documents(
-    path: str | os.PathLike[str], *, text_field: str = "text", id_field: str | None = None
+    path: str | os.PathLike[str], *, text_field: str = "text", id_field: str | None = None, images: bool = False
 ) -> DocumentSource:
     """Read the documents of ``path``: a BEIR folder, ``.jsonl``, ``.parquet``, ``.txt`` or a folder of files.
 
     ``text_field`` and ``id_field`` name the text and id of a JSONL line or parquet row; the other
-    inputs ignore them. Raises ``InputError`` with one line when the input as a whole is unusable;
+    inputs ignore them. ``images`` reads the image files of a folder as image documents (else they
+    are skipped like other types). Raises ``InputError`` with one line when the input as a whole is unusable;
     a single unreadable file in a folder is reported in ``failures`` instead.
     """
     path = Path(path)
@@ -112,7 +121,7 @@ def read_documents(
         if (path / "corpus.jsonl").is_file():
             source = _read_beir(path)
         else:
-            source = _read_folder(path)
+            source = _read_folder(path, images=images)
     elif not path.exists():
         raise InputError(f"input {path} does not exist; give one of: {', '.join(INPUT_FORMATS)}")
     else:
@@ -149,11 +158,23 @@ def _read_beir(folder: Path) -> DocumentSource:
 
 
 def corpus_documents(corpus: Mapping[str, Document]) -> list[SourceDocument]:
-    """A BEIR corpus as ``index`` reads it and ``compare`` builds it: title + " " + text, the title as metadata."""
+    """A BEIR corpus as ``index`` reads it and ``compare`` builds it: title + " " + text, the title as metadata.
+
+    An image collection's documents carry their image, with the metadata a folder's image gets.
+    """
     return [
-        SourceDocument(id=doc_id, text=doc.full_text, metadata={"title": doc.title} if doc.title else {})
+        _image_document(doc_id, doc.image)
+        if doc.image is not None
+        else SourceDocument(id=doc_id, text=doc.full_text, metadata={"title": doc.title} if doc.title else {})
         for doc_id, doc in corpus.items()
     ]
+
+
+def _image_document(doc_id: str, image: Image, size: tuple[int, int] | None = None) -> SourceDocument:
+    """An image as a document: its id as text, what names it as metadata (the hash makes a changed file new)."""
+    width, height = size or image.size
+    metadata = {"path": doc_id, "type": "image", "sha256": image.sha256, "width": width, "height": height}
+    return SourceDocument(id=doc_id, text=doc_id, metadata=metadata, image=image)
 
 
 def _read_txt(path: Path) -> DocumentSource:
@@ -340,13 +361,21 @@ class _Unreadable(Exception):
     """One file of a folder cannot be read; the message is the one-line reason."""
 
 
-def _read_folder(folder: Path) -> DocumentSource:
+def _read_folder(folder: Path, *, images: bool = False) -> DocumentSource:
     documents: list[SourceDocument] = []
     failures: list[tuple[str, str]] = []
     failed_ids: list[str] = []
     skipped = 0
     for relative in _visible_files(folder, failures):
         file_type = FOLDER_TYPES.get(relative.suffix.lower())
+        if images and relative.suffix.lower() in IMAGE_SUFFIXES:
+            file = folder.joinpath(*relative.parts)
+            try:
+                documents.append(_read_image(file, str(relative)))
+            except _Unreadable as exc:
+                failures.append((str(file), str(exc)))
+                failed_ids.append(str(relative))
+            continue
         if file_type is None:
             skipped += 1
             continue
@@ -396,6 +425,18 @@ def _read_file(file: Path, file_type: str) -> tuple[str, str | None]:
     if not text.strip():
         raise _Unreadable("no text: the file is empty or holds nothing but whitespace or markup")
     return text, title
+
+
+def _read_image(file: Path, doc_id: str) -> SourceDocument:
+    """An image file as a document, decoded once so a broken file is named here, not mid-run."""
+    if not file.is_file():
+        raise _Unreadable("not a regular file (a broken link?); remove it or point it at a file")
+    image = Image(_read_bytes(file), name=str(file))
+    try:
+        size = image.check()
+    except InputError as exc:
+        raise _Unreadable(str(exc).removeprefix(f"{file}: ")) from None
+    return _image_document(doc_id, image, size)
 
 
 def _read_bytes(file: Path) -> bytes:

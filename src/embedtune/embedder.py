@@ -6,16 +6,39 @@ different prefix for each; an embedder without prefixes gives the same vector fo
 
 Providers (local models, HTTP APIs) implement it, and so do the wrappers in ``embedtune.engine``
 (batching, cache), which hold another Embedder; that is what lets them compose.
+
+Images are a second method beside ``embed``, not a wider ``embed``: a model that takes images
+(``"image" in modalities``) also offers ``embed_images(images, kind)`` and
+``image_fingerprint(kind)``, into the same space as its texts. The text path (token counts, the
+length policy, chunkers) never meets an image, and each wrapper says what it does to images in
+one method of its own: the cache keys them on their bytes, the batcher bounds batches by pixels.
+:func:`embed_images` is how callers reach it; a text-only model fails there in one line.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["KINDS", "Embedder", "Kind", "check_kind", "empty_vectors"]
+from .errors import InputError
+
+if TYPE_CHECKING:
+    from .images import Image
+
+__all__ = [
+    "KINDS",
+    "TEXT_ONLY",
+    "Embedder",
+    "ImageEmbedder",
+    "Kind",
+    "check_kind",
+    "embed_images",
+    "empty_vectors",
+    "image_fingerprint",
+    "takes_images",
+]
 
 Kind = Literal["document", "query"]
 KINDS: tuple[Kind, ...] = ("document", "query")
@@ -45,6 +68,52 @@ class Embedder(Protocol):
     def count_tokens(self, text: str, kind: Kind = "document") -> int: ...
 
     def fingerprint(self, kind: Kind = "document") -> str: ...
+
+
+TEXT_ONLY: tuple[str, ...] = ("text",)
+
+
+@runtime_checkable
+class ImageEmbedder(Embedder, Protocol):
+    """An Embedder that also takes images, into the same space as its texts.
+
+    - ``modalities``: ``("text", "image")``.
+    - ``embed_images(images, kind)``: float32 ``(len(images), dim)``, rows in input order.
+    - ``image_fingerprint(kind)``: everything but the bytes that changes an image's vector (the
+      model, its weights and preprocessing, the downscaling limit); the cache keys image rows on
+      it and the SHA-256 of the bytes.
+    """
+
+    modalities: tuple[str, ...]
+
+    def embed_images(self, images: Sequence[Image], kind: Kind = "document") -> np.ndarray: ...
+
+    def image_fingerprint(self, kind: Kind = "document") -> str: ...
+
+
+def takes_images(embedder: object) -> bool:
+    """Whether an embedder (or a stack of wrappers over one) embeds images."""
+    return "image" in getattr(embedder, "modalities", TEXT_ONLY)
+
+
+def _image_embedder(embedder: Embedder) -> ImageEmbedder:
+    if not takes_images(embedder) or not isinstance(embedder, ImageEmbedder):
+        raise InputError(
+            f"{embedder.name} takes text only, not images; choose a model that takes both, e.g. a "
+            "CLIP-style sentence-transformers folder (local:/path/to/clip-model) or an OpenAI-compatible "
+            "server that takes images (images = true in its embedders table)"
+        )
+    return embedder
+
+
+def embed_images(embedder: Embedder, images: Sequence[Image], kind: Kind = "document") -> np.ndarray:
+    """``embedder.embed_images(images, kind)``, or one ``InputError`` line for a text-only model."""
+    return _image_embedder(embedder).embed_images(images, kind)
+
+
+def image_fingerprint(embedder: Embedder, kind: Kind = "document") -> str:
+    """``embedder.image_fingerprint(kind)``, or one ``InputError`` line for a text-only model."""
+    return _image_embedder(embedder).image_fingerprint(kind)
 
 
 def check_kind(kind: str) -> Kind:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .catalogue import CATALOGUE, ModelCard, find_card, lookup_card, split_uri
-from .embedder import Embedder
+from .embedder import TEXT_ONLY, Embedder
 from .engine import BatchingEmbedder, CachingEmbedder, LengthPolicy, OverLimit
 from .errors import ConfigError, ModelLoadError, UnknownModelError
 
@@ -68,6 +68,11 @@ class EmbedderSpec:
     keep_alive: str = "5m"  # ollama: how long the server keeps the model loaded
     truncate: bool = False  # ollama: let the server cut long inputs (the length policy counts first)
     adapter: str | None = None  # folder of a query adapter trained on this model (queries only)
+    # Images: whether the model takes them (None: the catalogue's word, or what a local folder's
+    # modules say; an OpenAI-compatible server not in the catalogue takes text only unless this says
+    # so), and the most decoded pixels per model call.
+    images: bool | None = None
+    max_batch_pixels: int | None = None
 
     def __post_init__(self) -> None:
         split_uri(self.model)
@@ -77,6 +82,8 @@ class EmbedderSpec:
             raise ConfigError(
                 f"over_limit must be one of {', '.join(o.value for o in OverLimit)}, not {self.over_limit!r}"
             ) from None
+        if self.images is not None and not isinstance(self.images, bool):
+            raise ConfigError(f"images must be true or false, not {self.images!r}")
         if not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
             raise ConfigError(f"timeout must be a positive number of seconds, not {self.timeout!r}")
         for field in (
@@ -88,6 +95,7 @@ class EmbedderSpec:
             "requests_per_minute",
             "tokens_per_minute",
             "max_attempts",
+            "max_batch_pixels",
         ):
             value = getattr(self, field)
             if value is not None and (not isinstance(value, int) or value < 1):
@@ -183,6 +191,8 @@ def _open_http(spec: EmbedderSpec, provider: str, name: str) -> Embedder:
     from .providers.http import token_counter
 
     httpx = require("httpx", "openai")
+    if provider == "ollama" and spec.images:
+        raise ConfigError(f"{spec.model}: Ollama's /api/embed takes text only; drop images = true")
     env_base = os.environ.get("OPENAI_BASE_URL" if provider == "openai" else "OLLAMA_HOST")
     base_url = (spec.base_url or env_base or DEFAULT_BASE_URLS[provider]).rstrip("/")
     if "://" not in base_url:
@@ -221,6 +231,7 @@ def _open_http(spec: EmbedderSpec, provider: str, name: str) -> Embedder:
         headers={"Authorization": f"Bearer {key}"} if key else {},
         retry=RetryPolicy(max_attempts=spec.max_attempts),
         limiter=limiter,
+        modalities=_modalities(spec, card) or TEXT_ONLY,
     )
     embedder: HttpEmbedder
     if provider == "openai":
@@ -276,7 +287,15 @@ def _open_local(spec: EmbedderSpec, name: str, card: ModelCard | None) -> Embedd
         dim=None if card is None else card.dim,
         dims=spec.dims,
         max_tokens=spec.max_tokens or (None if card is None else card.max_tokens),
+        modalities=_modalities(spec, card),
     )
+
+
+def _modalities(spec: EmbedderSpec, card: ModelCard | None) -> tuple[str, ...] | None:
+    """What the spec's model embeds: the spec's word, else the catalogue's, else None (unknown)."""
+    if spec.images is not None:
+        return ("text", "image") if spec.images else TEXT_ONLY
+    return card.modalities if card is not None else None
 
 
 def _pick(override: str | None, default: str) -> str:
@@ -321,6 +340,7 @@ def build_embedder(
             max_batch_tokens=max_batch_tokens,
             sort_by_length=kind in ("local", "fake"),
             on_progress=on_progress,
+            **({"max_batch_pixels": spec.max_batch_pixels} if spec.max_batch_pixels else {}),
         )
         if not ray.local:  # an unreachable cluster fails here, before any text is counted;
             embedder.connect()  # a local one starts on the first miss, so a cached rerun starts none
@@ -332,6 +352,7 @@ def build_embedder(
             concurrency=spec.concurrency or concurrency,
             sort_by_length=kind in ("local", "fake"),
             on_progress=on_progress,
+            **({"max_batch_pixels": spec.max_batch_pixels} if spec.max_batch_pixels else {}),
         )
     if cache is not None:
         embedder = CachingEmbedder(embedder, cache)

@@ -10,6 +10,9 @@ scores a strategy, so the store a user builds is the one that was measured.
   through the embedding cache first. A run killed at any moment leaves every document old or new;
   the rerun skips what was written and takes what was embedded from the cache, so the result is
   the store an uninterrupted run builds.
+- **Images.** A document that carries an image (``document.image``, from a folder or an image
+  collection) is one chunk, embedded with ``embed_images`` by a model that takes images; its text
+  (the file's path) is what the store shows for it. Its content hash covers the image's SHA-256.
 - **Safe.** A store built with another model, dims, chunker or precision is refused before
   anything is written (one line naming the difference); so is a strategy whose vectors would not
   be comparable with the store's.
@@ -22,8 +25,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+import numpy as np
+
 from .chunking.base import Chunker
-from .embedder import Embedder, empty_vectors
+from .embedder import Embedder, embed_images, empty_vectors, image_fingerprint, takes_images
 from .engine import LengthPolicy, find_layer, whole_calls
 from .errors import ConfigError
 from .retriever import Retriever
@@ -90,7 +95,15 @@ def store_manifest(strategy: Strategy, embedder: Embedder | None) -> StoreManife
         dims=0 if embedder is None else embedder.dim,
         precision=strategy.precision.value if strategy.uses_vectors else "none",
         chunker=strategy.chunker,
+        images=_image_keys(embedder) if embedder is not None and takes_images(embedder) else None,
     )
+
+
+IMAGE_KEYS = "sha256 of each image's bytes: a re-encoded copy of the same pixels is another image"
+
+
+def _image_keys(embedder: Embedder) -> dict[str, str]:
+    return {"keyed_by": IMAGE_KEYS, "fingerprint": image_fingerprint(embedder, "document")}
 
 
 def prepare_store(store: Store, strategy: Strategy, embedder: Embedder | None) -> StoreManifest:
@@ -227,20 +240,22 @@ def _records(
 ) -> list[DocumentRecord]:
     """The batch chunked and embedded (one call into the stack for all its chunks)."""
     texts = [document.text for document, _ in batch]
+    images = {i: image for i, (document, _) in enumerate(batch) if (image := getattr(document, "image", None))}
     if chunker is not None:
-        filled = [i for i, text in enumerate(texts) if text.strip()]
+        filled = [i for i, text in enumerate(texts) if text.strip() and i not in images]
         per_doc = chunker.chunk_many([texts[i] for i in filled])
         spans: list[list[tuple[int, int]]] = [[] for _ in texts]
         for i, chunks in zip(filled, per_doc):
             spans[i] = [(chunk.start, chunk.end) for chunk in chunks]
+        for i in images:  # an image is one chunk, whatever the chunker
+            spans[i] = [(0, len(texts[i]))]
     else:
         # Whole documents: one chunk each, as compare embeds them; an empty text has none.
         spans = [[(0, len(text))] if text.strip() else [] for text in texts]
     vectors = None
     if embedder is not None:
-        pieces = [text[start:end] for text, doc_spans in zip(texts, spans) for start, end in doc_spans]
-        vectors = l2_normalize(embedder.embed(pieces, "document")) if pieces else None
-        report.texts_embedded += len(pieces)
+        vectors = _embed_units(embedder, texts, spans, images)
+        report.texts_embedded += sum(len(doc_spans) for doc_spans in spans)
     records = []
     offset = 0
     for (document, digest), doc_spans in zip(batch, spans):
@@ -259,6 +274,24 @@ def _records(
             )
         )
     return records
+
+
+def _embed_units(
+    embedder: Embedder, texts: list[str], spans: list[list[tuple[int, int]]], images: Mapping[int, Any]
+) -> np.ndarray | None:
+    """One row per span, in order: text pieces in one call, the images in one call of their own."""
+    owners = [(i, start, end) for i, doc_spans in enumerate(spans) for start, end in doc_spans]
+    if not owners:
+        return None
+    out = np.empty((len(owners), embedder.dim), dtype=np.float32)
+    text_rows = [row for row, (i, _, _) in enumerate(owners) if i not in images]
+    image_rows = [row for row, (i, _, _) in enumerate(owners) if i in images]
+    if text_rows:
+        pieces = [texts[owners[row][0]][owners[row][1] : owners[row][2]] for row in text_rows]
+        out[text_rows] = embedder.embed(pieces, "document")
+    if image_rows:
+        out[image_rows] = embed_images(embedder, [images[owners[row][0]] for row in image_rows], "document")
+    return l2_normalize(out)
 
 
 def open_retriever(

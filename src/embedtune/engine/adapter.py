@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from ..embedder import Embedder, Kind, check_kind
+from ..embedder import Embedder, Kind, check_kind, embed_images, image_fingerprint
 from ..errors import ConfigError
+from ..images import Image
 from .wrapper import Wrapper
 
 __all__ = ["AdaptedEmbedder", "QueryAdapter"]
@@ -180,5 +181,15 @@ class AdaptedEmbedder(Wrapper):
     def embed(self, texts: Sequence[str], kind: Kind = "document") -> np.ndarray:
         vectors = self.inner.embed(texts, kind)
         if check_kind(kind) == "document" or len(texts) == 0:
+            return vectors
+        return self.adapter.apply(vectors)
+
+    def image_fingerprint(self, kind: Kind = "document") -> str:
+        base = image_fingerprint(self.inner, kind)
+        return base if check_kind(kind) == "document" else f"{base}|adapter={self.adapter.digest[:16]}"
+
+    def embed_images(self, images: Sequence[Image], kind: Kind = "document") -> np.ndarray:
+        vectors = embed_images(self.inner, images, kind)
+        if check_kind(kind) == "document" or len(images) == 0:
             return vectors
         return self.adapter.apply(vectors)

@@ -4,6 +4,10 @@ Batches are bounded by a count and by a token budget (the sum of the texts' toke
 are sorted by length first when the model pads each batch to its longest text (local models), so
 similar lengths share a batch; rows come back in input order either way.
 
+Images (``embed_images``) are batched by count and by decoded pixels (``max_batch_pixels``), each
+image's pixels read from its header and capped by the provider's downscaling limit, so a folder of
+large scans is never decoded all at once. Image batches keep input order (no sorting).
+
 Batching never changes a text; what happens to texts over the model's limit is the business of
 ``LengthPolicy`` (``engine/limits.py``), which sits outside the cache.
 """
@@ -17,8 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..embedder import Embedder, Kind, check_kind, empty_vectors
+from ..embedder import Embedder, Kind, check_kind, embed_images, empty_vectors, image_fingerprint
 from ..errors import InvalidInputError
+from ..images import Image, ImageLimits
 from .wrapper import Wrapper
 
 __all__ = ["BatchStats", "BatchingEmbedder", "plan_batches"]
@@ -32,6 +37,8 @@ class BatchStats:
     tokens: int = 0
     batches: int = 0
     seconds: float = 0.0  # wall time inside embed: on a cluster, the jobs (actor start-up included)
+    images: int = 0
+    pixels: int = 0  # decoded pixels of the images, after downscaling
 
 
 def plan_batches(lengths: Sequence[int], *, max_batch: int, max_tokens: int, sort: bool) -> list[list[int]]:
@@ -72,12 +79,14 @@ class BatchingEmbedder(Wrapper):
         sort_by_length: bool = True,
         concurrency: int = 1,
         on_progress: Callable[[int], None] | None = None,
+        max_batch_pixels: int = 32 * 2**20,
     ) -> None:
-        if max_batch < 1 or max_batch_tokens < 1 or concurrency < 1:
-            raise ValueError("max_batch, max_batch_tokens and concurrency must be at least 1")
+        if max_batch < 1 or max_batch_tokens < 1 or concurrency < 1 or max_batch_pixels < 1:
+            raise ValueError("max_batch, max_batch_tokens, max_batch_pixels and concurrency must be at least 1")
         super().__init__(inner)
         self.max_batch = max_batch
         self.max_batch_tokens = max_batch_tokens
+        self.max_batch_pixels = max_batch_pixels
         self.sort_by_length = sort_by_length
         self.concurrency = concurrency
         self.on_progress = on_progress
@@ -90,14 +99,35 @@ class BatchingEmbedder(Wrapper):
         # The model reads at most max_tokens of a text, so that is what counts against the budget.
         started = time.perf_counter()
         lengths = [min(self.inner.count_tokens(t, kind), self.max_tokens) for t in texts]
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
         batches = plan_batches(
             lengths, max_batch=self.max_batch, max_tokens=self.max_batch_tokens, sort=self.sort_by_length
         )
+        out = self._run(batches, lambda part: self.inner.embed([texts[i] for i in part], kind), len(texts))
+        self.stats.tokens += sum(lengths)
+        self.stats.texts += len(texts)
+        self.stats.seconds += time.perf_counter() - started
+        return out
+
+    def embed_images(self, images: Sequence[Image], kind: Kind = "document") -> np.ndarray:
+        check_kind(kind)
+        image_fingerprint(self.inner, kind)  # a text-only model fails here, before any image is read
+        if not images:
+            return empty_vectors(self.dim)
+        limits = getattr(self.inner, "image_limits", None) or ImageLimits()
+        pixels = [limits.decoded_pixels(image.size) for image in images]
+        batches = plan_batches(pixels, max_batch=self.max_batch, max_tokens=self.max_batch_pixels, sort=False)
+        out = self._run(batches, lambda part: embed_images(self.inner, [images[i] for i in part], kind), len(images))
+        self.stats.images += len(images)
+        self.stats.pixels += sum(pixels)
+        return out
+
+    def _run(self, batches: list[list[int]], embed: Callable[[list[int]], np.ndarray], n: int) -> np.ndarray:
+        """Embed each batch of indices (several at once with ``concurrency``) into rows in input order."""
+        out = np.empty((n, self.dim), dtype=np.float32)
 
         def run(batch: list[int]) -> np.ndarray:
             try:
-                vectors = self.inner.embed([texts[i] for i in batch], kind)
+                vectors = embed(batch)
             except InvalidInputError as exc:
                 raise exc.with_index(batch[exc.index]) from None
             if vectors.shape != (len(batch), self.dim):
@@ -107,7 +137,6 @@ class BatchingEmbedder(Wrapper):
         def done(batch: list[int], vectors: np.ndarray) -> None:
             out[batch] = vectors
             self.stats.batches += 1
-            self.stats.tokens += sum(lengths[i] for i in batch)
             if self.on_progress:
                 self.on_progress(len(batch))
 
@@ -124,6 +153,4 @@ class BatchingEmbedder(Wrapper):
                     for future in futures:
                         future.cancel()
                     raise
-        self.stats.texts += len(texts)
-        self.stats.seconds += time.perf_counter() - started
         return out

@@ -10,6 +10,10 @@ WAL mode), so a process killed mid-run loses at most one slice, and a rerun pick
 An inner embedder that streams (``embed_parts``, as ``RayEmbedder`` does) gets every miss in one
 call instead, and each part is committed as it arrives.
 A cache file SQLite cannot read is moved aside and rebuilt; ``notices`` says so.
+
+Image rows (``embed_images``) are keyed on the inner embedder's ``image_fingerprint(kind)`` (model,
+weights, preprocessing, downscaling limit) and the SHA-256 of the image's bytes: the same file is
+embedded once, and a re-encoded copy of the same pixels (other bytes) is a row of its own.
 """
 
 from __future__ import annotations
@@ -19,17 +23,21 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from ..embedder import Embedder, Kind, check_kind, empty_vectors
+from ..embedder import Embedder, Kind, check_kind, embed_images, empty_vectors, image_fingerprint
 from ..errors import CacheError, InvalidInputError, ProviderError
 from .wrapper import Wrapper
 
-__all__ = ["CacheStats", "CachingEmbedder", "cache_key"]
+if TYPE_CHECKING:
+    from ..images import Image
+
+__all__ = ["CacheStats", "CachingEmbedder", "cache_key", "image_cache_key"]
 
 _SCHEMA = 1
 _LOOKUP_CHUNK = 500  # stays below SQLite's limit on bound parameters
@@ -37,6 +45,14 @@ _LOOKUP_CHUNK = 500  # stays below SQLite's limit on bound parameters
 
 def cache_key(fingerprint: str, text: str) -> bytes:
     return hashlib.sha256(fingerprint.encode() + b"\x00" + text.encode("utf-8", "surrogatepass")).digest()
+
+
+def image_cache_key(fingerprint: str, image: Image) -> bytes:
+    """An image row's key: the image fingerprint and the SHA-256 of the bytes (never the pixels)."""
+    return hashlib.sha256(fingerprint.encode() + b"\x00image\x00" + image.sha256.encode()).digest()
+
+
+_Input = TypeVar("_Input")
 
 
 @dataclass
@@ -66,17 +82,43 @@ class CachingEmbedder(Wrapper):
         if not texts:
             return empty_vectors(self.dim)
         fingerprint = self.inner.fingerprint(kind)
-        keys = [cache_key(fingerprint, t) for t in texts]
+        parts = getattr(self.inner, "embed_parts", None)
+        return self._cached(
+            texts,
+            [cache_key(fingerprint, t) for t in texts],
+            lambda part: self.inner.embed(part, kind),
+            stream=None if parts is None else lambda part: parts(part, kind),
+        )
+
+    def embed_images(self, images: Sequence[Image], kind: Kind = "document") -> np.ndarray:
+        check_kind(kind)
+        fingerprint = image_fingerprint(self.inner, kind)  # a text-only model fails here, before a lookup
+        if not images:
+            return empty_vectors(self.dim)
+        keys = [image_cache_key(fingerprint, image) for image in images]
+        return self._cached(images, keys, lambda part: embed_images(self.inner, part, kind))
+
+    def _cached(
+        self,
+        inputs: Sequence[_Input],
+        keys: list[bytes],
+        embed: Callable[[list[_Input]], np.ndarray],
+        *,
+        stream: Callable[[list[_Input]], Iterable[tuple[list[int], np.ndarray]]] | None = None,
+    ) -> np.ndarray:
+        """Rows for ``inputs`` (keyed by ``keys``): found ones from the file, each missing key embedded once.
+
+        ``stream``, when the inner embedder has one, gets every miss in one call and yields
+        ``(rows, vectors)`` parts, each committed as it arrives."""
         first_index: dict[bytes, int] = {}
         for i, key in enumerate(keys):
             first_index.setdefault(key, i)
         found = self._lookup(list(first_index))
         missing = [k for k in first_index if k not in found]
-        self.stats.hits += len(texts) - len(missing)
-        stream = getattr(self.inner, "embed_parts", None)
+        self.stats.hits += len(inputs) - len(missing)
         if stream is not None and missing:  # one job for every miss, stored as each part returns
             try:
-                for rows, vectors in stream([texts[first_index[k]] for k in missing], kind):
+                for rows, vectors in stream([inputs[first_index[k]] for k in missing]):
                     part = [missing[r] for r in rows]
                     _check(vectors, len(part), self.dim, self.inner.name)
                     self._store(part, vectors)
@@ -88,7 +130,7 @@ class CachingEmbedder(Wrapper):
         for start in range(0, len(missing), self.write_every):
             part = missing[start : start + self.write_every]
             try:
-                vectors = self.inner.embed([texts[first_index[k]] for k in part], kind)
+                vectors = embed([inputs[first_index[k]] for k in part])
             except InvalidInputError as exc:
                 raise exc.with_index(first_index[part[exc.index]]) from None
             _check(vectors, len(part), self.dim, self.inner.name)

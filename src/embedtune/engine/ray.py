@@ -182,13 +182,16 @@ class RayEmbedder(BatchingEmbedder):
         max_batch_tokens: int = 16_384,
         sort_by_length: bool = True,
         on_progress: Callable[[int], None] | None = None,
+        max_batch_pixels: int = 32 * 2**20,
     ) -> None:
+        # Images are embedded in this process (the inherited embed_images); texts go to the cluster.
         super().__init__(
             inner,
             max_batch=max_batch,
             max_batch_tokens=max_batch_tokens,
             sort_by_length=sort_by_length,
             on_progress=on_progress,
+            max_batch_pixels=max_batch_pixels,
         )
         self.make = make
         self.options = options or RayOptions()

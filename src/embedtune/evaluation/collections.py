@@ -10,6 +10,12 @@ Which queries are loaded: every query of ``queries.jsonl``. Some folders also ca
 query that ``queries.jsonl`` lacks (SciFact's train queries), its text is taken from there, and
 nothing else is read from that file.
 
+An image collection has the same layout with an ``images/`` folder in place of ``corpus.jsonl``:
+each image file under it (``.png``, ``.jpg``, ...) is a document whose id is its path relative to
+``images/`` (``cats/tabby.jpg``), and ``qrels/<split>.tsv`` names documents by those ids. Its
+queries are texts, searched against the images by a model that puts both in one space (CLIP). An
+image that cannot be decoded is a problem of content, like a duplicate id.
+
 Checks: broken files (a required file missing, a line that is not a JSON object, a row of qrels that
 is not three columns with an integer score) always raise :class:`~embedtune.errors.InputError`.
 Problems of content (duplicate document or query ids, empty query texts, judgments naming
@@ -34,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from embedtune.errors import InputError
+from embedtune.images import Image
 
 __all__ = ["BEIR_URL", "Collection", "Document", "Qrels", "download_beir", "load_beir", "read_corpus", "read_jsonl"]
 
@@ -44,13 +51,17 @@ BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{
 
 _QRELS_HEADER = ("query-id", "corpus-id", "score")
 
+IMAGES_FOLDER = "images"
+"""An image collection holds this folder in place of ``corpus.jsonl`` (see the module docstring)."""
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Document:
-    """One document of a corpus."""
+    """One document of a corpus; ``image`` is set in an image collection (see :func:`load_images`)."""
 
     title: str
     text: str
+    image: Image | None = None
 
     @property
     def full_text(self) -> str:
@@ -99,7 +110,10 @@ def load_beir(path: str | Path, *, splits: Sequence[str] | None = None, strict: 
         )
     problems: list[str] = []
 
-    corpus, duplicates = _read_corpus(_required(folder, "corpus.jsonl"))
+    if not (folder / "corpus.jsonl").exists() and (folder / IMAGES_FOLDER).is_dir():
+        corpus, duplicates = _read_images(folder / IMAGES_FOLDER, problems), list[str]()
+    else:
+        corpus, duplicates = _read_corpus(_required(folder, "corpus.jsonl"))
     if duplicates:
         problems.append(
             f"corpus.jsonl repeats {len(duplicates)} document id(s) (first: {duplicates[0]!r}); "
@@ -145,6 +159,28 @@ def load_beir(path: str | Path, *, splits: Sequence[str] | None = None, strict: 
         qrels=qrels_by_split,
         problems=tuple(problems),
     )
+
+
+def _read_images(folder: Path, problems: list[str]) -> dict[str, Document]:
+    """The image files under ``folder`` as documents, their ids their paths relative to it (``/``
+    separated, suffix kept); a file that is not a whole image is left out and named in ``problems``."""
+    from embedtune.images import IMAGE_SUFFIXES
+
+    corpus: dict[str, Document] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+        doc_id = path.relative_to(folder).as_posix()
+        if any(part.startswith(".") for part in doc_id.split("/")):
+            continue
+        image = Image.from_file(path, name=f"{IMAGES_FOLDER}/{doc_id}")
+        try:
+            image.check()
+        except InputError as exc:
+            problems.append(str(exc))
+            continue
+        corpus[doc_id] = Document(title="", text=doc_id, image=image)
+    if not corpus:
+        raise InputError(f"{folder} holds no readable images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return corpus
 
 
 def download_beir(name: str, dest: str | Path, *, timeout: float = 60.0) -> Path:

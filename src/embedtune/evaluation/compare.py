@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from embedtune.catalogue import find_card
-from embedtune.embedder import Embedder, Kind
+from embedtune.embedder import Embedder, Kind, embed_images
 from embedtune.engine import (
     BatchingEmbedder,
     CachingEmbedder,
@@ -75,6 +75,7 @@ from embedtune.evaluation.metrics import evaluate_per_query
 from embedtune.evaluation.significance import Recommendation, bootstrap_ci, paired_test, recommend
 from embedtune.evaluation.tuning import tune_convex_weight
 from embedtune.factory import EmbedderSpec, build_embedder, open_provider
+from embedtune.images import Image
 from embedtune.indexer import index_documents, store_manifest
 from embedtune.retriever import Retriever
 from embedtune.search.bm25 import BM25Index
@@ -579,13 +580,14 @@ def _evaluate_dense(
         notes.append(f"{label}: {query_truncated} queries were truncated")
     notes.extend(f"{label}: {notice}" for notice in report.notices)
     scores = judged.score(retriever.combine({"dense": run}, k))
+    vector_bytes = (len(texts) + sum(doc.image is not None for doc in documents)) * embedder.dim * 4
     result = StrategyResult(
         name=label,
         kind="dense",
         model=model,
         **scores,
-        index_bytes=len(texts) * embedder.dim * 4,
-        vector_bytes=len(texts) * embedder.dim * 4,
+        index_bytes=vector_bytes,
+        vector_bytes=vector_bytes,
         cost=cost,
         chunker=chunker_name,
         chunks=None if chunker_name is None else len(texts),
@@ -604,9 +606,10 @@ def _chunker_name(strategy: Strategy, embedder: Embedder, over_limit: str) -> st
 
 
 def _unit_texts(documents: Sequence[SourceDocument], store: Store) -> list[str]:
-    """What the model embedded for the corpus, in document order: each document's chunks."""
+    """The texts the model embedded for the corpus, in document order: each document's chunks
+    (images, which have no tokens, left out)."""
     spans = store.chunk_spans()
-    return [doc.text[start:end] for doc in documents for start, end in spans.get(doc.id, ())]
+    return [doc.text[start:end] for doc in documents if doc.image is None for start, end in spans.get(doc.id, ())]
 
 
 def _hybrid(method: str, dense: _Dense, lexical: _Lexical, judged: _Judged, k: int) -> StrategyResult:
@@ -816,4 +819,10 @@ class _TimedEmbedder(Wrapper):
         vectors = self.inner.embed(texts, kind)
         self.seconds += time.perf_counter() - start
         self.texts += len(texts)
+        return vectors
+
+    def embed_images(self, images: Sequence[Image], kind: Kind = "document") -> np.ndarray:
+        start = time.perf_counter()
+        vectors = embed_images(self.inner, images, kind)
+        self.seconds += time.perf_counter() - start
         return vectors

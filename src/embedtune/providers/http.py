@@ -5,6 +5,10 @@ A request is sent through the client-side rate limiter and the retry policy; tra
 values) before it is returned, so nothing malformed reaches the cache. A 400 for a batch is split
 in halves until the input the server rejects is found; the error names its index. Batching several
 texts per request, and several requests at once, is the job of ``BatchingEmbedder``.
+
+A server that takes images (``"image" in modalities``, e.g. infinity serving a CLIP model) gets
+them as base64 data URLs (``data:image/png;base64,...``) in ``input``, one per image, with no
+prefix; an image over ``image_limits`` is downscaled and sent as PNG, otherwise its own bytes go.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from ..embedder import Kind, check_kind, empty_vectors
+from ..embedder import TEXT_ONLY, Kind, check_kind, empty_vectors
 from ..engine.http import RateLimiter, RetryPolicy, call_with_retries, error_detail, redact_url, status_error
-from ..errors import InvalidInputError, MissingDependencyError, ProviderError, TransientError, require
+from ..errors import InputError, InvalidInputError, MissingDependencyError, ProviderError, TransientError, require
+from ..images import Image, ImageLimits, ImageStats
 
 __all__ = ["HttpEmbedder", "Usage", "cl100k_encoding", "normalize_rows", "token_counter"]
 
@@ -60,8 +65,13 @@ class HttpEmbedder:
         headers: dict[str, str] | None = None,
         retry: RetryPolicy | None = None,
         limiter: RateLimiter | None = None,
+        modalities: tuple[str, ...] = TEXT_ONLY,
+        image_limits: ImageLimits | None = None,
     ) -> None:
         self._client = client
+        self.modalities = modalities
+        self.image_limits = image_limits or ImageLimits()
+        self.image_stats = ImageStats()
         self.model = model
         self.name = name
         self._dim = dim  # None until probe_dim() has asked the server
@@ -102,7 +112,32 @@ class HttpEmbedder:
         prefix = self._prefixes[check_kind(kind)]
         if not texts:
             return empty_vectors(self.dim)
-        return self._embed_or_bisect([prefix + t for t in texts])
+        inputs = [prefix + t for t in texts]
+        return self._embed_or_bisect(inputs, [self._count(t) for t in inputs])
+
+    def image_fingerprint(self, kind: Kind = "document") -> str:
+        check_kind(kind)  # no prefix for images: both kinds are the same vector
+        self._check_images()
+        return (
+            f"{self.provider}|{redact_url(str(self._client.base_url))}|{self.model}|dim={self._dim}"
+            f"|{self._variant()}|image|{self.image_limits.describe()}"
+        )
+
+    def embed_images(self, images: Sequence[Image], kind: Kind = "document") -> np.ndarray:
+        check_kind(kind)
+        self._check_images()
+        if not images:
+            return empty_vectors(self.dim)
+        urls = [image.data_url(image.encoded_within(self.image_limits, self.image_stats)) for image in images]
+        # The server counts an image's tokens its own way; the limiter settles on its count.
+        return self._embed_or_bisect(urls, [_IMAGE_TOKENS] * len(urls))
+
+    def _check_images(self) -> None:
+        if "image" not in self.modalities:
+            raise InputError(
+                f"{self.name} takes text only, not images; if the server takes images (a CLIP model "
+                "behind infinity), say images = true in its embedders table"
+            )
 
     def close(self) -> None:
         self._client.close()
@@ -135,25 +170,25 @@ class HttpEmbedder:
 
     # -- machinery ---------------------------------------------------------------------------
 
-    def _embed_or_bisect(self, inputs: list[str]) -> np.ndarray:
+    def _embed_or_bisect(self, inputs: list[str], counts: list[int]) -> np.ndarray:
         try:
-            return self._request(inputs)
+            return self._request(inputs, counts)
         except _BadRequest as exc:
             if len(inputs) == 1:
                 raise InvalidInputError(exc.detail, index=0) from None
         # One input may spoil a whole batch: halve until it is found. If both halves pass, the
         # batch itself was the problem (too large for the server) and the halves are the answer.
         mid = len(inputs) // 2
-        left = self._embed_or_bisect(inputs[:mid])
+        left = self._embed_or_bisect(inputs[:mid], counts[:mid])
         try:
-            right = self._embed_or_bisect(inputs[mid:])
+            right = self._embed_or_bisect(inputs[mid:], counts[mid:])
         except InvalidInputError as exc:
             raise exc.with_index(exc.index + mid) from None
         return np.concatenate([left, right])
 
-    def _request(self, inputs: list[str]) -> np.ndarray:
+    def _request(self, inputs: list[str], counts: list[int] | None = None) -> np.ndarray:
         httpx = require("httpx", "openai")
-        estimate = sum(self._count(t) for t in inputs)
+        estimate = sum(counts) if counts is not None else sum(self._count(t) for t in inputs)
         what = f"{self.name} at {redact_url(str(self._client.base_url))}"
 
         def attempt() -> np.ndarray:
@@ -207,6 +242,9 @@ class HttpEmbedder:
                 self.retries += 1
 
         return call_with_retries(attempt, self.retry, what=what, on_retry=count_retry)
+
+
+_IMAGE_TOKENS = 1  # what an image counts against a client-side token budget before the server says
 
 
 def normalize_rows(vectors: np.ndarray) -> np.ndarray:

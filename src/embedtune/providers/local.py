@@ -4,6 +4,11 @@ Weights are loaded from folders only. A catalogued model finds its folder throug
 that carries it; a model given by path (``local:/path/to/folder``) is loaded from that folder; a
 catalogued model with no offline package is fetched from its hub id by sentence-transformers, which
 only works online.
+
+A CLIP-style folder (sentence-transformers' ``Transformer`` module over a model with text and image
+towers) embeds images too: :meth:`SentenceTransformerEmbedder.embed_images` decodes each image
+(EXIF orientation, RGB, downscaled over ``ImageLimits``) and hands the pixels to the model's own
+processor, which does the final resize and crop.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from ..catalogue import ModelCard
-from ..embedder import Kind, check_kind, empty_vectors
-from ..errors import ModelLoadError, require
+from ..embedder import TEXT_ONLY, Kind, check_kind, empty_vectors
+from ..errors import InputError, ModelLoadError, require
+from ..images import Image, ImageLimits, ImageStats
 
 __all__ = ["E5Embedder", "SentenceTransformerEmbedder", "locate_weights", "weights_revision"]
 
@@ -157,6 +163,8 @@ class SentenceTransformerEmbedder:
         dims: int | None = None,
         max_tokens: int | None = None,
         device: str = "cpu",
+        modalities: tuple[str, ...] | None = None,
+        image_limits: ImageLimits | None = None,
     ) -> None:
         require("sentence_transformers", "local", import_now=False)
         folder = Path(source).expanduser()
@@ -176,12 +184,19 @@ class SentenceTransformerEmbedder:
         self._device = device
         self._prefixes = {"query": query_prefix, "document": document_prefix}
         self._model = None
+        self.image_limits = image_limits or ImageLimits()
+        self.image_stats = ImageStats()
         if dim is not None and max_tokens is not None:
             native = dim
+            modalities = modalities or TEXT_ONLY  # a catalogued model: its card says
         else:
             model = self._load()
             native = self._native_dim
             max_tokens = max_tokens or int(model.max_seq_length)
+            if modalities is None:  # what the folder's modules say it reads
+                found = getattr(model, "modalities", None) or TEXT_ONLY
+                modalities = tuple(m for m in ("text", "image") if m in found)
+        self.modalities: tuple[str, ...] = modalities
         if dims is not None and not 0 < dims <= native:
             raise ModelLoadError(f"dims={dims} is not possible for {name}: its vectors have {native}")
         self.dim = dims or native
@@ -247,11 +262,36 @@ class SentenceTransformerEmbedder:
         prefix = self._prefixes[check_kind(kind)]
         if not texts:
             return empty_vectors(self.dim)
+        return self._encode([prefix + t for t in texts])
+
+    def image_fingerprint(self, kind: Kind = "document") -> str:
+        check_kind(kind)  # no prefix for images: both kinds are the same vector
+        self._check_images()
+        return (
+            f"local|{self.name}|rev={self.revision}|dim={self.dim}|norm={self.normalize}"
+            f"|image|{self.image_limits.describe()}"
+        )
+
+    def embed_images(self, images: Sequence[Image], kind: Kind = "document") -> np.ndarray:
+        check_kind(kind)
+        self._check_images()
+        if not images:
+            return empty_vectors(self.dim)
+        return self._encode([image.decode(self.image_limits, self.image_stats) for image in images])
+
+    def _check_images(self) -> None:
+        if "image" not in self.modalities:
+            raise InputError(
+                f"{self.name} takes text only, not images; give a CLIP-style sentence-transformers folder "
+                "(local:/path/to/clip-model)"
+            )
+
+    def _encode(self, inputs: list) -> np.ndarray:
         vectors = (
             self._load()
             .encode(
-                [prefix + t for t in texts],
-                batch_size=len(texts),
+                inputs,
+                batch_size=len(inputs),
                 convert_to_numpy=True,
                 normalize_embeddings=False,
                 show_progress_bar=False,

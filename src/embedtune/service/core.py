@@ -9,6 +9,12 @@ Each request is checked before anything is queued: its texts are decoded and cou
 model's tokenizer (in a worker thread, so the event loop stays free), the limits and the length
 policy applied, then the key's budget charged with those tokens. Only then do its texts join a
 batch.
+
+An input that is a base64 image data URL (``data:image/png;base64,...``, as infinity takes them) is
+an image, for a model that takes images (else 400 naming it). It is decoded once when admitted (a
+broken image is a 400 naming its index), counts one token against the budget, and is embedded
+through the stack's ``embed_images`` (cache and pixel batches) beside the micro-batcher, which
+merges texts only.
 """
 
 from __future__ import annotations
@@ -21,8 +27,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from ..embedder import Embedder, Kind
+from ..embedder import Embedder, Kind, embed_images, takes_images
 from ..engine import CachingEmbedder, LengthPolicy, OverLimit, find_layer
+from ..errors import InputError
+from ..images import Image
 from ..retriever import Retriever
 from ..stores.base import check_filter
 from .batcher import BatcherClosed, MicroBatcher, QueuedEmbedder
@@ -152,10 +160,18 @@ class EmbeddingService:
         embedder = self._embedder_for(request.model)
         check_dimensions(request.dimensions, embedder.dim)
         kind: Kind = request.input_type
-        texts, counts = await run_in_threadpool(self._admit, request.input, kind)
-        tokens = sum(counts)
+        texts, counts, images = await run_in_threadpool(self._admit, request.input, kind)
+        tokens = sum(counts) + len(images) * IMAGE_TOKENS
         self.budgets.charge(key, tokens)
-        vectors = await self._embed(texts, counts, kind)
+        if not images:
+            vectors = await self._embed(texts, counts, kind)
+        else:
+            vectors = np.empty((len(texts) + len(images), embedder.dim), dtype=np.float32)
+            text_rows = [i for i in range(len(vectors)) if i not in images]
+            if text_rows:
+                vectors[text_rows] = await self._embed(texts, counts, kind)
+            rows = sorted(images)
+            vectors[rows] = await run_in_threadpool(embed_images, embedder, [images[i] for i in rows], kind)
         return await run_in_threadpool(render, shape_vectors(vectors, request.dimensions), request, tokens)
 
     async def search(self, request: SearchRequest, key: str) -> bytes:
@@ -198,8 +214,11 @@ class EmbeddingService:
             )
         return embedder
 
-    def _admit(self, value: str | list[str] | list[int] | list[list[int]], kind: Kind) -> tuple[list[str], list[int]]:
-        """The request's texts and their token counts, within every limit (else ApiError 400)."""
+    def _admit(
+        self, value: str | list[str] | list[int] | list[list[int]], kind: Kind
+    ) -> tuple[list[str], list[int], dict[int, Image]]:
+        """The request's texts and their token counts, within every limit, and its images by
+        position, decoded once to prove them whole (else ApiError 400)."""
         if isinstance(value, list) and len(value) > self.config.max_inputs and not isinstance(value[0], int):
             raise ApiError(
                 400,
@@ -207,9 +226,15 @@ class EmbeddingService:
                 param="input",
                 code="too_many_inputs",
             )
-        texts = input_texts(value)
-        counts = self._counted(self._require_embedder(), texts, kind, "input")
-        return texts, counts
+        inputs = input_texts(value)
+        embedder = self._require_embedder()
+        images: dict[int, Image] = {}
+        for i, text in enumerate(inputs):
+            if text.startswith("data:image/") and ";base64," in text[:64]:
+                images[i] = _admit_image(embedder, text, i)
+        texts = [text for i, text in enumerate(inputs) if i not in images]
+        counts = self._counted(embedder, texts, kind, "input")
+        return texts, counts, images
 
     def _count_queries(self, queries: list[str]) -> list[int]:
         for i, query in enumerate(queries):
@@ -279,6 +304,22 @@ class EmbeddingService:
                 lambda: policy.stats.split,
                 kind="counter",
             )
+
+
+IMAGE_TOKENS = 1  # what an image costs against a key's token budget
+
+
+def _admit_image(embedder: Embedder, url: str, index: int) -> Image:
+    """``input[index]``, a data URL, as a whole image for a model that takes images (else ApiError 400)."""
+    where = f"input[{index}]"
+    if not takes_images(embedder):
+        raise ApiError(400, f"{where} is an image, but {embedder.name} takes text only", param=where)
+    try:
+        image = Image.from_data_url(url, name=where)
+        image.check()
+    except InputError as exc:
+        raise ApiError(400, str(exc), param=where, code="invalid_image") from None
+    return image
 
 
 def _batcher(embedder: Embedder, config: ServiceConfig, metrics: Metrics) -> MicroBatcher:

@@ -121,6 +121,9 @@ class StoreManifest:
     (provider, model, weights revision, dims, normalisation, prefix); ``dims`` is 0 in a store
     without vectors; ``precision`` is ``float32`` or ``float16``. ``shard`` is set on each
     database of a sharded store: ``{"id": ..., "index": i, "count": n, "store": ...}``.
+    ``images`` is set when the embedder takes images: ``{"keyed_by": ..., "fingerprint": ...}``
+    says that image rows are keyed by the SHA-256 of the file's bytes (a re-encoded copy of the same
+    pixels is another image) under the embedder's image fingerprint (model, preprocessing, limit).
     """
 
     strategy: Mapping[str, Any]
@@ -131,6 +134,7 @@ class StoreManifest:
     chunker: str
     version: int = MANIFEST_VERSION
     shard: Mapping[str, Any] | None = None
+    images: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -145,6 +149,8 @@ class StoreManifest:
         }
         if self.shard is not None:
             data["shard"] = dict(self.shard)
+        if self.images is not None:
+            data["images"] = dict(self.images)
         return data
 
     @classmethod
@@ -179,6 +185,7 @@ class StoreManifest:
             precision=data["precision"],
             chunker=data["chunker"],
             shard=shard,
+            images=data["images"] if isinstance(data.get("images"), dict) else None,
         )
 
     def conflicts(self, other: StoreManifest) -> str | None:

@@ -30,6 +30,12 @@ of five words (of four letters or more) of the text after ``Document:`` in the l
 Chat requests pass through steps 1, 2, 3, 5 and 6 too; of the content faults only ``malformed``
 applies to them.
 
+Images: an OpenAI input that is a base64 data URL (``data:image/png;base64,...``, as infinity
+takes them for CLIP models) is an image. Its bytes must start like a PNG, JPEG, GIF, BMP, WebP or
+TIFF file (400 ``input[i] is not a valid image`` otherwise; 400 for every image when ``images`` is
+off); it is embedded as the text :func:`image_input_key` gives for its bytes, counts one token, and
+appears under that key in ``stats.inputs_served``.
+
 Standard library only; ``python -m embedtune.testing.fault_server --help`` runs one by hand.
 """
 
@@ -37,6 +43,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import binascii
+import hashlib
 import hmac
 import json
 import logging
@@ -60,7 +68,7 @@ import numpy as np
 
 from ..providers.fake import HashEmbedder
 
-__all__ = ["FaultConfig", "FaultServer", "FaultStats", "main"]
+__all__ = ["FaultConfig", "FaultServer", "FaultStats", "image_input_key", "main"]
 
 _log = logging.getLogger(__name__)
 
@@ -108,6 +116,7 @@ class FaultConfig:
     - ``dim``: width of the vectors; ``dimensions`` in a request may ask for fewer.
     - ``shuffle_rows``: OpenAI rows in random order, so clients must sort by ``index``.
     - ``chat_queries``: lines in each answer of the chat endpoint.
+    - ``images``: whether image inputs (base64 data URLs) are taken.
     """
 
     seed: int = 0
@@ -136,6 +145,7 @@ class FaultConfig:
     dim: int = 64
     shuffle_rows: bool = False
     chat_queries: int = 3
+    images: bool = True
 
     def __post_init__(self) -> None:
         if not _is_int(self.seed):
@@ -631,7 +641,13 @@ def _parse(dialect: str, body: bytes, config: FaultConfig, embedder: HashEmbedde
     if len(texts) > config.max_inputs:
         raise _Fail(400, f"input has {len(texts)} items, over the limit of {config.max_inputs}", param="input")
     embed_texts, tokens = [], []
+    texts = list(texts)
     for i, text in enumerate(texts):
+        if dialect == "openai" and text.startswith("data:"):
+            texts[i] = _image_key(text, i, config)  # served and counted under its key
+            embed_texts.append(texts[i])
+            tokens.append(_IMAGE_TOKENS)
+            continue
         if config.bad_marker is not None and config.bad_marker in text:
             raise _Fail(400, f"input[{i}] is invalid", param="input", code="invalid_input")
         count = max(1, embedder.count_tokens(text) - 2)
@@ -656,6 +672,29 @@ def _parse(dialect: str, body: bytes, config: FaultConfig, embedder: HashEmbedde
             code="max_tokens_per_request",
         )
     return _Job(model, texts, embed_texts, tokens, dimensions, encoding == "base64")
+
+
+_IMAGE_TOKENS = 1
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def image_input_key(data: bytes) -> str:
+    """What the server embeds (and counts in ``inputs_served``) for an image of these bytes."""
+    return f"image:{hashlib.sha256(data).hexdigest()}"
+
+
+def _image_key(url: str, index: int, config: FaultConfig) -> str:
+    if not config.images:
+        raise _Fail(400, f"input[{index}] is an image; this model takes text only", param="input")
+    head, comma, body = url.partition(",")
+    try:
+        data = base64.b64decode(body, validate=True) if comma and head.endswith(";base64") else b""
+    except (binascii.Error, ValueError):
+        data = b""
+    webp = data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+    if not head.startswith("data:image/") or not (data.startswith(_IMAGE_MAGIC) or webp):
+        raise _Fail(400, f"input[{index}] is not a valid image", param="input", code="invalid_image")
+    return image_input_key(data)
 
 
 def _parse_chat(body: bytes) -> tuple[str, str]:
