@@ -96,7 +96,9 @@ def models() -> None:
         offline = "yes" if card.available_offline() else "no"
         table.add_row(card.uri, str(card.dim), str(card.max_tokens), price, prefixes, card.licence, offline)
     out.print(table)
-    out.print("Any sentence-transformers folder works too: --model local:/path/to/model")
+    out.print(
+        "Any sentence-transformers folder works too, and a static model from embedtune distill: --model local:/path/to/model"
+    )
 
 
 def _short(prefix: str) -> str:
@@ -939,7 +941,6 @@ def distill(
     """Distil a local model into a static model (model2vec): a vector per token, averaged; no torch to embed."""
     from .adaptation.distill import distill as run_distill
 
-    err.print(f"distilling {model}: every token of its vocabulary through the model once", highlight=False)
     outcome = run_distill(model, out_dir, dims=dims, pca=pca, remove_tokens=remove_tokens)
     out.print(
         f"distilled {outcome.base_model} into a static model of {outcome.vocabulary} tokens × {outcome.dim} dims "
