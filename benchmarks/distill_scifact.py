@@ -1,6 +1,6 @@
 """A static model distilled from MiniLM against MiniLM itself: time to distil, speed, SciFact quality.
 
-    python benchmarks/distill_scifact.py [--static DIR] [--out DIR] [--texts 1000]
+    python benchmarks/distill_scifact.py [--static DIR] [--out DIR] [--texts 1000] [--speed-only]
                                          [--dataset PATH/TO/scifact] [--cache FILE]
 
 1. Distils local:all-MiniLM-L6-v2 with ``embedtune distill``'s code (256 dims, the whole
@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=None, help="where to write the static model (default: a temp folder)"
     )
     parser.add_argument("--texts", type=int, default=1000, help="documents embedded by both models for the speed ratio")
+    parser.add_argument("--speed-only", action="store_true", help="skip step 3 (SciFact quality)")
     parser.add_argument(
         "--cache", type=Path, default=None, help="embedding cache file (default: EMBEDTUNE_HOME/embeddings.sqlite)"
     )
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {'static (distilled)':<28}{n / s_wall:>10.1f} texts/s wall{n / s_cpu:>10.1f} texts/CPU-s")
             print(f"  ratio static / MiniLM: {t_wall / s_wall:.0f}x by wall time, {t_cpu / s_cpu:.0f}x by CPU time")
             del teacher, static
+            if args.speed_only:
+                return 0
 
             start = time.perf_counter()
             result = evaluate_strategies(

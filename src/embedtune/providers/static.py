@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,9 @@ class StaticEmbedder:
         counter.no_truncation()
         counter.no_padding()
         self._counter = counter  # apart from the model's own, whose truncation embed() switches
+        # Tokenising is all the work a static model does, and the length policy and the batcher
+        # each count a text before it is embedded: remember recent counts so each text is counted once.
+        self._count = lru_cache(maxsize=4096)(self._count_uncached)
         self._lock = threading.Lock()
         native = int(self._model.dim)
         if dims is not None and not 0 < dims <= native:
@@ -84,8 +88,11 @@ class StaticEmbedder:
         )
 
     def count_tokens(self, text: str, kind: Kind = "document") -> int:
+        return self._count(self._prefixes[check_kind(kind)] + text)
+
+    def _count_uncached(self, text: str) -> int:
         # A static model adds no special tokens: each token of the text is one vector in the mean.
-        return len(self._counter.encode(self._prefixes[check_kind(kind)] + text, add_special_tokens=False).ids)
+        return len(self._counter.encode(text, add_special_tokens=False).ids)
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         """Character spans of the tokens of ``text``, for chunkers that cut on token boundaries."""
