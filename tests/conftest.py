@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import pytest
@@ -37,6 +38,43 @@ def tiny_clip(tmp_path_factory) -> Path:
     from tests._clip import build_tiny_clip
 
     return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
+# What a test keeps of MiniLM's vocabulary when it distils it: the special tokens and the lowercase
+# words of up to three letters (about 1,400 tokens of 30,000), so one distillation takes seconds.
+SMALL_VOCABULARY = r"^(?!\[(?:UNK|CLS|SEP|PAD|MASK)\]$)(?![a-z]{1,3}$)"
+
+
+@pytest.fixture(scope="session")
+def static_minilm(tmp_path_factory) -> SimpleNamespace:
+    """MiniLM distilled once per session by ``embedtune distill`` (64 dims, a small vocabulary):
+    ``folder`` is the static model, ``run`` the command's finished process.
+
+    Skipped on a developer's machine without model2vec's distillation; in CI its absence is a failure.
+    """
+    import importlib.util
+
+    from _cli import run_cli
+
+    if any(importlib.util.find_spec(name) is None for name in ("model2vec", "skeletoken")):
+        if os.environ.get("CI"):
+            pytest.fail('distillation tests need model2vec and skeletoken: pip install "embedtune[distill]"')
+        pytest.skip('distillation tests need model2vec and skeletoken: pip install "embedtune[distill]"')
+    folder = tmp_path_factory.mktemp("static") / "minilm-static"
+    run = run_cli(
+        "distill",
+        "local:all-MiniLM-L6-v2",
+        "--out",
+        folder,
+        "--dims",
+        "64",
+        "--remove-tokens",
+        SMALL_VOCABULARY,
+        home=tmp_path_factory.mktemp("home"),
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    return SimpleNamespace(folder=folder, run=run)
 
 
 @pytest.fixture()

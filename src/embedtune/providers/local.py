@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 import os
 import shutil
 import tempfile
@@ -30,7 +31,14 @@ from ..embedder import TEXT_ONLY, Kind, check_kind, empty_vectors
 from ..errors import InputError, ModelLoadError, require
 from ..images import Image, ImageLimits, ImageStats
 
-__all__ = ["E5Embedder", "SentenceTransformerEmbedder", "locate_weights", "weights_revision"]
+__all__ = [
+    "E5Embedder",
+    "SentenceTransformerEmbedder",
+    "hub_cached_folder",
+    "hub_offline",
+    "locate_weights",
+    "weights_revision",
+]
 
 
 def _package_dir(module: str) -> Path | None:
@@ -118,6 +126,31 @@ def locate_weights(card: ModelCard, model_dir: Path | None = None) -> Path | Non
     """The local folder holding a catalogued model's weights, or None if no package carries them."""
     locate = _LOCATORS.get(card.name)
     return locate(model_dir or default_model_dir()) if locate else None
+
+
+def hub_offline() -> bool:
+    """True when the hub library is told to stay off the network (HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE)."""
+    if importlib.util.find_spec("huggingface_hub") is None:
+        return False
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("TRANSFORMERS_OFFLINE", "").upper() in {
+        "1",
+        "ON",
+        "YES",
+        "TRUE",
+    }
+
+
+def hub_cached_folder(card: ModelCard) -> Path | None:
+    """The folder of a catalogued model that an earlier online run downloaded into the hub's
+    cache, or None; loading it from there needs no network."""
+    if card.hub_id is None or importlib.util.find_spec("huggingface_hub") is None:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(card.hub_id, "modules.json")
+    return Path(found).parent if isinstance(found, str) else None
 
 
 # Files that describe a model without changing its vectors: a fine-tuned folder's card gains
@@ -209,11 +242,23 @@ class SentenceTransformerEmbedder:
 
             quiet = hf_logging.is_progress_bar_enabled()
             hf_logging.disable_progress_bar()
+            # The hub library logs each retry of a download it cannot make; the one line below says it.
+            hub_log = logging.getLogger("huggingface_hub")
+            hub_level = hub_log.level
+            if not self._local_only:
+                hub_log.setLevel(logging.ERROR)
             try:
                 model = st.SentenceTransformer(self._source, device=self._device, local_files_only=self._local_only)
             except (OSError, ValueError) as exc:
-                raise ModelLoadError(f"cannot load model {self.name!r} from {self._source}: {exc}") from exc
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                if not self._local_only:
+                    raise ModelLoadError(
+                        f"{self.name} needs a download from the hub ({self._source}) that failed: {reason} "
+                        "Connect to the network, or give a model folder as local:/path/to/folder"
+                    ) from exc
+                raise ModelLoadError(f"cannot load model {self.name!r} from {self._source}: {reason}") from exc
             finally:
+                hub_log.setLevel(hub_level)
                 if quiet:
                     hf_logging.enable_progress_bar()
             self._native_dim = int(model.get_embedding_dimension())
