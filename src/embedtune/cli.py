@@ -607,13 +607,15 @@ def optimize(
     models: Annotated[
         str | None,
         typer.Option(
-            "--models", help="Comma-separated model URIs or configured names (default: every offline and configured one)."
+            "--models",
+            help="Comma-separated model URIs or configured names (default: every offline and configured one).",
         ),
     ] = None,
     chunker: Annotated[
         list[str] | None,
         typer.Option(
-            "--chunker", help="A chunker to search (repeat; default none, recursive, fixed:size=128,overlap=32, semantic)."
+            "--chunker",
+            help="A chunker to search (repeat; default none, recursive, fixed:size=128,overlap=32, semantic).",
         ),
     ] = None,
     retrieval: Annotated[
@@ -643,14 +645,17 @@ def optimize(
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
     """Search models, chunkers, retrieval modes and precisions under a budget; write the Pareto front and the choice."""
-    import optuna
+    import contextlib
 
     from .optimize import Budget, SearchSpace
     from .optimize import optimize as run_optimize
     from .optimize.report import front_table
     from .optimize.space import DEFAULT_CHUNKERS
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress line says what each trial did
+    with contextlib.suppress(ImportError):  # without optuna the search itself says what to install
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress line says what each trial did
     the_budget = Budget.parse(budget)
     timeout = _seconds(time_limit) if time_limit else None
     space = SearchSpace(
@@ -685,7 +690,9 @@ def optimize(
     )
     out.print(f"wrote {out_dir / 'strategy.toml'}, {out_dir / 'trials.jsonl'}, {out_dir / 'pareto.png'}")
     if not generate_queries:
-        out.print(f"build it: embedtune index {collection or _sample_collection()} --strategy {out_dir / 'strategy.toml'}")
+        out.print(
+            f"build it: embedtune index {collection or _sample_collection()} --strategy {out_dir / 'strategy.toml'}"
+        )
 
 
 def _search_models(models: str | None, config: Path | None) -> list:

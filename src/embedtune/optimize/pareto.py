@@ -33,19 +33,24 @@ _ITEM = re.compile(r"^\s*([A-Za-z_]\w*)\s*<=\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]
 
 
 class Costed(Protocol):
-    """What the front and the choice read from a trial."""
+    """What the front and the choice read from a trial (``None``: not measured, counted as 0)."""
 
     @property
-    def quality(self) -> float: ...
+    def quality(self) -> float | None: ...
 
     @property
-    def index_mb(self) -> float: ...
+    def index_mb(self) -> float | None: ...
 
     @property
-    def query_ms(self) -> float: ...
+    def query_ms(self) -> float | None: ...
 
     @property
-    def usd(self) -> float: ...
+    def usd(self) -> float | None: ...
+
+
+def _figure(record: Costed, key: str) -> float:
+    value = getattr(record, key)
+    return 0.0 if value is None else float(value)
 
 
 class NoStrategyFitsError(ConfigError):
@@ -93,7 +98,7 @@ class Budget:
         """Each set ceiling's relative excess: ``(figure - limit) / limit``; zero or less is within it."""
         out = {}
         for key, limit in self.limits.items():
-            value = float(getattr(figures, key))
+            value = _figure(figures, key)
             out[key] = (value - limit) / limit if limit > 0 else value
         return out
 
@@ -106,14 +111,15 @@ class Budget:
 
 def _dominates(a: Costed, b: Costed) -> bool:
     """``a`` is at least as good as ``b`` on every axis and better on one."""
-    pairs = ((a.quality, b.quality), (-a.index_mb, -b.index_mb), (-a.query_ms, -b.query_ms), (-a.usd, -b.usd))
+    pairs = [(_figure(a, "quality"), _figure(b, "quality"))]
+    pairs += [(-_figure(a, key), -_figure(b, key)) for key in BUDGET_KEYS]
     return all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)
 
 
 def pareto_front(records: Sequence[T]) -> list[T]:
     """The records no other record dominates, best quality first."""
     front = [r for r in records if not any(_dominates(other, r) for other in records if other is not r)]
-    return sorted(front, key=lambda r: (-r.quality, r.index_mb, r.query_ms, r.usd))
+    return sorted(front, key=lambda r: (-_figure(r, "quality"), *(_figure(r, key) for key in BUDGET_KEYS)))
 
 
 def choose(records: Sequence[T], budget: Budget, *, describe: Mapping[int, str] | None = None) -> T:
@@ -128,11 +134,13 @@ def choose(records: Sequence[T], budget: Budget, *, describe: Mapping[int, str] 
         raise ConfigError("no trial finished, so there is nothing to choose; give the search more --time or --trials")
     within = [r for r in records if budget.allows(r)]
     if within:
-        return max(within, key=lambda r: r.quality)
-    closest = min(records, key=lambda r: (sum(max(0.0, v) for v in budget.excess(r).values()), -r.quality))
+        return max(within, key=lambda r: _figure(r, "quality"))
+    closest = min(records, key=lambda r: (sum(max(0.0, v) for v in budget.excess(r).values()), -_figure(r, "quality")))
     name = (describe or {}).get(id(closest), "the closest strategy")
-    figures = ", ".join(f"{key} {float(getattr(closest, key)):.4g}" for key in budget.limits)
+    figures = ", ".join(f"{key} {_figure(closest, key):.4g}" for key in budget.limits)
+    # A trial stopped over budget on the smallest sample has estimated costs and no full score.
+    quality = "" if closest.quality is None else f" (nDCG@10 {closest.quality:.4f})"
     raise NoStrategyFitsError(
-        f"no strategy meets the budget {budget} (of {len(records)} finished trials); the closest is {name} with "
-        f"{figures} (nDCG@10 {closest.quality:.4f}); loosen the budget or widen the search"
+        f"no strategy meets the budget {budget} (of {len(records)} trials); the closest is {name} with "
+        f"{figures}{quality}; loosen the budget or widen the search"
     )

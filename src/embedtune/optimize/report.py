@@ -105,7 +105,13 @@ def plot_front(result: OptimizeResult, path: str | os.PathLike[str]) -> Path:
             front = sorted(result.front, key=x)
             ax.plot([x(t) for t in front], [t.quality for t in front], "o-", color="#1f77b4", label="Pareto front")
             ax.scatter(
-                [x(result.chosen)], [result.chosen.quality], marker="*", s=220, color="#d62728", zorder=5, label="chosen"
+                [x(result.chosen)],
+                [result.chosen.quality],
+                marker="*",
+                s=220,
+                color="#d62728",
+                zorder=5,
+                label="chosen",
             )
             limit = result.budget.limits.get(key)
             if limit is not None:

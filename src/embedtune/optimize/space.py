@@ -99,7 +99,7 @@ class SearchSpace:
             dims = int(trial.suggest_categorical(f"dims:{spec.model}", sizes))
             spec = replace(spec, dims=None if dims == card.dim else dims)
         chunker = str(trial.suggest_categorical("chunker", list(self.chunkers)))
-        precision = trial.suggest_categorical("precision", list(self.precisions))
+        precision = Precision(trial.suggest_categorical("precision", list(self.precisions)))
         if retrieval == "dense":
             return Strategy(embedder=spec, chunker=chunker, precision=precision, depth=self.depth)
         alpha = None

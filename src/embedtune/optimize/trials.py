@@ -20,12 +20,12 @@ counts texts the models really embedded (cache misses), so each trial can say wh
 from __future__ import annotations
 
 import math
+import os
 import random
 import statistics
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from embedtune.catalogue import find_card
@@ -135,7 +135,7 @@ class TrialScorer:
         rungs: Sequence[Rung],
         space: _Workspace,
         *,
-        cache: str | Path | None,
+        cache: str | os.PathLike[str] | None,
         providers: Mapping[str, Embedder] | None = None,
         latency_queries: int = LATENCY_QUERIES,
     ) -> None:
@@ -183,7 +183,9 @@ class TrialScorer:
                 runs[DENSE] = self._memo((key, rung.label), memo, lambda: retriever.dense_run(queries, strategy.depth))
             if strategy.uses_lexical:
                 # BM25 over the same documents gives the same run from any store: shared per rung.
-                runs[BM25] = self._memo(("bm25", rung.label), memo, lambda: retriever.lexical_run(queries, strategy.depth))
+                runs[BM25] = self._memo(
+                    ("bm25", rung.label), memo, lambda: retriever.lexical_run(queries, strategy.depth)
+                )
             return retriever.combine(runs, strategy.depth)
         finally:
             retriever.close()
@@ -197,29 +199,40 @@ class TrialScorer:
 
     # -- costs ------------------------------------------------------------------------------
 
-    def costs(self, strategy: Strategy) -> Costs:
-        """Index size, median query latency and dollars of ``strategy`` on the whole corpus."""
-        store = self._store(strategy, self.final)
-        unit = self._unit(strategy)
+    def costs(self, strategy: Strategy, rung: Rung | None = None) -> Costs:
+        """Index size, median query latency and dollars of ``strategy`` on the whole corpus.
+
+        With a smaller ``rung``, an estimate from its store: size and dollars scaled by the
+        corpus's documents over the rung's, latency as measured there.
+        """
+        rung = rung or self.final
+        store = self._store(strategy, rung)
+        scale = len(self.final.documents) / max(1, len(rung.documents))
+        key = f"{self._unit(strategy)}.{rung.label}"
         index_bytes = 0
         if strategy.uses_vectors:
-            if unit not in self._bytes:
+            if key not in self._bytes:
                 itemsize = 2 if strategy.precision.value == "float16" else 4
-                self._bytes[unit] = store.count_chunks() * self._stack(strategy.embedder).dim * itemsize
-            index_bytes += self._bytes[unit]
+                self._bytes[key] = store.count_chunks() * self._stack(strategy.embedder).dim * itemsize
+            index_bytes += self._bytes[key]
         if strategy.uses_lexical:
-            if "bm25" not in self._bytes:
-                self._bytes["bm25"] = _bm25_bytes(store.lexical_index())
-            index_bytes += self._bytes["bm25"]
-        return Costs(index_bytes=index_bytes, query_ms=self._query_ms(strategy, store), usd=self._usd(strategy, store))
+            lexical = f"bm25.{rung.label}"
+            if lexical not in self._bytes:
+                self._bytes[lexical] = _bm25_bytes(store.lexical_index())
+            index_bytes += self._bytes[lexical]
+        return Costs(
+            index_bytes=round(index_bytes * scale),
+            query_ms=self._query_ms(strategy, store, rung),
+            usd=self._usd(strategy, store, rung) * scale,
+        )
 
-    def _query_ms(self, strategy: Strategy, store: Store) -> float:
+    def _query_ms(self, strategy: Strategy, store: Store, rung: Rung) -> float:
         """Median milliseconds of ``search_one`` (k = 10) over a few tuning queries, embedding uncached.
 
         The served path: the query embedded by the model (not the cache), searched and fused. One
         untimed query first loads weights and warms the store. Kept per store and mode.
         """
-        key = f"{self._unit(strategy)}|{strategy.mode.value}"
+        key = f"{self._unit(strategy)}.{rung.label}|{strategy.mode.value}"
         if key in self._latency:
             return self._latency[key]
         embedder = None
@@ -227,7 +240,7 @@ class TrialScorer:
             spec = strategy.embedder
             embedder = build_embedder(spec, cache=None, provider=self._provider(spec))
         retriever = Retriever(strategy, store, embedder)
-        texts = list(self.final.queries.values())[: self._latency_queries + 1]
+        texts = list(rung.queries.values())[: self._latency_queries + 1]
         times = []
         try:
             for i, text in enumerate(texts):
@@ -240,7 +253,7 @@ class TrialScorer:
         self._latency[key] = statistics.median(times) if times else 0.0
         return self._latency[key]
 
-    def _usd(self, strategy: Strategy, store: Store) -> float:
+    def _usd(self, strategy: Strategy, store: Store, rung: Rung) -> float:
         """Dollars to embed the corpus (its chunks, as the model counts them) for a paid model; else 0."""
         card = None if strategy.embedder is None else find_card(strategy.embedder.model)
         if card is None or card.usd_per_million_tokens is None:
@@ -250,7 +263,7 @@ class TrialScorer:
         spans = store.chunk_spans()
         tokens = sum(
             min(embedder.count_tokens(doc.text[start:end], "document"), limit)
-            for doc in self.final.documents
+            for doc in rung.documents
             for start, end in spans.get(doc.id, ())
         )
         return card.usd_per_million_tokens * tokens / 1e6
@@ -314,4 +327,3 @@ class TrialScorer:
         self._stacks.clear()
         self._providers.clear()
         self._space.close()
-

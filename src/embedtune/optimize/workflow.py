@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +61,8 @@ class TrialRecord:
     ``queries`` queries): for a complete trial, every tuning query over the whole corpus. The
     costs are on the whole corpus, known for complete trials only. ``texts_embedded`` counts
     texts the model embedded for this trial (cache misses); ``copied_from`` names the finished
-    trial whose figures a repeated strategy took.
+    trial whose figures a repeated strategy took; ``over_budget`` names the ceilings a pruned
+    trial's costs, estimated on the smallest rung, broke.
     """
 
     number: int
@@ -78,6 +78,7 @@ class TrialRecord:
     texts_embedded: int = 0
     seconds: float | None = None
     copied_from: int | None = None
+    over_budget: tuple[str, ...] = ()
 
     @property
     def index_mb(self) -> float:
@@ -114,6 +115,7 @@ class TrialRecord:
             "texts_embedded": self.texts_embedded,
             "seconds": self.seconds,
             "copied_from": self.copied_from,
+            "over_budget": list(self.over_budget),
         }
 
 
@@ -184,9 +186,9 @@ def optimize(
         raise ConfigError(f"cannot create {out}: {exc.strerror}; choose another --out") from None
     notes = (*notes, *_notes(collection, tune, report_split, rungs))
     study = _open_study(optuna, out, _study_name(collection, tune, space, budget, seed), seed)
+    before = len(study.trials)  # a trial queued again below is a new trial of this call
     _retry_interrupted(optuna, study)
     started = time.monotonic()
-    before = len(study.trials)
     with _workspace(out / "stores", collection.name, documents) as workspace:
         scorer = TrialScorer(rungs, workspace, cache=cache, providers=providers)
         try:
@@ -194,7 +196,7 @@ def optimize(
             remaining = trials - _finished(optuna, study)
             if remaining > 0:
 
-                def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+                def progress(study: Any, trial: Any) -> None:  # optuna.Study, optuna.trial.FrozenTrial
                     objective.remember(_record(optuna, trial))
                     if on_progress is not None:
                         on_progress(_progress_line(optuna, study, trials, budget, timeout, started))
@@ -205,7 +207,9 @@ def optimize(
             # A repeated strategy's trial copies its twin's figures: one point per strategy.
             complete = [r for r in records if r.state == "complete" and r.copied_from is None]
             front = pareto_front(complete)
-            chosen = choose(complete, budget, describe={id(r): f"trial {r.number} ({r.name})" for r in complete})
+            # With every trial stopped over budget, the closest of them (on its estimate) is named.
+            candidates = complete or [r for r in records if r.over_budget]
+            chosen = choose(candidates, budget, describe={id(r): f"trial {r.number} ({r.name})" for r in candidates})
             reported: dict[int, dict[str, float]] = {}
             if report_split is not None:
                 report_queries, report_qrels = collection.split(report_split)
@@ -263,9 +267,10 @@ class _Objective:
             if twin is not None:  # seen before: its figures hold, nothing to score again
                 assert twin.quality is not None
                 value, rung, queries = twin.quality, twin.rung, twin.queries
-                figures = {"index_bytes": twin.index_bytes, "query_ms": twin.query_ms, "usd": twin.usd}
+                index_bytes, query_ms, usd = twin.index_bytes, twin.query_ms, twin.usd
                 trial.set_user_attr("copied_from", twin.number)
             else:
+                self._check_estimate(trial, strategy)
                 for stage in self.rungs:
                     value = self.scorer.quality(strategy, stage)
                     rung, queries = stage.index, len(stage.queries)
@@ -276,19 +281,55 @@ class _Objective:
                     if stage is not self.rungs[-1] and trial.should_prune():
                         raise optuna.TrialPruned(f"nDCG@10 {value:.4f} on {queries} queries")
                 costs = self.scorer.costs(strategy)
-                figures = {"index_bytes": costs.index_bytes, "query_ms": costs.query_ms, "usd": costs.usd}
+                index_bytes, query_ms, usd = costs.index_bytes, costs.query_ms, costs.usd
         finally:
             trial.set_user_attr("seconds", round(time.perf_counter() - start, 3))
             trial.set_user_attr("texts_embedded", self.scorer.texts_embedded - embedded)
         trial.set_user_attr("rung", rung)
         trial.set_user_attr("queries", queries)
         trial.set_user_attr("quality", value)
-        for key, value_ in figures.items():
-            trial.set_user_attr(key, value_)
-        record = TrialRecord(number=trial.number, state="complete", strategy=strategy, params={}, quality=value, **figures)
+        for key, figure in (("index_bytes", index_bytes), ("query_ms", query_ms), ("usd", usd)):
+            trial.set_user_attr(key, figure)
+        record = TrialRecord(
+            number=trial.number,
+            state="complete",
+            strategy=strategy,
+            params={},
+            quality=value,
+            index_bytes=index_bytes,
+            query_ms=query_ms,
+            usd=usd,
+        )
         for key, excess in self.budget.excess(record).items():
             trial.set_constraint(key, excess)
         return value
+
+    def _check_estimate(self, trial: Any, strategy: Strategy) -> None:
+        """Stop a strategy whose costs, estimated on the smallest rung, are over the budget.
+
+        Before it reports a score: successive halving compares a trial only with the trials
+        scored at the same rung, so a strategy the budget excludes must not push out one it allows.
+        """
+        if not self.budget.limits or len(self.rungs) < 2:
+            return
+        import optuna
+
+        costs = self.scorer.costs(strategy, self.rungs[0])
+        estimate = TrialRecord(
+            number=trial.number,
+            state="pruned",
+            strategy=strategy,
+            params={},
+            index_bytes=costs.index_bytes,
+            query_ms=costs.query_ms,
+            usd=costs.usd,
+        )
+        over = {key: value for key, value in self.budget.excess(estimate).items() if value > 0}
+        if over:
+            trial.set_user_attr("over_budget", sorted(over))
+            for key in ("index_bytes", "query_ms", "usd"):  # estimates: what the error line names if nothing fits
+                trial.set_user_attr(key, getattr(costs, key))
+            raise optuna.TrialPruned(f"over the budget on {', '.join(sorted(over))} (estimated on a sample)")
 
 
 def _optuna():
@@ -349,10 +390,8 @@ def _retry_interrupted(optuna, study) -> None:
     """Trials a killed run left running: closed as failed, their parameters queued to run again."""
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-        if trial.params:
-            with warnings.catch_warnings():  # enqueue_trial warns that it is experimental in some versions
-                warnings.simplefilter("ignore")
-                study.enqueue_trial(trial.params, skip_if_exists=True)
+        if trial.params:  # (not skip_if_exists: the failed trial itself holds these parameters)
+            study.enqueue_trial(trial.params)
 
 
 def _finished(optuna, study) -> int:
@@ -384,6 +423,7 @@ def _record(optuna, trial) -> TrialRecord:
         texts_embedded=attrs.get("texts_embedded", 0),
         seconds=attrs.get("seconds"),
         copied_from=attrs.get("copied_from"),
+        over_budget=tuple(attrs.get("over_budget", ())),
     )
 
 
@@ -402,8 +442,9 @@ def _progress_line(optuna, study, target: int, budget: Budget, timeout: float | 
         seconds = max(0.0, timeout - (time.monotonic() - started))
         left = f"{int(seconds // 60)}m{int(seconds % 60):02d}s left"
     last = records[-1]
+    state = last.state + (f" (over budget: {', '.join(last.over_budget)})" if last.over_budget else "")
     return (
-        f"trial {last.number} {last.state} ({last.texts_embedded} texts embedded, {last.seconds or 0:.1f}s) · "
+        f"trial {last.number} {state} ({last.texts_embedded} texts embedded, {last.seconds or 0:.1f}s) · "
         f"{len(complete) + pruned}/{target} done ({pruned} pruned) · {best} · {left}"
     )
 
