@@ -32,7 +32,8 @@ def test_a_budget_reads_its_ceilings_and_measures_relative_excess():
     ("text", "says"),
     [
         ("latency_ms<=5", "unknown budget key 'latency_ms'; use index_mb, query_ms, usd"),
-        ("index_mb>=5", "unknown budget key 'index_mb>=5'"),
+        ("index_mb>=5", "budget item 'index_mb>=5' must read KEY<=NUMBER, as in index_mb<=50"),
+        ("<=5", "unknown budget key '<=5'"),
         ("index_mb<=lots", "must read KEY<=NUMBER"),
         ("usd<=1,usd<=2", "given twice"),
     ],

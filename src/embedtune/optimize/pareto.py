@@ -77,7 +77,8 @@ class Budget:
         limits: dict[str, float] = {}
         for item in filter(None, (part.strip() for part in (text or "").split(","))):
             match = _ITEM.match(item)
-            key = match.group(1) if match else item.partition("<")[0].strip()
+            name = re.match(r"\s*([A-Za-z_]\w*)", item)
+            key = match.group(1) if match else (name.group(1) if name else item)
             if key not in BUDGET_KEYS:
                 raise ConfigError(
                     f"unknown budget key {key!r}; use {', '.join(BUDGET_KEYS)} as in index_mb<=200,query_ms<=50,usd<=1"

@@ -55,8 +55,7 @@ def front_table(result: OptimizeResult):
             f"${record.usd:.4f}" if record.usd else "-",
             "yes" if result.budget.allows(record) else "no",
         ]
-        chosen = record.number == result.chosen.number
-        table.add_row(*cells, style="bold" if chosen else None, end_section=chosen and len(result.front) > 1)
+        table.add_row(*cells, style="bold" if record.number == result.chosen.number else None)
     return table
 
 
