@@ -59,6 +59,8 @@ def test_choose_takes_the_best_within_the_budget_and_names_the_closest_when_none
     small_good = Point("small", 0.65, index_mb=10, query_ms=10)
     assert choose([small_good, big_best], Budget()) is big_best
     assert choose([small_good, big_best], Budget(index_mb=50)) is small_good
+    same_but_smaller = Point("same", 0.70, index_mb=60, query_ms=30)
+    assert choose([big_best, same_but_smaller], Budget()) is same_but_smaller  # of equals, the cheapest
     with pytest.raises(NoStrategyFitsError) as caught:
         choose([small_good, big_best], Budget(index_mb=5), describe={id(small_good): "trial 1 (small)"})
     message = str(caught.value)

@@ -124,7 +124,7 @@ def pareto_front(records: Sequence[T]) -> list[T]:
 
 
 def choose(records: Sequence[T], budget: Budget, *, describe: Mapping[int, str] | None = None) -> T:
-    """The strategy to hand over: the best quality within ``budget`` (first of equals wins).
+    """The strategy to hand over: the best quality within ``budget``; of equals, the cheapest.
 
     This is the recommendation seam: a significance-aware rule (the cheapest strategy whose
     quality is not significantly worse than the best's) plugs in here. Raises
@@ -135,7 +135,8 @@ def choose(records: Sequence[T], budget: Budget, *, describe: Mapping[int, str] 
         raise ConfigError("no trial finished, so there is nothing to choose; give the search more --time or --trials")
     within = [r for r in records if budget.allows(r)]
     if within:
-        return max(within, key=lambda r: _figure(r, "quality"))
+        # Equal quality: the smaller index, then the faster query, then the cheaper corpus.
+        return max(within, key=lambda r: (_figure(r, "quality"), *(-_figure(r, key) for key in BUDGET_KEYS)))
     closest = min(records, key=lambda r: (sum(max(0.0, v) for v in budget.excess(r).values()), -_figure(r, "quality")))
     name = (describe or {}).get(id(closest), "the closest strategy")
     figures = ", ".join(f"{key} {_figure(closest, key):.4g}" for key in budget.limits)
