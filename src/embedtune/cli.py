@@ -727,7 +727,8 @@ def _selectable_collection(folder: Path, generate: str | None, count: int, seed:
         note = (
             f"selected on queries generated from the corpus ({generate!r} generator, {len(data.qrels.get('train', {}))} "
             "train queries, BM25-filtered), not judged by people: they favour strategies that match a document's own "
-            "words (BM25, hybrids), so confirm the choice on real queries when you have some"
+            "words (BM25, hybrids); the test figures are on generated queries too, so confirm the choice on real "
+            "queries when you have some"
         )
         return data, (note,)
     if (folder / "corpus.jsonl").is_file() and not (folder / "qrels").is_dir():
