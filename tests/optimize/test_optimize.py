@@ -128,6 +128,14 @@ def test_minilm_search_embeds_each_text_once_and_a_new_fusion_weight_embeds_noth
     assert embedded[0].number == min(t.number for t in result.trials if t.strategy and t.strategy.uses_vectors)
     convex = [t for t in result.trials if t.strategy and t.strategy.alpha is not None]
     assert convex and all(t.texts_embedded == 0 for t in convex[1:])
+    # The weight is fitted on the tuning queries: what compare's convex weight tuning finds on the same runs.
+    from embedtune.evaluation.compare import evaluate_strategies
+
+    table = evaluate_strategies(
+        sample, [EmbedderSpec(model=MINILM)], hybrid=["convex"], bm25=False, cache=tmp_path / "c.sqlite"
+    )
+    fitted = [t for t in convex if t.state == "complete" and t.copied_from is None]
+    assert fitted and fitted[0].strategy.alpha == table.strategies[-1].alpha
     assert result.chosen.strategy.model == MINILM and result.reported[result.chosen.number]["ndcg@10"] > 0.5
 
 

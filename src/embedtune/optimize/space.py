@@ -4,7 +4,10 @@
 asking only the questions that apply (BM25 asks no model; only convex fusion asks a weight):
 
 - ``retrieval``: ``dense``, ``bm25``, ``rrf`` (hybrid, reciprocal rank fusion) or ``convex``
-  (hybrid, ``alpha`` on the dense run, on a grid of ``alpha_step``);
+  (hybrid, weight ``alpha`` on the dense run). optuna picks the discrete, costly choices; the
+  convex weight, continuous and free (a new sum of cached runs), is fitted inside the trial on the
+  same tuning queries, on a grid of ``alpha_step`` (see :meth:`TrialScorer.fit_alpha`). Asked of
+  the sampler, it was sampled again and again near one value while the other choices went unexplored;
 - ``model``, ``chunker`` and ``precision`` (float32 or float16) for every mode that embeds;
 - ``dims`` for a model whose catalogue row says it was trained to be cut (Matryoshka): its full
   size, a half and a quarter.
@@ -102,9 +105,7 @@ class SearchSpace:
         precision = Precision(trial.suggest_categorical("precision", list(self.precisions)))
         if retrieval == "dense":
             return Strategy(embedder=spec, chunker=chunker, precision=precision, depth=self.depth)
-        alpha = None
-        if retrieval == "convex":
-            alpha = round(trial.suggest_float("alpha", 0.0, 1.0, step=self.alpha_step), 6)
+        alpha = 0.5 if retrieval == "convex" else None  # fitted in the trial on the tuning queries
         return Strategy(
             embedder=spec,
             chunker=chunker,

@@ -25,7 +25,7 @@ import random
 import statistics
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from embedtune.catalogue import find_card
@@ -34,12 +34,13 @@ from embedtune.engine import CachingEmbedder, close_stack, find_layer
 from embedtune.evaluation.collections import Qrels
 from embedtune.evaluation.compare import METRICS, SELECT_METRIC, _bm25_bytes, _slug, _TimedEmbedder, _Workspace
 from embedtune.evaluation.metrics import evaluate
+from embedtune.evaluation.tuning import tune_convex_weight
 from embedtune.factory import EmbedderSpec, build_embedder, open_provider
 from embedtune.indexer import index_documents
 from embedtune.retriever import BM25, DENSE, Retriever
 from embedtune.search.runs import Run
 from embedtune.stores.base import Store
-from embedtune.strategy import Mode, Strategy
+from embedtune.strategy import Fusion, Mode, Strategy
 
 if TYPE_CHECKING:
     from embedtune.documents import SourceDocument
@@ -168,15 +169,44 @@ class TrialScorer:
         run = self._answer(strategy, rung, rung.queries)
         return evaluate(rung.qrels, run, [SELECT_METRIC])[SELECT_METRIC]
 
+    def fit_alpha(self, strategy: Strategy, rung: Rung, step: float) -> Strategy:
+        """A convex strategy with the weight that scores best on ``rung``'s queries (a grid of ``step``).
+
+        Only fusions of the runs already made: no embedding, no search. Other strategies pass unchanged.
+        """
+        if strategy.fusion is not Fusion.CONVEX:
+            return strategy
+        dense = replace(strategy, mode=Mode.DENSE, fusion=None, alpha=None)
+        bm25 = Strategy(mode=Mode.BM25, depth=strategy.depth)
+        grid = [min(1.0, round(i * step, 6)) for i in range(round(1 / step) + 1)]
+        alpha, _ = tune_convex_weight(
+            rung.qrels,
+            self._answer(dense, rung, rung.queries),
+            self._answer(bm25, rung, rung.queries, store_of=strategy),
+            metric=SELECT_METRIC,
+            grid=grid,
+            method=strategy.normalization,  # type: ignore[arg-type]
+        )
+        return replace(strategy, alpha=alpha)
+
     def report(self, strategy: Strategy, queries: Mapping[str, str], qrels: Qrels) -> dict[str, float]:
         """nDCG@10, Recall@100 and MRR@10 on other queries (the reported split) over the whole corpus."""
         run = self._answer(strategy, self.final, queries, memo=False)
         return evaluate(qrels, run, METRICS)
 
-    def _answer(self, strategy: Strategy, rung: Rung, queries: Mapping[str, str], *, memo: bool = True) -> Run:
-        store = self._store(strategy, rung)
+    def _answer(
+        self,
+        strategy: Strategy,
+        rung: Rung,
+        queries: Mapping[str, str],
+        *,
+        memo: bool = True,
+        store_of: Strategy | None = None,
+    ) -> Run:
+        """The strategy's run over ``rung``'s store (``store_of``'s store: the hybrid's, for its BM25 run)."""
+        store = self._store(store_of or strategy, rung)
         retriever = Retriever(strategy, store, self._stack(strategy.embedder) if strategy.embedder else None)
-        key = self._unit(strategy)
+        key = self._unit(store_of or strategy)
         runs: dict[str, Run] = {}
         try:
             if strategy.uses_vectors:

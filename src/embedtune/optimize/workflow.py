@@ -253,8 +253,8 @@ class _Objective:
             self.remember(record)
 
     def remember(self, record: TrialRecord) -> None:
-        if record.state == "complete" and record.strategy is not None:
-            self._complete.setdefault(record.strategy.fingerprint(), record)
+        if record.state == "complete" and record.copied_from is None:
+            self._complete.setdefault(_params_key(record.params), record)
 
     def __call__(self, trial: optuna.trial.Trial) -> float:
         import optuna
@@ -263,15 +263,19 @@ class _Objective:
         trial.set_user_attr("strategy", strategy.to_dict())
         start, embedded = time.perf_counter(), self.scorer.texts_embedded
         try:
-            twin = self._complete.get(strategy.fingerprint())
+            twin = self._complete.get(_params_key(trial.params))
             if twin is not None:  # seen before: its figures hold, nothing to score again
-                assert twin.quality is not None
+                assert twin.quality is not None and twin.strategy is not None
+                strategy = twin.strategy  # with the weight fitted then
+                trial.set_user_attr("strategy", strategy.to_dict())
                 value, rung, queries = twin.quality, twin.rung, twin.queries
                 index_bytes, query_ms, usd = twin.index_bytes, twin.query_ms, twin.usd
                 trial.set_user_attr("copied_from", twin.number)
             else:
                 self._check_estimate(trial, strategy)
                 for stage in self.rungs:
+                    strategy = self.scorer.fit_alpha(strategy, stage, self.space.alpha_step)
+                    trial.set_user_attr("strategy", strategy.to_dict())
                     value = self.scorer.quality(strategy, stage)
                     rung, queries = stage.index, len(stage.queries)
                     trial.set_user_attr("rung", rung)
@@ -330,6 +334,11 @@ class _Objective:
             for key in ("index_bytes", "query_ms", "usd"):  # estimates: what the error line names if nothing fits
                 trial.set_user_attr(key, getattr(costs, key))
             raise optuna.TrialPruned(f"over the budget on {', '.join(sorted(over))} (estimated on a sample)")
+
+
+def _params_key(params: Mapping[str, Any]) -> str:
+    """What the sampler chose: two trials with the same choices score the same."""
+    return json.dumps(dict(params), sort_keys=True)
 
 
 def _optuna():
