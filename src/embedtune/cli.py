@@ -740,6 +740,158 @@ def _save_recommended(result, path: Path) -> Path:
     return chosen.strategy.save(path, comment=comment)
 
 
+@app.command()
+def optimize(
+    collection: Annotated[
+        Path | None,
+        typer.Argument(help="A BEIR collection folder (default: the sample collection embedtune ships)."),
+    ] = None,
+    models: Annotated[
+        str | None,
+        typer.Option(
+            "--models",
+            help="Comma-separated model URIs or configured names (default: every offline and configured one).",
+        ),
+    ] = None,
+    chunker: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--chunker",
+            help="A chunker to search (repeat; default none, recursive, fixed:size=128,overlap=32, semantic).",
+        ),
+    ] = None,
+    retrieval: Annotated[
+        str, typer.Option("--retrieval", help="Retrieval modes to search: dense, bm25, rrf, convex.")
+    ] = "dense,bm25,rrf,convex",
+    precision: Annotated[str, typer.Option("--precision", help="Vector precisions to search.")] = "float32,float16",
+    budget: Annotated[
+        str | None,
+        typer.Option("--budget", help="Ceilings the choice must meet: index_mb<=200,query_ms<=50,usd<=1."),
+    ] = None,
+    time_limit: Annotated[
+        str | None, typer.Option("--time", help="Stop starting trials after this long: 90s, 30m, 1h.")
+    ] = None,
+    trials: Annotated[int, typer.Option("--trials", help="How many trials the search should have run in all.")] = 30,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Where the study, trials.jsonl, strategy.toml and pareto.png go.")
+    ] = Path("embedtune-optimize"),
+    config: ConfigOption = None,
+    generate_queries: Annotated[
+        str | None,
+        typer.Option(
+            "--generate-queries",
+            help="No dev or train judgments: select on queries generated from the corpus (title or span).",
+        ),
+    ] = None,
+    queries: GeneratedCountOption = 200,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """Search models, chunkers, retrieval modes and precisions under a budget; write the Pareto front and the choice."""
+    import contextlib
+
+    from .optimize import Budget, SearchSpace
+    from .optimize import optimize as run_optimize
+    from .optimize.report import front_table
+    from .optimize.space import DEFAULT_CHUNKERS
+
+    with contextlib.suppress(ImportError):  # without optuna the search itself says what to install
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress line says what each trial did
+    the_budget = Budget.parse(budget)
+    timeout = _seconds(time_limit) if time_limit else None
+    space = SearchSpace(
+        models=tuple(_search_models(models, config)),
+        chunkers=tuple(c.strip() for c in chunker or () if c.strip()) or DEFAULT_CHUNKERS,
+        retrievals=tuple(r.strip() for r in retrieval.split(",") if r.strip()),
+        precisions=tuple(p.strip() for p in precision.split(",") if p.strip()),
+    )
+    data, notes = _selectable_collection(collection or _sample_collection(), generate_queries, queries, seed)
+    result = run_optimize(
+        data,
+        space,
+        out=out_dir,
+        budget=the_budget,
+        trials=trials,
+        timeout=timeout,
+        cache=default_home() / "embeddings.sqlite",
+        seed=seed,
+        notes=notes,
+        on_progress=lambda line: err.print(line, highlight=False, soft_wrap=True),
+    )
+    out.print(front_table(result))
+    for note in result.notes:
+        out.print(f"[yellow]note:[/] {note}")
+    chosen = result.chosen
+    figure = ""
+    if chosen.number in result.reported:
+        figure = f", {result.reported[chosen.number]['ndcg@10']:.4f} on {result.report_split} (scored once, after the search)"
+    out.print(
+        f"chosen: {chosen.name} (trial {chosen.number}; nDCG@10 {chosen.quality:.4f} on {result.tune_split}{figure}); "
+        f"{result.new_trials} new trials, {result.texts_embedded} texts embedded"
+    )
+    out.print(f"wrote {out_dir / 'strategy.toml'}, {out_dir / 'trials.jsonl'}, {out_dir / 'pareto.png'}")
+    if not generate_queries:
+        out.print(
+            f"build it: embedtune index {collection or _sample_collection()} --strategy {out_dir / 'strategy.toml'}"
+        )
+
+
+def _search_models(models: str | None, config: Path | None) -> list:
+    """The given models, or every offline catalogue model and every configured embedder."""
+    from .factory import load_config
+
+    if models is not None:
+        uris = [uri.strip() for uri in models.split(",") if uri.strip()]
+        if not uris:
+            raise EmbedtuneError("--models names no model; give URIs like local:all-MiniLM-L6-v2")
+        return [_spec(uri, config) for uri in uris]
+    from .optimize import offline_models
+
+    if config is None and Path("embedtune.toml").exists():
+        config = Path("embedtune.toml")
+    configured = list(load_config(config).values()) if config else []
+    found = offline_models() + configured
+    return list({spec.model: spec for spec in found}.values())
+
+
+def _selectable_collection(folder: Path, generate: str | None, count: int, seed: int):
+    """The collection to search on, and a note when its tuning queries are generated."""
+    from .evaluation import load_beir
+    from .evaluation.collections import Collection, read_corpus
+
+    if generate:
+        from .adaptation.generate import generated_collection
+
+        if generate not in ("title", "span"):
+            raise EmbedtuneError(f"--generate-queries {generate}: use title or span")
+        data = generated_collection(read_corpus(folder), generate, queries=count, seed=seed, name=folder.name)
+        note = (
+            f"selected on queries generated from the corpus ({generate!r} generator, {len(data.qrels.get('train', {}))} "
+            "train queries, BM25-filtered), not judged by people: they favour strategies that match a document's own "
+            "words (BM25, hybrids); the test figures are on generated queries too, so confirm the choice on real "
+            "queries when you have some"
+        )
+        return data, (note,)
+    if (folder / "corpus.jsonl").is_file() and not (folder / "qrels").is_dir():
+        return Collection(name=folder.name, corpus=read_corpus(folder), queries={}, qrels={}), ()
+    return load_beir(folder), ()
+
+
+def _seconds(text: str) -> float:
+    """``90``, ``90s``, ``30m``, ``1h``, ``1h30m`` -> seconds."""
+    import re
+
+    match = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text)
+    if not text.strip() or match is None or not any(match.groups()):
+        raise EmbedtuneError(f"--time {text!r}: give a duration such as 90s, 30m or 1h30m")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise EmbedtuneError(f"--time {text!r}: give a duration above zero")
+    return total
+
+
 StoreOption = Annotated[
     str,
     typer.Option(

@@ -1,0 +1,359 @@
+"""Scoring one strategy for the search: on growing samples (rungs), through the cache and the stores.
+
+A trial is scored by the code ``compare``, ``search`` and ``serve`` run: the strategy's documents
+are built into an embedded store by :func:`~embedtune.indexer.index_documents` (embedding through
+the cache), and a :class:`~embedtune.retriever.Retriever` gives its runs and fuses them.
+
+**Rungs.** :func:`plan_rungs` cuts the tuning queries into nested samples that grow by the
+reduction factor (a ninth, a third, all of them), each with a corpus sample of the same fraction
+plus every document those queries judge. A trial is scored rung by rung, and the search's pruner
+(successive halving) stops it when it is not among the best at a rung, so the full corpus is
+embedded only for strategies that can win. Scores at one rung are comparable with each other,
+not with another rung's (a smaller corpus is easier); the pruner only compares within a rung.
+
+**Sharing.** Stores are kept per model x chunker x precision x rung (in the search's folder), runs
+per store and rung, so a new fusion weight, or a strategy seen before, costs a fusion and a
+metric. A new precision costs a store written from cached vectors. :attr:`TrialScorer.texts_embedded`
+counts texts the models really embedded (cache misses), so each trial can say what it cost.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from embedtune.catalogue import find_card
+from embedtune.embedder import Embedder
+from embedtune.engine import CachingEmbedder, close_stack, find_layer
+from embedtune.evaluation.collections import Qrels
+from embedtune.evaluation.compare import METRICS, SELECT_METRIC, _bm25_bytes, _slug, _TimedEmbedder, _Workspace
+from embedtune.evaluation.metrics import evaluate
+from embedtune.evaluation.tuning import tune_convex_weight
+from embedtune.factory import EmbedderSpec, build_embedder, open_provider
+from embedtune.indexer import index_documents
+from embedtune.retriever import BM25, DENSE, Retriever
+from embedtune.search.runs import Run
+from embedtune.stores.base import Store
+from embedtune.strategy import Fusion, Mode, Strategy
+
+if TYPE_CHECKING:
+    from embedtune.documents import SourceDocument
+
+__all__ = ["Costs", "Rung", "TrialScorer", "plan_rungs"]
+
+REDUCTION = 3  # each rung holds three times the previous one's queries and documents
+MAX_RUNGS = 3
+MIN_RUNG_QUERIES = 10  # a rung smaller than this says nothing
+LATENCY_QUERIES = 10
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rung:
+    """One sample of the tuning queries and of the corpus. ``step`` is optuna's resource (1, 3, 9...)."""
+
+    index: int
+    step: int
+    queries: Mapping[str, str]
+    qrels: Qrels
+    documents: Sequence[SourceDocument]
+
+    @property
+    def label(self) -> str:
+        return f"r{self.index}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Costs:
+    """A strategy's costs on the whole corpus."""
+
+    index_bytes: int
+    query_ms: float
+    usd: float
+
+
+def plan_rungs(
+    documents: Sequence[SourceDocument],
+    queries: Mapping[str, str],
+    qrels: Qrels,
+    *,
+    seed: int = 0,
+    reduction: int = REDUCTION,
+    max_rungs: int = MAX_RUNGS,
+    min_queries: int = MIN_RUNG_QUERIES,
+) -> list[Rung]:
+    """Nested samples of the judged tuning queries and the corpus; the last is all of both.
+
+    As many rungs (at most ``max_rungs``) as keep the smallest at ``min_queries`` queries or more.
+    The samples come from one seeded shuffle, so each rung holds the previous one.
+    """
+    judged = [qid for qid in queries if qrels.get(qid)]
+    count = 1
+    while count < max_rungs and len(judged) / reduction**count >= min_queries:
+        count += 1
+    rng = random.Random(seed)
+    query_order = sorted(judged)
+    rng.shuffle(query_order)
+    doc_order = list(range(len(documents)))
+    rng.shuffle(doc_order)
+    position = {doc.id: i for i, doc in enumerate(documents)}
+    rungs = []
+    for index in range(count):
+        fraction = 1.0 / reduction ** (count - 1 - index)
+        chosen = query_order[: max(1, math.ceil(fraction * len(query_order)))]
+        if index == count - 1:
+            docs: Sequence[SourceDocument] = list(documents)
+        else:
+            keep = set(doc_order[: math.ceil(fraction * len(documents))])
+            keep |= {position[d] for qid in chosen for d in qrels[qid] if d in position}
+            docs = [documents[i] for i in sorted(keep)]
+        rungs.append(
+            Rung(
+                index=index,
+                step=reduction**index,
+                queries={qid: queries[qid] for qid in chosen},
+                qrels={qid: dict(qrels[qid]) for qid in chosen},
+                documents=docs,
+            )
+        )
+    return rungs
+
+
+class TrialScorer:
+    """Scores strategies on the rungs, sharing stores, runs and loaded models between trials.
+
+    ``space`` holds the stores; ``cache`` is the embedding cache file; ``providers`` maps a model
+    URI to an already opened provider (tests share one loaded model). Close it when done.
+    """
+
+    def __init__(
+        self,
+        rungs: Sequence[Rung],
+        space: _Workspace,
+        *,
+        cache: str | os.PathLike[str] | None,
+        providers: Mapping[str, Embedder] | None = None,
+        latency_queries: int = LATENCY_QUERIES,
+    ) -> None:
+        self.rungs = list(rungs)
+        self._space = space
+        self._cache = cache
+        self._given = dict(providers or {})
+        self._latency_queries = latency_queries
+        self._providers: dict[str, Embedder] = {}
+        self._timers: dict[str, _TimedEmbedder] = {}
+        self._stacks: dict[str, Embedder] = {}
+        self._stores: dict[str, Store] = {}
+        self._runs: dict[tuple[str, str], Run] = {}
+        self._latency: dict[str, float] = {}
+        self._bytes: dict[str, int] = {}
+
+    @property
+    def final(self) -> Rung:
+        return self.rungs[-1]
+
+    @property
+    def texts_embedded(self) -> int:
+        """Texts the models embedded so far (cache misses): corpus chunks, queries, semantic windows."""
+        return sum(timer.texts for timer in self._timers.values())
+
+    # -- quality ----------------------------------------------------------------------------
+
+    def quality(self, strategy: Strategy, rung: Rung) -> float:
+        """nDCG@10 of ``strategy`` on ``rung``'s queries over ``rung``'s documents."""
+        run = self._answer(strategy, rung, rung.queries)
+        return evaluate(rung.qrels, run, [SELECT_METRIC])[SELECT_METRIC]
+
+    def fit_alpha(self, strategy: Strategy, rung: Rung, step: float) -> Strategy:
+        """A convex strategy with the weight that scores best on ``rung``'s queries (a grid of ``step``).
+
+        Only fusions of the runs already made: no embedding, no search. Other strategies pass unchanged.
+        """
+        if strategy.fusion is not Fusion.CONVEX:
+            return strategy
+        dense = replace(strategy, mode=Mode.DENSE, fusion=None, alpha=None)
+        bm25 = Strategy(mode=Mode.BM25, depth=strategy.depth)
+        grid = [min(1.0, round(i * step, 6)) for i in range(round(1 / step) + 1)]
+        alpha, _ = tune_convex_weight(
+            rung.qrels,
+            self._answer(dense, rung, rung.queries),
+            self._answer(bm25, rung, rung.queries, store_of=strategy),
+            metric=SELECT_METRIC,
+            grid=grid,
+            method=strategy.normalization,  # type: ignore[arg-type]
+        )
+        return replace(strategy, alpha=alpha)
+
+    def report(self, strategy: Strategy, queries: Mapping[str, str], qrels: Qrels) -> dict[str, float]:
+        """nDCG@10, Recall@100 and MRR@10 on other queries (the reported split) over the whole corpus."""
+        run = self._answer(strategy, self.final, queries, memo=False)
+        return evaluate(qrels, run, METRICS)
+
+    def _answer(
+        self,
+        strategy: Strategy,
+        rung: Rung,
+        queries: Mapping[str, str],
+        *,
+        memo: bool = True,
+        store_of: Strategy | None = None,
+    ) -> Run:
+        """The strategy's run over ``rung``'s store (``store_of``'s store: the hybrid's, for its BM25 run)."""
+        store = self._store(store_of or strategy, rung)
+        retriever = Retriever(strategy, store, self._stack(strategy.embedder) if strategy.embedder else None)
+        key = self._unit(store_of or strategy)
+        runs: dict[str, Run] = {}
+        try:
+            if strategy.uses_vectors:
+                runs[DENSE] = self._memo((key, rung.label), memo, lambda: retriever.dense_run(queries, strategy.depth))
+            if strategy.uses_lexical:
+                # BM25 over the same documents gives the same run from any store: shared per rung.
+                runs[BM25] = self._memo(
+                    ("bm25", rung.label), memo, lambda: retriever.lexical_run(queries, strategy.depth)
+                )
+            return retriever.combine(runs, strategy.depth)
+        finally:
+            retriever.close()
+
+    def _memo(self, key: tuple[str, str], memo: bool, compute) -> Run:
+        if not memo:
+            return compute()
+        if key not in self._runs:
+            self._runs[key] = compute()
+        return self._runs[key]
+
+    # -- costs ------------------------------------------------------------------------------
+
+    def costs(self, strategy: Strategy, rung: Rung | None = None) -> Costs:
+        """Index size, median query latency and dollars of ``strategy`` on the whole corpus.
+
+        With a smaller ``rung``, an estimate from its store: size and dollars scaled by the
+        corpus's documents over the rung's, latency as measured there.
+        """
+        rung = rung or self.final
+        store = self._store(strategy, rung)
+        scale = len(self.final.documents) / max(1, len(rung.documents))
+        key = f"{self._unit(strategy)}.{rung.label}"
+        index_bytes = 0
+        if strategy.uses_vectors:
+            if key not in self._bytes:
+                itemsize = 2 if strategy.precision.value == "float16" else 4
+                self._bytes[key] = store.count_chunks() * self._stack(strategy.embedder).dim * itemsize
+            index_bytes += self._bytes[key]
+        if strategy.uses_lexical:
+            lexical = f"bm25.{rung.label}"
+            if lexical not in self._bytes:
+                self._bytes[lexical] = _bm25_bytes(store.lexical_index())
+            index_bytes += self._bytes[lexical]
+        return Costs(
+            index_bytes=round(index_bytes * scale),
+            query_ms=self._query_ms(strategy, store, rung),
+            usd=self._usd(strategy, store, rung) * scale,
+        )
+
+    def _query_ms(self, strategy: Strategy, store: Store, rung: Rung) -> float:
+        """Median milliseconds of ``search_one`` (k = 10) over a few tuning queries, embedding uncached.
+
+        The served path: the query embedded by the model (not the cache), searched and fused. One
+        untimed query first loads weights and warms the store. Kept per store and mode.
+        """
+        key = f"{self._unit(strategy)}.{rung.label}|{strategy.mode.value}"
+        if key in self._latency:
+            return self._latency[key]
+        embedder = None
+        if strategy.embedder is not None:
+            spec = strategy.embedder
+            embedder = build_embedder(spec, cache=None, provider=self._provider(spec))
+        retriever = Retriever(strategy, store, embedder)
+        texts = list(rung.queries.values())[: self._latency_queries + 1]
+        times = []
+        try:
+            for i, text in enumerate(texts):
+                start = time.perf_counter()
+                retriever.search_one(text, 10)
+                if i:  # the first one warms up
+                    times.append((time.perf_counter() - start) * 1000)
+        finally:
+            retriever.close()
+        self._latency[key] = statistics.median(times) if times else 0.0
+        return self._latency[key]
+
+    def _usd(self, strategy: Strategy, store: Store, rung: Rung) -> float:
+        """Dollars to embed the corpus (its chunks, as the model counts them) for a paid model; else 0."""
+        card = None if strategy.embedder is None else find_card(strategy.embedder.model)
+        if card is None or card.usd_per_million_tokens is None:
+            return 0.0
+        embedder = self._stack(strategy.embedder)
+        limit = embedder.max_tokens
+        spans = store.chunk_spans()
+        tokens = sum(
+            min(embedder.count_tokens(doc.text[start:end], "document"), limit)
+            for doc in rung.documents
+            for start, end in spans.get(doc.id, ())
+        )
+        return card.usd_per_million_tokens * tokens / 1e6
+
+    # -- stores and stacks ------------------------------------------------------------------
+
+    def _unit(self, strategy: Strategy) -> str:
+        """What a store holds: the model's vectors (size included) of one chunker at one precision."""
+        if strategy.embedder is None:
+            return "bm25"
+        spec = strategy.embedder
+        dims = "" if spec.dims is None else f"@d{spec.dims}"
+        return f"{_slug(spec.model)}{dims}@{_slug(strategy.chunker)}@{strategy.precision.value}"
+
+    def _store(self, strategy: Strategy, rung: Rung) -> Store:
+        name = f"{self._unit(strategy)}.{rung.label}"
+        if name in self._stores:
+            return self._stores[name]
+        if strategy.embedder is None:
+            built, embedder = Strategy(mode=Mode.BM25, depth=strategy.depth), None
+        else:
+            built = Strategy(
+                embedder=strategy.embedder,
+                chunker=strategy.chunker,
+                chunk_score=strategy.chunk_score,
+                precision=strategy.precision,
+                depth=strategy.depth,
+            )
+            embedder = self._stack(strategy.embedder)
+        store = self._space.store(name, built, embedder)
+        index_documents(rung.documents, built, store, embedder)
+        self._stores[name] = store
+        return store
+
+    def _stack(self, spec: EmbedderSpec | None) -> Embedder:
+        """The cached stack of ``spec``, over a timed provider; one per spec for the whole search."""
+        assert spec is not None
+        key = repr(spec)
+        if key not in self._stacks:
+            timer = _TimedEmbedder(self._provider(spec))
+            self._timers[key] = timer
+            self._stacks[key] = build_embedder(spec, cache=self._cache, provider=timer)
+        return self._stacks[key]
+
+    def _provider(self, spec: EmbedderSpec) -> Embedder:
+        """The opened model (loaded lazily on its first embedding), shared by every stack of it."""
+        key = spec.model if spec.dims is None else f"{spec.model}@{spec.dims}"
+        if key not in self._providers:
+            given = self._given.get(spec.model) if spec.dims is None else None
+            self._providers[key] = given if given is not None else open_provider(spec)
+        return self._providers[key]
+
+    def close(self) -> None:
+        for stack in self._stacks.values():
+            if (cache := find_layer(stack, CachingEmbedder)) is not None:
+                cache.close()
+        given = {id(p) for p in self._given.values()}
+        for provider in self._providers.values():
+            if id(provider) not in given:  # an HTTP provider's connections; one handed in stays the caller's
+                close_stack(provider)
+        self._stacks.clear()
+        self._providers.clear()
+        self._space.close()
