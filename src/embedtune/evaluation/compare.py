@@ -139,7 +139,8 @@ class StrategyResult:
     the tuned weight of the dense run in a convex hybrid. ``index_bytes`` is the size of the
     vectors (dense), of the saved BM25 index (bm25), or both (hybrids). ``chunker`` names the
     chunker whose chunks were embedded and ``chunks`` counts them (both ``None`` for whole
-    documents). ``strategy`` is the strategy itself, ready for ``index``.
+    documents). ``strategy`` is the strategy itself, ready for ``index``. ``engine`` is what ran a
+    local model (``auto`` resolved, e.g. ``openvino-bf16``); ``None`` for other providers and BM25.
     """
 
     name: str
@@ -154,6 +155,7 @@ class StrategyResult:
     chunks: int | None = None
     strategy: Strategy | None = None
     selection: Mapping[str, float] | None = None
+    engine: str | None = None
 
     @property
     def embedding(self) -> str | None:
@@ -292,7 +294,7 @@ def evaluate_strategies(
             # Searched beside the embedding below.
             lexical.submit(pool, all_queries, k)
         for spec in models:
-            given = (providers or {}).get(spec.model)
+            given = (providers or {}).get(spec.label)
             provider = given if given is not None else open_provider(spec)
             try:
                 for chunker_spec in chunkers:
@@ -424,14 +426,14 @@ def _evaluate_dense(
 ) -> _Dense:
     """Build one model x chunker into its store, search every query, score and cost it."""
     assert strategy.embedder is not None
-    model = strategy.embedder.model
+    model, named = strategy.embedder.model, strategy.embedder.label  # named: with its engine when one is asked
     timer = _TimedEmbedder(provider)  # one per strategy: each strategy's own cost
     embedder = build_embedder(strategy.embedder, cache=cache, provider=timer)
     try:
         chunker_name = _chunker_name(strategy, embedder, chunk_over_limit)
-        label = model if chunker_name is None else f"{model} @ {chunker_name}"
+        label = named if chunker_name is None else f"{named} @ {chunker_name}"
         store = space.store(
-            _slug(model) + ("" if chunker_name is None else f"@{_slug(chunker_name)}"), strategy, embedder
+            _slug(named) + ("" if chunker_name is None else f"@{_slug(chunker_name)}"), strategy, embedder
         )
 
         def progress(done: int, total: int) -> None:
@@ -473,6 +475,7 @@ def _evaluate_dense(
         chunker=chunker_name,
         chunks=None if chunker_name is None else len(texts),
         strategy=strategy,
+        engine=getattr(provider, "engine", None),  # local models: the engine that ran, auto resolved
     )
     return _Dense(result=result, run=run, store=store, embedder=embedder)
 
@@ -528,10 +531,10 @@ def _check_request(models: Sequence, bm25: bool, hybrid: Sequence[str], k: int) 
         raise ConfigError("a hybrid fuses a model with BM25; give at least one model")
     for spec in models:
         find_card(spec.model)  # an unknown model fails before any work is done
-    uris = [spec.model for spec in models]
+    uris = [spec.label for spec in models]
     repeated = sorted({uri for uri in uris if uris.count(uri) > 1})
     if repeated:
-        raise ConfigError(f"model {repeated[0]} is listed twice; list each model once")
+        raise ConfigError(f"model {repeated[0]} is listed twice; list each model (and engine) once")
     if k < 100:
         raise ConfigError(f"k must be at least 100 to report Recall@100, not {k}")
     return list(dict.fromkeys(hybrid))

@@ -52,6 +52,9 @@ def comparison_table(result: ComparisonResult):
     selecting = result.tune_split is not None
     if selecting:  # the figure that chose the winner, beside the ones reported
         table.add_column(f"nDCG@10 {result.tune_split}", justify="right")
+    engines = any(s.engine is not None for s in result.strategies)
+    if engines:  # what ran each local model (auto resolved)
+        table.add_column("engine")
     for column in ("nDCG@10", "Recall@100", "MRR@10", "tokens", "texts/s", "index MB", "$ to embed"):
         table.add_column(column, justify="right")
     for strategy in result.strategies:
@@ -63,6 +66,7 @@ def comparison_table(result: ComparisonResult):
             name,
             *(chunk_cells if chunked else []),
             *([f"{strategy.selection_score:.4f}"] if selecting else []),
+            *([strategy.engine or "-"] if engines else []),
             *(f"{strategy.metrics[m]:.4f}" for m in ("ndcg@10", "recall@100", "mrr@10")),
             "-" if strategy.tokens is None else f"{strategy.tokens:,}",
             speed_text(strategy),
@@ -97,6 +101,7 @@ def _strategy_dict(strategy: StrategyResult) -> dict[str, Any]:
         "name": strategy.name,
         "kind": strategy.kind,
         "model": strategy.model,
+        "engine": strategy.engine,
         "chunker": strategy.chunker,
         "chunks": strategy.chunks,
         "metrics": dict(strategy.metrics),
