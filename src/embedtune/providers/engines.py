@@ -62,7 +62,7 @@ _log = logging.getLogger("embedtune.engines")  # the CLI prints its records as n
 
 FAITHFUL_MIN_COSINE = 0.999
 INT8_MEAN_COSINE = 0.99
-PROBE_TEXTS = 48
+PROBE_TEXTS = 32
 _EXPORT_VERSION = 1  # bump when the export recipe changes: old exports are then ignored
 
 
@@ -129,12 +129,16 @@ def physical_cores() -> int:
 
 
 def probe_texts() -> list[str]:
-    """A fixed set of mixed-length texts: documents and queries of the bundled sample collection."""
+    """A fixed set of mixed-length texts: documents (cut to 20-120 words) and queries of the sample
+    collection embedtune ships. Long enough to show an engine's drift, short enough to run in seconds."""
     sample = resources.files("embedtune") / "data" / "sample"
     docs = [json.loads(line) for line in (sample / "corpus.jsonl").read_text(encoding="utf-8").splitlines()]
     queries = [json.loads(line) for line in (sample / "queries.jsonl").read_text(encoding="utf-8").splitlines()]
-    texts = [f"{d['title']} {d['text']}" for d in docs[::4]][: PROBE_TEXTS * 2 // 3]
-    return texts + [q["text"] for q in queries][: PROBE_TEXTS - len(texts)]
+    texts = []
+    for i, doc in enumerate(docs[::6][: PROBE_TEXTS // 2]):
+        words = f"{doc['title']} {doc['text']}".split()
+        texts.append(" ".join(words[: 20 + 10 * (i % 11)]))
+    return texts + [q["text"] for q in queries[::3]][: PROBE_TEXTS - len(texts)]
 
 
 @dataclass(frozen=True)
@@ -285,8 +289,7 @@ class Artefacts:
     def reference(self) -> np.ndarray:
         """torch fp32's vectors of the probe texts (kept: later checks need no torch)."""
         texts = probe_texts()
-        key = hashlib.sha256("\n".join([*texts, str(self.max_tokens)]).encode()).hexdigest()[:12]
-        path = self.dir / f"probe-{key}.npy"
+        path = self.dir / f"probe-{self._probe_key()}.npy"
         if path.exists():
             return np.load(path)
         vectors, speed = _timed(self._torch_encode, texts)
@@ -307,7 +310,11 @@ class Artefacts:
 
     @property
     def decisions_path(self) -> Path:
-        return self.dir / f"machine-{_machine_key()}.json"
+        # the probe's key too: figures from another probe set or limit are not comparable
+        return self.dir / f"machine-{_machine_key()}-{self._probe_key()}.json"
+
+    def _probe_key(self) -> str:
+        return hashlib.sha256("\n".join([*probe_texts(), str(self.max_tokens)]).encode()).hexdigest()[:12]
 
     def measured(self) -> dict[str, Any]:
         try:
