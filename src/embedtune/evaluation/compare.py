@@ -475,9 +475,17 @@ def _evaluate_dense(
         chunker=chunker_name,
         chunks=None if chunker_name is None else len(texts),
         strategy=strategy,
-        engine=getattr(provider, "engine", None),  # local models: the engine that ran, auto resolved
+        engine=_engine_of(provider),
     )
     return _Dense(result=result, run=run, store=store, embedder=embedder)
+
+
+def _engine_of(provider: Embedder) -> str | None:
+    """What ran a local sentence-transformers model (auto resolved); None for other providers."""
+    from embedtune.providers.local import SentenceTransformerEmbedder
+
+    local = find_layer(provider, SentenceTransformerEmbedder)
+    return None if local is None else local.engine
 
 
 def _chunker_name(strategy: Strategy, embedder: Embedder, over_limit: str) -> str | None:
