@@ -89,7 +89,11 @@ def bench_model(
         rows.append(
             (name, len(texts) / seconds, tokens / seconds, base_s / seconds, float(cos.mean()), float(cos.min()))
         )
-        print(f"  {model} {name}: {len(texts) / seconds:.1f} texts/s", file=sys.stderr, flush=True)
+        print(
+            f"  {model} {name}: {len(texts) / seconds:.1f} texts/s, cosine mean {cos.mean():.5f} min {cos.min():.5f}",
+            file=sys.stderr,
+            flush=True,
+        )
     return rows
 
 
