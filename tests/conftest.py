@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from _cli import share_engine_exports
+
 # Never reach for a model hub from the tests: an unknown name fails at once instead of after a minute.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -18,18 +20,20 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 
 
+# The shared models run on torch: they are the reference the golden vectors and the fast engines
+# are checked against.
 @pytest.fixture(scope="session")
 def minilm():
     from embedtune.factory import EmbedderSpec, open_provider
 
-    return open_provider(EmbedderSpec(model="local:all-MiniLM-L6-v2"))
+    return open_provider(EmbedderSpec(model="local:all-MiniLM-L6-v2", engine="torch"))
 
 
 @pytest.fixture(scope="session")
 def mpnet():
     from embedtune.factory import EmbedderSpec, open_provider
 
-    return open_provider(EmbedderSpec(model="local:all-mpnet-base-v2"))
+    return open_provider(EmbedderSpec(model="local:all-mpnet-base-v2", engine="torch"))
 
 
 @pytest.fixture(scope="session")
@@ -86,9 +90,9 @@ def fake():
 
 @pytest.fixture()
 def home(tmp_path, monkeypatch):
-    """A private EMBEDTUNE_HOME, so no test touches the user's cache."""
+    """A private EMBEDTUNE_HOME, so no test touches the user's cache (engine exports are shared)."""
     monkeypatch.setenv("EMBEDTUNE_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
+    return share_engine_exports(tmp_path / "home")
 
 
 @pytest.fixture(scope="session")

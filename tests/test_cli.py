@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from _cli import one_error_line, run_cli
+from _cli import one_error_line, run_cli, share_engine_exports
 from embedtune.engine import BatchingEmbedder, CountingEmbedder
+from embedtune.factory import EmbedderSpec, open_provider
 from embedtune.textio import read_vectors
 
 
@@ -65,14 +66,14 @@ def test_second_embed_makes_zero_model_calls(tmp_path, texts_file, monkeypatch, 
     np.testing.assert_array_equal(read_vectors(tmp_path / "a.parquet")[1], read_vectors(tmp_path / "b.parquet")[1])
 
 
-def test_kill_9_then_rerun_continues_from_the_cache(tmp_path, minilm):
+def test_kill_9_then_rerun_continues_from_the_cache(tmp_path, monkeypatch):
     texts = [
         f"log line {i}: request to service {i % 13} took {i * 7 % 997} ms and returned status {200 + i % 5}"
         for i in range(1500)
     ]
     path = tmp_path / "logs.txt"
     path.write_text("\n".join(texts))
-    home, out = tmp_path / "h", tmp_path / "v.parquet"
+    home, out = share_engine_exports(tmp_path / "h"), tmp_path / "v.parquet"
     env = {**os.environ, "EMBEDTUNE_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "embedtune.cli", "embed", str(path), "--out", str(out)],
@@ -106,7 +107,9 @@ def test_kill_9_then_rerun_continues_from_the_cache(tmp_path, minilm):
     assert f"{len(texts) - cached} new, {cached} from cache" in rerun.stdout
     ids, vectors = read_vectors(out)
     assert ids == [str(i) for i in range(1, len(texts) + 1)]
-    uninterrupted = BatchingEmbedder(minilm).embed(texts)
+    # The engine the command ran (auto's choice, remembered under the same home) without a kill.
+    monkeypatch.setenv("EMBEDTUNE_HOME", str(home))
+    uninterrupted = BatchingEmbedder(open_provider(EmbedderSpec(model="local:all-MiniLM-L6-v2"))).embed(texts)
     cosines = np.sum(vectors * uninterrupted, axis=1)
     assert cosines.min() > 0.99999
 

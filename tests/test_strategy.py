@@ -132,3 +132,14 @@ def test_a_missing_file_says_how_to_make_one(tmp_path):
 
 def test_the_version_written_is_the_version_read():
     assert tomllib.loads(Strategy(mode="bm25").to_toml())["version"] == STRATEGY_VERSION
+
+
+def test_an_engine_round_trips_names_the_strategy_and_changes_the_index():
+    onnx = Strategy(embedder=EmbedderSpec(model=MINILM.model, engine="onnx-int8"))
+    assert 'engine = "onnx-int8"' in onnx.to_toml()
+    assert Strategy.from_toml(onnx.to_toml()) == onnx
+    assert onnx.name == "local:all-MiniLM-L6-v2?engine=onnx-int8"
+    auto = Strategy(embedder=EmbedderSpec(model=MINILM.model))
+    assert "engine" not in auto.to_toml() and auto.name == "local:all-MiniLM-L6-v2"
+    # int8 vectors are other vectors: a store built with one engine is not another's.
+    assert onnx.index_settings() != auto.index_settings()

@@ -6,6 +6,7 @@ already embedded is lost, because the cache keeps it.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -1357,7 +1358,17 @@ def _optional_values(args: list[str]) -> list[str]:
     return filled
 
 
+class _NoteHandler(logging.Handler):
+    """Library notes worth a user's eye (which engine ``auto`` chose, a first export) as ``note:`` lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(f"[dim]note:[/] {record.getMessage()}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
+    notes = logging.getLogger("embedtune.engines")
+    notes.setLevel(logging.INFO)
+    notes.addHandler(_NoteHandler())
     try:
         app(args=_optional_values(sys.argv[1:]))
     except EmbedtuneError as exc:

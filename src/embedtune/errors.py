@@ -10,6 +10,7 @@ reaching the top is a bug and keeps its traceback.
     ├── InputError                  input texts, files or collections are unusable
     │   └── TextTooLongError        a text over the model's limit under policy "error"
     ├── ModelLoadError              model weights missing, or a folder that is not a model
+    │   └── EngineQualityError      a fast engine's vectors stray too far from torch's (names the cosine)
     ├── MissingDependencyError      an optional extra is not installed (message names it)
     ├── CacheError                  the embedding cache cannot be opened or written
     ├── StoreError                  a store cannot be reached, opened or written
@@ -28,6 +29,7 @@ __all__ = [
     "CacheError",
     "ConfigError",
     "EmbedtuneError",
+    "EngineQualityError",
     "InputError",
     "InvalidInputError",
     "MissingDependencyError",
@@ -68,6 +70,10 @@ class TextTooLongError(InputError):
 
 class ModelLoadError(EmbedtuneError):
     """Model weights cannot be found or the folder is not a model."""
+
+
+class EngineQualityError(ModelLoadError):
+    """A fast engine (ONNX, int8, OpenVINO) fails its check against torch fp32 on the probe texts."""
 
 
 class MissingDependencyError(EmbedtuneError, ImportError):

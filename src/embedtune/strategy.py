@@ -14,6 +14,7 @@ The file::
     [embedder]                      # absent for BM25 alone; any field of EmbedderSpec
     model = "local:all-MiniLM-L6-v2"
     over_limit = "truncate"
+    engine = "onnx"                 # local models: auto (default) | torch | onnx | onnx-int8 | openvino
 
     [chunking]
     chunker = "none"                # whole documents, or a chunker spec: recursive, fixed:size=200,overlap=50
@@ -157,7 +158,7 @@ class Strategy:
         """A label for tables: ``local:all-MiniLM-L6-v2 @ recursive + bm25 (convex)``."""
         if self.embedder is None:
             return "bm25"
-        name = self.embedder.model if not self.chunked else f"{self.embedder.model} @ {self.chunker}"
+        name = self.embedder.label if not self.chunked else f"{self.embedder.label} @ {self.chunker}"
         if self.mode is Mode.HYBRID:
             name += f" + bm25 ({self.fusion.value})"  # type: ignore[union-attr]
         return name

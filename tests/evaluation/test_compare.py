@@ -478,3 +478,30 @@ def test_a_models_hybrid_costs_what_the_model_does_so_the_better_of_them_is_reco
     }
     assert result.cost_key("fast-model") == result.cost_key("fast-model + bm25") < result.cost_key("slow-model")
     assert result.recommended.name == "fast-model + bm25"  # the BM25 index beside it is not worth 0.01 nDCG
+
+
+def test_engines_side_by_side_are_strategies_named_by_their_engine(sample, tmp_path, minilm):
+    from embedtune.factory import resolve_spec
+    from embedtune.providers.local import SentenceTransformerEmbedder
+
+    onnx = SentenceTransformerEmbedder(
+        minilm._source,
+        name=MINILM,
+        dim=minilm.dim,
+        max_tokens=minilm.max_tokens,
+        engine="onnx",
+        engines_dir=tmp_path / "engines",
+    )
+    onnx._load = minilm._load  # the same weights, loaded once
+    specs = [resolve_spec(f"{MINILM}?engine=torch"), resolve_spec(f"{MINILM}?engine=onnx")]
+    result = evaluate_strategies(
+        sample, specs, bm25=False, providers={specs[0].label: minilm, specs[1].label: CountingEmbedder(onnx)}
+    )
+    torch_row, onnx_row = result.strategies
+    assert (torch_row.name, onnx_row.name) == (f"{MINILM}?engine=torch", f"{MINILM}?engine=onnx")
+    assert (torch_row.engine, onnx_row.engine) == ("torch", "onnx")
+    assert onnx_row.cost.texts_embedded == 180  # embedded again: its vectors are not torch's
+    assert abs(onnx_row.metrics["ndcg@10"] - torch_row.metrics["ndcg@10"]) < 0.005
+    assert comparison_to_dict(result)["strategies"][1]["engine"] == "onnx"
+    with pytest.raises(ConfigError, match="listed twice"):
+        evaluate_strategies(sample, [specs[1], specs[1]], bm25=False)

@@ -20,7 +20,8 @@ from embedtune.service import Served, ServiceConfig, create_app
 from embedtune.stores import open_store
 from embedtune.strategy import Strategy
 
-SPEC = EmbedderSpec(model="local:all-MiniLM-L6-v2", over_limit="truncate")
+# torch, as the shared model the store is built with: the CLI below must open the same engine.
+SPEC = EmbedderSpec(model="local:all-MiniLM-L6-v2", over_limit="truncate", engine="torch")
 QUERIES = ["vitamin D deficiency and bone fractures", "aspirin lowers the risk of heart attack"]
 
 

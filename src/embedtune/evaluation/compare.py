@@ -169,6 +169,8 @@ class StrategyResult:
     each query of the tuning split. ``interval`` is the 95 % bootstrap interval of nDCG@10 on the
     reported split; ``p_value`` and ``selection_p_value`` are the paired randomisation test's
     p-values against the winner on the reported and on the tuning split (1.0 for the winner).
+    ``engine`` is what ran a local model (``auto`` resolved, e.g. ``openvino-bf16``); ``None`` for
+    other providers and BM25.
     """
 
     name: str
@@ -189,6 +191,7 @@ class StrategyResult:
     p_value: float | None = None
     selection_p_value: float | None = None
     vector_bytes: int = 0
+    engine: str | None = None
 
     @property
     def embedding(self) -> str | None:
@@ -369,7 +372,7 @@ def evaluate_strategies(
             # Searched beside the embedding below.
             lexical.submit(pool, all_queries, k)
         for spec in models:
-            given = (providers or {}).get(spec.model)
+            given = (providers or {}).get(spec.label)
             provider = given if given is not None else open_provider(spec)
             try:
                 for chunker_spec in chunkers:
@@ -541,14 +544,14 @@ def _evaluate_dense(
 ) -> _Dense:
     """Build one model x chunker into its store, search every query, score and cost it."""
     assert strategy.embedder is not None
-    model = strategy.embedder.model
+    model, named = strategy.embedder.model, strategy.embedder.label  # named: with its engine when one is asked
     timer = _TimedEmbedder(provider)  # one per strategy: each strategy's own cost
     embedder = build_embedder(strategy.embedder, cache=cache, provider=timer, ray=ray)
     try:
         chunker_name = _chunker_name(strategy, embedder, chunk_over_limit)
-        label = model if chunker_name is None else f"{model} @ {chunker_name}"
+        label = named if chunker_name is None else f"{named} @ {chunker_name}"
         store = space.store(
-            _slug(model) + ("" if chunker_name is None else f"@{_slug(chunker_name)}"), strategy, embedder
+            _slug(named) + ("" if chunker_name is None else f"@{_slug(chunker_name)}"), strategy, embedder
         )
 
         def progress(done: int, total: int) -> None:
@@ -592,8 +595,17 @@ def _evaluate_dense(
         chunker=chunker_name,
         chunks=None if chunker_name is None else len(texts),
         strategy=strategy,
+        engine=_engine_of(provider),
     )
     return _Dense(result=result, run=run, store=store, embedder=embedder)
+
+
+def _engine_of(provider: Embedder) -> str | None:
+    """What ran a local sentence-transformers model (auto resolved); None for other providers."""
+    from embedtune.providers.local import SentenceTransformerEmbedder
+
+    local = find_layer(provider, SentenceTransformerEmbedder)
+    return None if local is None else local.engine
 
 
 def _chunker_name(strategy: Strategy, embedder: Embedder, over_limit: str) -> str | None:
@@ -647,10 +659,10 @@ def _check_request(models: Sequence, bm25: bool, hybrid: Sequence[str], k: int) 
         raise ConfigError("a hybrid fuses a model with BM25; give at least one model")
     for spec in models:
         find_card(spec.model)  # an unknown model fails before any work is done
-    uris = [spec.model for spec in models]
+    uris = [spec.label for spec in models]
     repeated = sorted({uri for uri in uris if uris.count(uri) > 1})
     if repeated:
-        raise ConfigError(f"model {repeated[0]} is listed twice; list each model once")
+        raise ConfigError(f"model {repeated[0]} is listed twice; list each model (and engine) once")
     if k < 100:
         raise ConfigError(f"k must be at least 100 to report Recall@100, not {k}")
     return list(dict.fromkeys(hybrid))

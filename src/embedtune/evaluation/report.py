@@ -126,6 +126,9 @@ def comparison_table(result: ComparisonResult):
         table.add_column(f"nDCG@10 {result.tune_split}", justify="right")
         if tested:
             table.add_column(f"p {result.tune_split}", justify="right")
+    engines = any(s.engine is not None for s in result.strategies)
+    if engines:  # what ran each local model (auto resolved)
+        table.add_column("engine")
     table.add_column("nDCG@10", justify="right")
     if tested:
         table.add_column(f"{CONFIDENCE:.0%} CI", justify="right")
@@ -148,6 +151,7 @@ def comparison_table(result: ComparisonResult):
             *(chunk_cells if chunked else []),
             *([f"{strategy.selection_score:.4f}"] if selecting else []),
             *([p_text(strategy.selection_p_value, reference=winner)] if selecting and tested else []),
+            *([strategy.engine or "-"] if engines else []),
             f"{strategy.metrics['ndcg@10']:.4f}",
             *([interval, p_text(strategy.p_value, reference=winner)] if tested else []),
             *(f"{strategy.metrics[m]:.4f}" for m in ("recall@100", "mrr@10")),
@@ -210,6 +214,7 @@ def _strategy_dict(strategy: StrategyResult) -> dict[str, Any]:
         "name": strategy.name,
         "kind": strategy.kind,
         "model": strategy.model,
+        "engine": strategy.engine,
         "chunker": strategy.chunker,
         "chunks": strategy.chunks,
         "metrics": dict(strategy.metrics),

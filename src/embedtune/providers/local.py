@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import zipfile
 from collections.abc import Sequence
 from functools import lru_cache
@@ -30,6 +31,16 @@ from ..catalogue import ModelCard
 from ..embedder import TEXT_ONLY, Kind, check_kind, empty_vectors
 from ..errors import InputError, ModelLoadError, require
 from ..images import Image, ImageLimits, ImageStats
+from .engines import (
+    Artefacts,
+    Engine,
+    EngineRunner,
+    check_engine_installed,
+    check_quality,
+    choose_engine,
+    open_runner,
+    parse_engine,
+)
 
 __all__ = [
     "E5Embedder",
@@ -182,6 +193,12 @@ class SentenceTransformerEmbedder:
 
     When ``dim`` is known up front (a catalogued model), the weights load on the first call that
     needs them, so a run served entirely from the cache never loads torch.
+
+    ``engine`` runs the model: ``torch`` (sentence-transformers), ``onnx``, ``onnx-int8`` or
+    ``openvino`` (``providers/engines.py``), or ``auto``: the fastest of them that stays faithful
+    to torch on this machine. Engines other than torch need the folder on disk with its
+    ``tokenizer.json``; ``auto`` runs torch for anything else. ``engines_dir`` is where exports
+    and measurements are kept (default: the models folder under ``EMBEDTUNE_HOME``).
     """
 
     def __init__(
@@ -198,8 +215,12 @@ class SentenceTransformerEmbedder:
         device: str = "cpu",
         modalities: tuple[str, ...] | None = None,
         image_limits: ImageLimits | None = None,
+        engine: Engine | str = Engine.AUTO,
+        engines_dir: Path | None = None,
     ) -> None:
         require("sentence_transformers", "local", import_now=False)
+        self._engine = parse_engine(engine)
+        check_engine_installed(self._engine)
         folder = Path(source).expanduser()
         if folder.exists():
             if not (folder / "modules.json").exists() and not (folder / "config.json").exists():
@@ -234,6 +255,27 @@ class SentenceTransformerEmbedder:
             raise ModelLoadError(f"dims={dims} is not possible for {name}: its vectors have {native}")
         self.dim = dims or native
         self.max_tokens = max_tokens
+        if "image" in self.modalities and self._engine not in (Engine.AUTO, Engine.TORCH):
+            raise ModelLoadError(
+                f"engine {self._engine.value} exports text models only and {name} takes images: use engine torch"
+            )
+        exportable = (
+            self._local_only
+            and (folder / "tokenizer.json").exists()
+            and device == "cpu"
+            and "image" not in self.modalities  # the export covers a text transformer alone
+        )
+        if self._engine not in (Engine.AUTO, Engine.TORCH) and not exportable:
+            raise ModelLoadError(
+                f"engine {self._engine.value} needs the model's folder on disk with a tokenizer.json and the cpu "
+                f"device; {name} has not: use engine torch"
+            )
+        if not exportable:
+            self._engine = Engine.TORCH
+        self._engines_dir = engines_dir
+        self._resolved: tuple[Engine, str] | None = None
+        self._runner: EngineRunner | None = None
+        self._engine_lock = threading.Lock()
 
     def _load(self):
         if self._model is None:
@@ -267,11 +309,34 @@ class SentenceTransformerEmbedder:
             self._model = model
         return self._model
 
+    @property
+    def engine(self) -> str:
+        """The engine that runs the model, ``auto`` resolved (``openvino-bf16``: with its precision)."""
+        return self._resolve()[1]
+
+    def _artefacts(self) -> Artefacts:
+        root = self._engines_dir or default_model_dir()
+        return Artefacts(Path(self._source), self.revision, root, self.max_tokens, self._load)
+
+    def _resolve(self) -> tuple[Engine, str]:
+        """The engine and its label: auto chosen (once per model and machine), others checked."""
+        with self._engine_lock:
+            if self._resolved is None:
+                if self._engine is Engine.TORCH:
+                    self._resolved = (Engine.TORCH, "torch")
+                elif self._engine is Engine.AUTO:
+                    self._resolved = choose_engine(self._artefacts(), self.name)
+                else:
+                    self._resolved = (self._engine, check_quality(self._engine, self._artefacts(), self.name))
+            return self._resolved
+
     def fingerprint(self, kind: Kind = "document") -> str:
         prefix = self._prefixes[check_kind(kind)]
+        engine = self._resolve()[1]
+        # torch's fingerprint predates engines and stays as it was, so existing caches stay valid.
         return (
             f"local|{self.name}|rev={self.revision}|dim={self.dim}|norm={self.normalize}"
-            f"|max={self.max_tokens}|prefix={prefix!r}"
+            f"|max={self.max_tokens}|prefix={prefix!r}" + ("" if engine == "torch" else f"|engine={engine}")
         )
 
     def count_tokens(self, text: str, kind: Kind = "document") -> int:
@@ -307,7 +372,11 @@ class SentenceTransformerEmbedder:
         prefix = self._prefixes[check_kind(kind)]
         if not texts:
             return empty_vectors(self.dim)
-        return self._encode([prefix + t for t in texts])
+        prefixed = [prefix + t for t in texts]
+        engine, _ = self._resolve()
+        if engine is Engine.TORCH:
+            return self._finish(self._torch_encode(prefixed))
+        return self._finish(self._engine_runner(engine).encode(prefixed))
 
     def image_fingerprint(self, kind: Kind = "document") -> str:
         check_kind(kind)  # no prefix for images: both kinds are the same vector
@@ -322,7 +391,7 @@ class SentenceTransformerEmbedder:
         self._check_images()
         if not images:
             return empty_vectors(self.dim)
-        return self._encode([image.decode(self.image_limits, self.image_stats) for image in images])
+        return self._finish(self._torch_encode([image.decode(self.image_limits, self.image_stats) for image in images]))
 
     def _check_images(self) -> None:
         if "image" not in self.modalities:
@@ -331,8 +400,8 @@ class SentenceTransformerEmbedder:
                 "(local:/path/to/clip-model)"
             )
 
-    def _encode(self, inputs: list) -> np.ndarray:
-        vectors = (
+    def _torch_encode(self, inputs: list) -> np.ndarray:
+        return (
             self._load()
             .encode(
                 inputs,
@@ -343,12 +412,21 @@ class SentenceTransformerEmbedder:
             )
             .astype(np.float32, copy=False)
         )
+
+    def _finish(self, vectors: np.ndarray) -> np.ndarray:
+        """Cut to ``dims`` and renormalise, as every engine's output is."""
         if self.dim < vectors.shape[1]:
             vectors = vectors[:, : self.dim]
         if self.normalize:
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             vectors = vectors / np.maximum(norms, 1e-12)
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def _engine_runner(self, engine: Engine) -> EngineRunner:
+        with self._engine_lock:
+            if self._runner is None:
+                self._runner = open_runner(engine, self._artefacts())
+            return self._runner
 
 
 class E5Embedder:
