@@ -375,6 +375,15 @@ GenerateOption = Annotated[
     ),
 ]
 GeneratedCountOption = Annotated[int, typer.Option("--queries", help="Generated test queries (and as many for train).")]
+VectorsOption = Annotated[
+    str,
+    typer.Option(
+        "--vectors",
+        help="Vector sizes and precisions to score side by side, comma-separated: float32, float16, int8, "
+        "binary, dims=N (truncation), pca=N, combined with + (pca=64+int8, dims=256+binary, binary+rescore=8). "
+        "All come from the same cached vectors.",
+    ),
+]
 
 
 def _sample_collection() -> Path:
@@ -395,6 +404,7 @@ def _compare(
     chunk_score: str = "max",
     generate: str | None = None,
     queries: int = 200,
+    vectors: str = "float32",
 ):
     """Load the collection, run every strategy with a progress bar, print the table and the winner."""
 
@@ -436,6 +446,7 @@ def _compare(
             index_dir=default_home() / "stores",
             chunkers=chunkers or (),
             chunk_score=chunk_score,
+            vectors=[v.strip() for v in vectors.split(",") if v.strip()],
         )
     if generate:
         from dataclasses import replace
@@ -471,6 +482,7 @@ def eval_(
     chunk_score: ChunkScoreOption = "max",
     generate_queries: GenerateOption = None,
     queries: GeneratedCountOption = 200,
+    vectors: VectorsOption = "float32",
     store_uri: Annotated[
         str | None,
         typer.Option("--store", help="Score a built store instead, with the strategy it was built with."),
@@ -491,6 +503,7 @@ def eval_(
         chunk_score=chunk_score,
         generate=generate_queries,
         queries=queries,
+        vectors=vectors,
     )
 
 
@@ -545,6 +558,7 @@ def compare(
     chunk_score: ChunkScoreOption = "max",
     generate_queries: GenerateOption = None,
     queries: GeneratedCountOption = 200,
+    vectors: VectorsOption = "float32",
 ) -> None:
     """Compare models, BM25 and hybrids on a collection; write a JSON report and a plot."""
     import json
@@ -565,6 +579,7 @@ def compare(
         chunk_score=chunk_score,
         generate=generate_queries,
         queries=queries,
+        vectors=vectors,
     )
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
