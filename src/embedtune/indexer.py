@@ -196,7 +196,11 @@ def index_documents(
     through to be truncated, as ``compare`` may ask).
     """
     _check_ids(documents)
-    manifest = prepare_store(store, strategy, embedder)
+    store_manifest(strategy, embedder)  # a bad strategy (dims over the model's) fails before any work
+    fitting = needs_fit(strategy)
+    manifest: StoreManifest | None = None
+    if not fitting or _whole(store, store.read_manifest()) is not None:
+        manifest = prepare_store(store, strategy, embedder)  # another store's strategy refused before embedding
     report = IndexReport(documents=len(documents))
     held = store.content_hashes()
     todo: list[tuple[SourceLike, str]] = []
@@ -219,10 +223,10 @@ def index_documents(
     batches: Iterator[list[DocumentRecord]] = (
         _records(batch, chunker, embedder, report) for batch in _batches(todo, chunker is not None)
     )
-    if needs_fit(strategy) and manifest.compression is None:  # fitted on the first vectors, before any write
+    if manifest is None or (fitting and manifest.compression is None):
+        # Fitted on the first vectors before anything is written: a fit that fails leaves no store behind.
         batches, compression = _fit_on_first(batches, strategy)
-        if compression is not None:
-            manifest = prepare_store(store, strategy, embedder, compression)
+        manifest = prepare_store(store, strategy, embedder, compression)
     reducer = manifest.reducer()
     for records in batches:
         if reducer is not None:

@@ -135,6 +135,8 @@ class Strategy:
             raise ConfigError(f"vectors.dims must be a whole number of at least 1, not {self.dims!r}")
         if isinstance(self.rescore, bool) or not isinstance(self.rescore, int) or self.rescore < 1:
             raise ConfigError(f"vectors.rescore must be a whole number of at least 1, not {self.rescore!r}")
+        if self.rescore != DEFAULT_RESCORE and self.precision is not Precision.BINARY:
+            raise ConfigError("vectors.rescore applies to binary vectors only; drop it or set precision = 'binary'")
         if self.mode is Mode.BM25 and (self.dims is not None or self.precision is not Precision.FLOAT32):
             raise ConfigError("a bm25 strategy stores no vectors; drop its [vectors] settings or choose mode dense")
         if self.fusion is not None:
