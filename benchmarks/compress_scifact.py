@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         f"selection on {result.tune_split}; {embedded} texts embedded in this run; {seconds:.0f} s in all"
     )
     print(
-        f"{'vectors':<20}{'index MB':>9}{'x f32':>7}{'nDCG@10 test':>13}{'Δ':>8}{'train':>8}{'Δ':>8}"
+        f"{'vectors':<20}{'index MB':>9}{'x f32':>8}{'nDCG@10 test':>13}{'Δ':>8}{'train':>8}{'Δ':>8}"
         f"  {'≤1/4 and within 0.01 (train / test)'}"
     )
     for label, s in rows:
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             for value, base_value in ((train, base_train), (test, base_test))
         ]
         print(
-            f"{label:<20}{s.index_bytes / _MB:>9.3f}{share:>7.3f}{test:>13.4f}{test - base_test:>+8.4f}"
+            f"{label:<20}{s.index_bytes / _MB:>9.3f}{share:>8.4f}{test:>13.4f}{test - base_test:>+8.4f}"
             f"{train:>8.4f}{train - base_train:>+8.4f}  {' / '.join('yes' if f else 'no' for f in fits)}"
         )
     chosen = [

@@ -265,3 +265,20 @@ def test_postgres_rescoring_scores_the_float_query_against_the_bits():
     got = _rescored(rows, queries, 20)
     assert [row[:2] for row in got] == [(1, "a#0"), (2, "b#0"), (2, "c#0")]
     assert np.allclose([row[2] for row in got], expected, atol=1e-5)
+
+
+def test_sharded_postgres_passes_compression_through(corpus, new_postgres_database, tmp_path):
+    from embedtune.stores import open_store
+
+    strategy = Strategy(embedder=MINILM, **vector_options("pca=64+binary"))
+    embedded_store, embedded = build(corpus, tmp_path / "one", "pca=64+binary")[1:]
+    sharded = open_store(",".join([new_postgres_database(), new_postgres_database()]))
+    try:
+        index_documents(corpus.docs, strategy, sharded, corpus.embedder)  # type: ignore[arg-type]
+        run = open_retriever(sharded, embedder=corpus.embedder).search(corpus.queries, K)  # type: ignore[arg-type]
+        assert sharded.index_bytes() > 0
+    finally:
+        sharded.close()
+    # The same projection fitted on the same vectors, the same bits, ranked the same way.
+    assert overlap(run, embedded.search(corpus.queries, K)) >= 0.95
+    embedded_store.close()

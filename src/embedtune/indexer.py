@@ -202,7 +202,7 @@ def index_documents(
     if not fitting or _whole(store, store.read_manifest()) is not None:
         manifest = prepare_store(store, strategy, embedder)  # another store's strategy refused before embedding
     report = IndexReport(documents=len(documents))
-    held = store.content_hashes()
+    held = store.content_hashes() if manifest is not None else {}  # no manifest yet: an empty store
     todo: list[tuple[SourceLike, str]] = []
     for document in documents:
         digest = content_hash(document.text, document.metadata)

@@ -978,11 +978,18 @@ def _rescored(rows: Sequence[tuple[int, str, Any]], queries: np.ndarray, dims: i
     """Hamming candidates ``(1-based query, chunk id, bits)`` scored by the float query against their bits."""
     if not rows:
         return []
-    bits = np.stack([np.packbits(row[2].to_numpy()) for row in rows])
-    signs = unpack_bits(bits, dims)
+    signs = unpack_bits(np.stack([_packed_bits(row[2]) for row in rows]), dims)
     which = np.array([int(row[0]) - 1 for row in rows])
     scores = np.einsum("ij,ij->i", signs, queries[which])
     return [(row[0], row[1], float(score)) for row, score in zip(rows, scores.tolist())]
+
+
+def _packed_bits(value: Any) -> np.ndarray:
+    """A ``bit`` column's value as packed bytes: pgvector's ``Bit``, or the binary wire format
+    (a big-endian bit count, then the bits, first bit highest, as ``np.packbits`` packs them)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return np.frombuffer(bytes(value)[4:], dtype=np.uint8)
+    return np.packbits(value.to_numpy())
 
 
 def _ranked(rows: Sequence[tuple[int, str, float]], n_queries: int, k: int) -> SearchResult:
@@ -1007,11 +1014,12 @@ def _record(
 ) -> DocumentRecord:
     """A record from stored rows; vectors come back as float32 (float16 values exactly)."""
     vectors: np.ndarray | None = None
-    if layout.dims > 0:
+    if layout.binary:  # the bits as the unit vectors of their signs
+        bits = [_packed_bits(embedding) for _, _, embedding in chunks]
+        vectors = unpack_bits(np.stack(bits), layout.dims) if bits else np.empty((0, layout.dims), np.float32)
+    elif layout.dims > 0:
         rows = [np.asarray(embedding.to_numpy(), dtype=np.float32) for _, _, embedding in chunks]
         vectors = np.stack(rows) if rows else np.empty((0, layout.dims), dtype=np.float32)
-        if layout.binary and rows:  # the bits as the unit vectors of their signs
-            vectors = (vectors * 2.0 - 1.0) / np.float32(np.sqrt(layout.dims))
     return DocumentRecord(
         doc_id=doc_id,
         text=text,
