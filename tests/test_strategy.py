@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from embedtune.errors import ConfigError
 from embedtune.factory import EmbedderSpec
-from embedtune.strategy import STRATEGY_VERSION, Fusion, Mode, Precision, Strategy
+from embedtune.strategy import STRATEGY_VERSION, Fusion, Mode, Precision, Strategy, vector_options
 
 MINILM = EmbedderSpec(model="local:all-MiniLM-L6-v2", over_limit="truncate")
 
@@ -52,13 +52,19 @@ def test_bm25_dense_and_rrf_round_trip_and_name_themselves():
     alpha=st.floats(0.0, 1.0),
     depth=st.integers(1, 10_000),
     prefix=st.text(max_size=12),
-    precision=st.sampled_from(["float32", "float16"]),
+    precision=st.sampled_from(["float32", "float16", "int8", "binary"]),
+    dims=st.one_of(st.none(), st.integers(1, 64)),
+    reduction=st.sampled_from(["truncate", "pca"]),
+    rescore=st.integers(1, 50),
 )
-def test_any_valid_strategy_round_trips(alpha, depth, prefix, precision):
+def test_any_valid_strategy_round_trips(alpha, depth, prefix, precision, dims, reduction, rescore):
     strategy = hybrid(
         alpha=alpha,
         depth=depth,
         precision=precision,
+        dims=dims,
+        reduction=reduction if dims is not None else "truncate",
+        rescore=rescore if precision == "binary" else 4,
         embedder=EmbedderSpec(model="fake:hash-64", document_prefix=prefix),
     )
     assert Strategy.from_toml(strategy.to_toml()) == strategy
@@ -79,6 +85,10 @@ def test_index_settings_ignore_query_time_choices_and_how_the_model_is_fed():
     for other in (
         hybrid(chunker="recursive"),
         hybrid(precision="float16"),
+        hybrid(precision="int8"),
+        hybrid(precision="binary"),
+        hybrid(dims=128),
+        hybrid(dims=128, reduction="pca"),
         hybrid(embedder=EmbedderSpec(model=MINILM.model, over_limit="truncate", dims=256)),
     ):
         assert other.index_settings() != base.index_settings()
@@ -112,6 +122,16 @@ def test_index_settings_ignore_query_time_choices_and_how_the_model_is_fed():
         ('version = 1\n[embedder]\nmodel = "fake:hash-64"\n[chunking]\nscore = "mean"\n', "unknown chunk score"),
         ('version = 1\n[embedder]\nmodel = "fake:hash-64"\n[retrieval]\ndepth = 0\n', "retrieval.depth must be"),
         ("version = 1\nembedder = 3\n", "embedder must be a table"),
+        (
+            'version = 1\n[embedder]\nmodel = "fake:hash-64"\n[vectors]\nreduction = "pca"\n',
+            "vectors.reduction needs vectors.dims",
+        ),
+        ('version = 1\n[embedder]\nmodel = "fake:hash-64"\n[vectors]\ndims = 0\n', "vectors.dims must be"),
+        (
+            'version = 1\n[embedder]\nmodel = "fake:hash-64"\n[vectors]\ndims = 8\nreduction = "svd"\n',
+            "vectors.reduction must be truncate | pca",
+        ),
+        ('version = 1\n[retrieval]\nmode = "bm25"\n[vectors]\ndims = 8\n', "a bm25 strategy stores no vectors"),
         ("version = = 1\n", "is not valid TOML"),
     ],
 )
@@ -143,3 +163,40 @@ def test_an_engine_round_trips_names_the_strategy_and_changes_the_index():
     assert "engine" not in auto.to_toml() and auto.name == "local:all-MiniLM-L6-v2"
     # int8 vectors are other vectors: a store built with one engine is not another's.
     assert onnx.index_settings() != auto.index_settings()
+
+
+def test_how_deep_binary_rescores_is_a_query_time_choice():
+    assert hybrid(precision="binary", rescore=9).index_settings() == hybrid(precision="binary").index_settings()
+    with pytest.raises(ConfigError, match="vectors.rescore applies to binary vectors only"):
+        hybrid(rescore=9)
+
+
+def test_vectors_table_round_trips_and_names_itself():
+    strategy = Strategy(embedder=MINILM, precision="binary", dims=128, reduction="pca", rescore=8)
+    data = tomllib.loads(strategy.to_toml())
+    assert data["vectors"] == {"precision": "binary", "dims": 128, "reduction": "pca", "rescore": 8}
+    assert Strategy.from_toml(strategy.to_toml()) == strategy
+    assert strategy.name == f"{MINILM.model} [pca=128+binary+rescore=8]"
+    assert tomllib.loads(Strategy(embedder=MINILM).to_toml())["vectors"] == {"precision": "float32"}
+
+
+@pytest.mark.parametrize(
+    ("text", "options"),
+    [
+        ("float32", {"precision": "float32"}),
+        ("int8", {"precision": "int8"}),
+        ("dims=256", {"dims": 256, "reduction": "truncate"}),
+        ("pca=64+int8", {"dims": 64, "reduction": "pca", "precision": "int8"}),
+        ("binary+rescore=10", {"precision": "binary", "rescore": 10}),
+    ],
+)
+def test_the_short_form_of_vector_settings_reads_and_writes_back(text, options):
+    assert vector_options(text) == options
+    assert Strategy(embedder=MINILM, **vector_options(text)).vectors_label == text
+
+
+@pytest.mark.parametrize("text", ["int4", "pca=", "dims=x", "pca=64+sparse", ""])
+def test_an_unknown_vector_setting_is_one_line(text):
+    with pytest.raises(ConfigError, match="unknown vector setting") as caught:
+        vector_options(text)
+    assert "\n" not in str(caught.value)

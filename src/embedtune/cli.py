@@ -511,6 +511,15 @@ GenerateOption = Annotated[
     ),
 ]
 GeneratedCountOption = Annotated[int, typer.Option("--queries", help="Generated test queries (and as many for train).")]
+VectorsOption = Annotated[
+    str,
+    typer.Option(
+        "--vectors",
+        help="Vector sizes and precisions to score side by side, comma-separated: float32, float16, int8, "
+        "binary, dims=N (truncation), pca=N, combined with + (pca=64+int8, dims=256+binary, binary+rescore=8). "
+        "All come from the same cached vectors.",
+    ),
+]
 
 
 def _sample_collection() -> Path:
@@ -532,6 +541,7 @@ def _compare(
     generate: str | None = None,
     queries: int = 200,
     ray: str | None = None,
+    vectors: str = "float32",
 ):
     """Load the collection, run every strategy with a progress bar, print the table, the winner and the recommendation."""
 
@@ -574,6 +584,7 @@ def _compare(
             chunkers=chunkers or (),
             chunk_score=chunk_score,
             ray=_ray(ray),
+            vectors=[v.strip() for v in vectors.split(",") if v.strip()],
         )
     if generate:
         from dataclasses import replace
@@ -610,6 +621,7 @@ def eval_(
     chunk_score: ChunkScoreOption = "max",
     generate_queries: GenerateOption = None,
     queries: GeneratedCountOption = 200,
+    vectors: VectorsOption = "float32",
     store_uri: Annotated[
         str | None,
         typer.Option("--store", help="Score a built store instead, with the strategy it was built with."),
@@ -630,6 +642,7 @@ def eval_(
         chunk_score=chunk_score,
         generate=generate_queries,
         queries=queries,
+        vectors=vectors,
     )
 
 
@@ -685,6 +698,7 @@ def compare(
     generate_queries: GenerateOption = None,
     queries: GeneratedCountOption = 200,
     ray: RayOption = None,
+    vectors: VectorsOption = "float32",
 ) -> None:
     """Compare models, BM25 and hybrids on a collection; write a JSON report and a plot."""
     import json
@@ -706,6 +720,7 @@ def compare(
         generate=generate_queries,
         queries=queries,
         ray=ray,
+        vectors=vectors,
     )
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

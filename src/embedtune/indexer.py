@@ -16,12 +16,17 @@ scores a strategy, so the store a user builds is the one that was measured.
 - **Safe.** A store built with another model, dims, chunker or precision is refused before
   anything is written (one line naming the difference); so is a strategy whose vectors would not
   be comparable with the store's.
+- **Compressed after the cache.** The cache holds the model's full float32 vectors; a strategy's
+  ``[vectors]`` size (truncation, or PCA fitted here on the corpus's first vectors) is applied
+  before the store, which stores them at its precision (int8 calibrated on the same vectors).
+  What was fitted goes into the manifest, so every variant of a corpus costs no new embedding.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -32,9 +37,10 @@ from .embedder import Embedder, embed_images, empty_vectors, image_fingerprint, 
 from .engine import LengthPolicy, find_layer, whole_calls
 from .errors import ConfigError
 from .retriever import Retriever
+from .search.compress import Int8Codec, Reducer
 from .search.dense import l2_normalize
 from .stores.base import DocumentRecord, Store, StoreManifest, content_hash
-from .strategy import Strategy
+from .strategy import Precision, Strategy
 
 __all__ = ["IndexReport", "index_documents", "open_retriever", "prepare_store", "store_manifest"]
 
@@ -45,6 +51,8 @@ ProgressFn = Callable[[int, int], None]
 # writes (never its embeddings, which the cache kept), and the batcher still fills its calls.
 _BATCH_DOCUMENTS = 128
 _BATCH_CHUNKS = 512
+# PCA and int8 calibration are fitted on up to this many of the corpus's first vectors.
+_FIT_ROWS = 20_000
 
 
 class SourceLike(Protocol):
@@ -84,19 +92,52 @@ class IndexReport:
         return bool(self.added or self.updated or self.deleted)
 
 
-def store_manifest(strategy: Strategy, embedder: Embedder | None) -> StoreManifest:
-    """The manifest a store built with ``strategy`` by ``embedder`` carries."""
+def store_manifest(
+    strategy: Strategy, embedder: Embedder | None, compression: Mapping[str, Any] | None = None
+) -> StoreManifest:
+    """The manifest a store built with ``strategy`` by ``embedder`` carries (``compression``: what
+    :func:`fit_compression` fitted for it)."""
     if strategy.uses_vectors and embedder is None:
         raise ConfigError(f"strategy {strategy.name!r} embeds documents; give an embedder")
+    dims = 0 if embedder is None else embedder.dim
+    if embedder is not None and strategy.dims is not None:
+        if strategy.dims > embedder.dim:
+            raise ConfigError(
+                f"vectors.dims {strategy.dims} is larger than {strategy.model}'s {embedder.dim} dims; "
+                f"choose at most {embedder.dim}"
+            )
+        dims = strategy.dims
     return StoreManifest(
         strategy=strategy.to_dict(),
         model=strategy.model,
         embedder_fingerprint=None if embedder is None else embedder.fingerprint("document"),
-        dims=0 if embedder is None else embedder.dim,
+        dims=dims,
         precision=strategy.precision.value if strategy.uses_vectors else "none",
         chunker=strategy.chunker,
+        compression=compression,
         images=_image_keys(embedder) if embedder is not None and takes_images(embedder) else None,
     )
+
+
+def needs_fit(strategy: Strategy) -> bool:
+    """Whether building ``strategy`` fits something on the corpus's vectors (a reduction, int8)."""
+    return strategy.uses_vectors and (strategy.dims is not None or strategy.precision is Precision.INT8)
+
+
+def fit_compression(strategy: Strategy, vectors: np.ndarray) -> dict[str, Any]:
+    """What a store of ``strategy`` keeps to compress vectors, fitted on ``vectors`` (the model's, L2-normalised).
+
+    ``{"reduction": ...}`` when ``dims`` is set; ``{"int8": ...}`` (calibrated on the reduced
+    vectors) for int8. Too few vectors for PCA, or dims over the model's, is one line.
+    """
+    compression: dict[str, Any] = {}
+    if strategy.dims is not None:
+        reducer = Reducer.fit(strategy.reduction.value, vectors, strategy.dims)
+        compression["reduction"] = reducer.to_dict()
+        vectors = reducer.apply(vectors)
+    if strategy.precision is Precision.INT8:
+        compression["int8"] = Int8Codec.fit(vectors).to_dict()
+    return compression
 
 
 IMAGE_KEYS = "sha256 of each image's bytes: a re-encoded copy of the same pixels is another image"
@@ -106,13 +147,16 @@ def _image_keys(embedder: Embedder) -> dict[str, str]:
     return {"keyed_by": IMAGE_KEYS, "fingerprint": image_fingerprint(embedder, "document")}
 
 
-def prepare_store(store: Store, strategy: Strategy, embedder: Embedder | None) -> StoreManifest:
+def prepare_store(
+    store: Store, strategy: Strategy, embedder: Embedder | None, compression: Mapping[str, Any] | None = None
+) -> StoreManifest:
     """Create the store for ``strategy``, or check that an existing one was built the same way.
 
-    Only query-time choices (mode, fusion, weights, depth) may differ from the store's; the
-    manifest then takes the new ones. Anything else is refused before a write.
+    Only query-time choices (mode, fusion, weights, depth, rescore) may differ from the store's;
+    the manifest then takes the new ones. Anything else is refused before a write. ``compression``
+    (see :func:`fit_compression`) goes into a manifest that has none yet; a store's own stays.
     """
-    wanted = store_manifest(strategy, embedder)
+    wanted = store_manifest(strategy, embedder, compression)
     existing = _whole(store, store.read_manifest())
     if existing is None:
         store.write_manifest(wanted)
@@ -123,11 +167,14 @@ def prepare_store(store: Store, strategy: Strategy, embedder: Embedder | None) -
             f"store {store.location} cannot take this strategy: {conflict}; index into another --store, "
             "or delete this one to rebuild it"
         )
+    updated = existing
     if existing.strategy != wanted.strategy:
-        updated = replace(existing, strategy=wanted.strategy)
+        updated = replace(updated, strategy=wanted.strategy)
+    if existing.compression is None and compression is not None:
+        updated = replace(updated, compression=compression)
+    if updated is not existing:
         store.write_manifest(updated)
-        return updated
-    return existing
+    return updated
 
 
 def _whole(store: Store, manifest: StoreManifest | None) -> StoreManifest | None:
@@ -160,9 +207,13 @@ def index_documents(
     through to be truncated, as ``compare`` may ask).
     """
     _check_ids(documents)
-    prepare_store(store, strategy, embedder)
+    store_manifest(strategy, embedder)  # a bad strategy (dims over the model's) fails before any work
+    fitting = needs_fit(strategy)
+    manifest: StoreManifest | None = None
+    if not fitting or _whole(store, store.read_manifest()) is not None:
+        manifest = prepare_store(store, strategy, embedder)  # another store's strategy refused before embedding
     report = IndexReport(documents=len(documents))
-    held = store.content_hashes()
+    held = store.content_hashes() if manifest is not None else {}  # no manifest yet: an empty store
     todo: list[tuple[SourceLike, str]] = []
     for document in documents:
         digest = content_hash(document.text, document.metadata)
@@ -183,10 +234,20 @@ def index_documents(
     # On a cluster (``whole_calls``) every document goes in one batch, one job: its actors start
     # once, and the cache still commits each vector as it returns.
     whole = embedder is not None and whole_calls(embedder)
-    for batch in _batches(todo, chunker is not None) if not whole else [todo]:
-        records = _records(batch, chunker, embedder, report)
+    batches: Iterator[list[DocumentRecord]] = (
+        _records(batch, chunker, embedder, report)
+        for batch in (_batches(todo, chunker is not None) if not whole else [todo])
+    )
+    if manifest is None or (fitting and manifest.compression is None):
+        # Fitted on the first vectors before anything is written: a fit that fails leaves no store behind.
+        batches, compression = _fit_on_first(batches, strategy)
+        manifest = prepare_store(store, strategy, embedder, compression)
+    reducer = manifest.reducer()
+    for records in batches:
+        if reducer is not None:
+            records = [_reduced(record, reducer) for record in records]
         store.upsert(records)
-        done += len(batch)
+        done += len(records)
         report.chunks_written += sum(len(r.spans) for r in records)
         if on_progress is not None:
             on_progress(done, len(todo))
@@ -202,6 +263,28 @@ def index_documents(
         report.notices.extend(chunker.notices)
     store.finish()
     return report
+
+
+def _fit_on_first(
+    batches: Iterator[list[DocumentRecord]], strategy: Strategy
+) -> tuple[Iterator[list[DocumentRecord]], dict[str, Any] | None]:
+    """The compression fitted on the first batches' vectors (None when there are none), and the batches."""
+    taken: list[list[DocumentRecord]] = []
+    rows = 0
+    for records in batches:
+        taken.append(records)
+        rows += sum(len(record.spans) for record in records)
+        if rows >= _FIT_ROWS:
+            break
+    vectors = [r.vectors for records in taken for r in records if r.vectors is not None and len(r.vectors)]
+    compression = fit_compression(strategy, np.concatenate(vectors)) if vectors else None
+    return itertools.chain(taken, batches), compression
+
+
+def _reduced(record: DocumentRecord, reducer: Reducer) -> DocumentRecord:
+    if record.vectors is None:
+        return record
+    return replace(record, vectors=reducer.apply(record.vectors))
 
 
 def _check_ids(documents: Sequence[SourceLike]) -> None:

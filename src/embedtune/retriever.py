@@ -16,6 +16,9 @@ strategies that differ only in the second:
 
 ``search(queries, k)`` is ``combine(runs(queries), k)``; ``search_one(text, k)`` adds what an
 application shows: each document's best chunk, its offsets and text, and its metadata.
+
+Query vectors go through the store's reduction (truncation, or the PCA fitted when it was built,
+read from its manifest) before they meet the stored vectors; the store handles their precision.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import numpy as np
 from .embedder import Embedder
 from .errors import ConfigError, InputError
 from .search.chunks import doc_run_from_chunk_run
+from .search.compress import Reducer
 from .search.dense import l2_normalize
 from .search.fusion import convex, rrf
 from .search.runs import Run, cut
@@ -88,6 +92,7 @@ class Retriever:
         self.embedder = embedder
         self._executor: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._reducer: tuple[Reducer | None] | None = None  # read from the manifest once
 
     # -- step 1: the runs ------------------------------------------------------------------
 
@@ -157,7 +162,7 @@ class Retriever:
         if len(query_ids) != len(vectors):
             raise InputError(f"{len(query_ids)} query ids but {len(vectors)} query vectors")
         where = check_filter(where)
-        vectors = l2_normalize(vectors)
+        vectors = self._reduce(l2_normalize(vectors))
         run: Run = {}
         chunk_hits: dict[str, list] = {}
         pending = list(range(len(query_ids)))
@@ -173,6 +178,16 @@ class Retriever:
                     deeper.append(i)
             pending, reach = deeper, reach * 2
         return (cut(run, depth) if run else {}), chunk_hits
+
+    def _reduce(self, vectors: np.ndarray) -> np.ndarray:
+        """Query vectors reduced as the store's were (unchanged when its vectors are the model's size)."""
+        if self._reducer is None:
+            manifest = self.store.read_manifest()
+            if manifest is None:
+                return vectors
+            self._reducer = (manifest.reducer(),)  # fixed for a store's life: its vectors depend on it
+        reducer = self._reducer[0]
+        return vectors if reducer is None else reducer.apply(vectors)
 
     def _chunk_scores(self, hits: Sequence[tuple[str, float]]) -> dict[str, float]:
         if not self.strategy.chunked:  # one chunk per document: its score is the document's

@@ -28,8 +28,26 @@ The file::
     rrf_k = 60                      # rrf: the rank constant
     depth = 100                     # candidates each run returns before fusion
 
-    [vectors]
-    precision = "float32"           # float32 | float16
+    [vectors]                       # how the vectors are stored (all derive from the same cached float32 ones)
+    precision = "binary"            # float32 | float16 | int8 | binary
+    dims = 128                      # absent: the model's own; else the stored size, made by the reduction
+    reduction = "pca"               # truncate (first dims, renormalised) | pca (fitted on the corpus)
+    rescore = 4                     # binary only: rescore x k candidates by Hamming distance are rescored
+
+The ``[vectors]`` fields, as ``Strategy`` keywords:
+
+- ``precision``: ``float32``; ``float16``; ``int8`` (per-dimension min/max calibration fitted on
+  the corpus and stored; scored against the float query); ``binary`` (a sign bit per dimension,
+  searched by Hamming distance).
+- ``dims``: the stored vector size (``None``: the model's). ``reduction`` says how it is reached:
+  ``truncate`` keeps the first ``dims`` components and renormalises (Matryoshka-style: a model
+  not trained for it loses more), ``pca`` projects onto principal directions fitted on the
+  corpus's vectors at index time; the projection is stored with the store and applied to queries.
+- ``rescore``: for ``binary``, the search takes ``rescore * k`` candidates by Hamming distance and
+  ranks them by the float query against their bits (nothing but the bits is stored).
+
+``vector_options("pca=64+int8")`` turns the short form ``compare --vectors`` takes into these
+keywords, and :attr:`Strategy.vectors_label` writes it back.
 
 Reading refuses unknown tables, keys and values with one line naming them, and a version it
 does not know.
@@ -51,7 +69,7 @@ from typing import Any
 from .errors import ConfigError, InputError, UnknownModelError
 from .factory import EmbedderSpec
 
-__all__ = ["STRATEGY_VERSION", "Fusion", "Mode", "Precision", "Strategy"]
+__all__ = ["STRATEGY_VERSION", "Fusion", "Mode", "Precision", "Reduction", "Strategy", "vector_options"]
 
 STRATEGY_VERSION = 1
 WHOLE_DOCUMENTS = "none"
@@ -71,6 +89,16 @@ class Fusion(str, Enum):
 class Precision(str, Enum):
     FLOAT32 = "float32"
     FLOAT16 = "float16"
+    INT8 = "int8"
+    BINARY = "binary"
+
+
+class Reduction(str, Enum):
+    TRUNCATE = "truncate"
+    PCA = "pca"
+
+
+DEFAULT_RESCORE = 4
 
 
 _NORMALIZATIONS = ("minmax", "zscore")
@@ -94,12 +122,24 @@ class Strategy:
     rrf_k: int = 60
     depth: int = 100
     precision: Precision = Precision.FLOAT32
+    dims: int | None = None
+    reduction: Reduction = Reduction.TRUNCATE
+    rescore: int = DEFAULT_RESCORE
 
     def __post_init__(self) -> None:
         from .search.chunks import chunk_score_depth
 
         object.__setattr__(self, "mode", _choice(Mode, self.mode, "retrieval.mode"))
         object.__setattr__(self, "precision", _choice(Precision, self.precision, "vectors.precision"))
+        object.__setattr__(self, "reduction", _choice(Reduction, self.reduction, "vectors.reduction"))
+        if self.dims is not None and (isinstance(self.dims, bool) or not isinstance(self.dims, int) or self.dims < 1):
+            raise ConfigError(f"vectors.dims must be a whole number of at least 1, not {self.dims!r}")
+        if isinstance(self.rescore, bool) or not isinstance(self.rescore, int) or self.rescore < 1:
+            raise ConfigError(f"vectors.rescore must be a whole number of at least 1, not {self.rescore!r}")
+        if self.rescore != DEFAULT_RESCORE and self.precision is not Precision.BINARY:
+            raise ConfigError("vectors.rescore applies to binary vectors only; drop it or set precision = 'binary'")
+        if self.mode is Mode.BM25 and (self.dims is not None or self.precision is not Precision.FLOAT32):
+            raise ConfigError("a bm25 strategy stores no vectors; drop its [vectors] settings or choose mode dense")
         if self.fusion is not None:
             object.__setattr__(self, "fusion", _choice(Fusion, self.fusion, "retrieval.fusion"))
         if self.mode is Mode.BM25:
@@ -159,9 +199,23 @@ class Strategy:
         if self.embedder is None:
             return "bm25"
         name = self.embedder.label if not self.chunked else f"{self.embedder.label} @ {self.chunker}"
+        if self.vectors_label != Precision.FLOAT32.value:
+            name += f" [{self.vectors_label}]"
         if self.mode is Mode.HYBRID:
             name += f" + bm25 ({self.fusion.value})"  # type: ignore[union-attr]
         return name
+
+    @property
+    def vectors_label(self) -> str:
+        """The ``[vectors]`` choices in :func:`vector_options`' short form: ``pca=64+binary``."""
+        parts = []
+        if self.dims is not None:
+            parts.append(f"{'dims' if self.reduction is Reduction.TRUNCATE else 'pca'}={self.dims}")
+        if self.precision is not Precision.FLOAT32 or not parts:
+            parts.append(self.precision.value)
+        if self.precision is Precision.BINARY and self.rescore != DEFAULT_RESCORE:
+            parts.append(f"rescore={self.rescore}")
+        return "+".join(parts)
 
     def fingerprint(self) -> str:
         """A short hash of every setting, for naming and comparing strategies."""
@@ -178,6 +232,8 @@ class Strategy:
             "embedder": embedder,
             "chunker": self.chunker,
             "precision": self.precision.value if self.uses_vectors else None,
+            "dims": self.dims,
+            "reduction": self.reduction.value if self.dims is not None else None,
         }
 
     # -- TOML ------------------------------------------------------------------------------
@@ -198,7 +254,13 @@ class Strategy:
             data["embedder"] = _spec_dict(self.embedder)
         data["chunking"] = {"chunker": self.chunker, "score": self.chunk_score}
         data["retrieval"] = retrieval
-        data["vectors"] = {"precision": self.precision.value}
+        vectors: dict[str, Any] = {"precision": self.precision.value}
+        if self.dims is not None:
+            vectors["dims"] = self.dims
+            vectors["reduction"] = self.reduction.value
+        if self.precision is Precision.BINARY:
+            vectors["rescore"] = self.rescore
+        data["vectors"] = vectors
         return data
 
     @classmethod
@@ -252,7 +314,7 @@ _TABLES = {
     "embedder": None,  # checked against EmbedderSpec's fields
     "chunking": {"chunker", "score"},
     "retrieval": {"mode", "fusion", "alpha", "normalization", "rrf_k", "depth"},
-    "vectors": {"precision"},
+    "vectors": {"precision", "dims", "reduction", "rescore"},
 }
 # EmbedderSpec fields that change no vector (how it is fed, and where from); left out of index_settings.
 _FEEDING = {
@@ -299,6 +361,9 @@ def _from_dict(data: Mapping[str, Any]) -> Strategy:
             raise ConfigError(f"embedder.model: {exc}") from None
         except TypeError as exc:  # a value of the wrong type that EmbedderSpec cannot take
             raise ConfigError(f"[embedder]: {exc}") from None
+    vectors = tables["vectors"]
+    if "reduction" in vectors and "dims" not in vectors:
+        raise ConfigError("vectors.reduction needs vectors.dims, the size to reduce to")
     retrieval = tables["retrieval"]
     mode = retrieval.get("mode", Mode.DENSE.value if embedder is not None else Mode.BM25.value)
     return Strategy(
@@ -311,8 +376,37 @@ def _from_dict(data: Mapping[str, Any]) -> Strategy:
         normalization=retrieval.get("normalization", "minmax"),
         rrf_k=retrieval.get("rrf_k", 60),
         depth=retrieval.get("depth", 100),
-        precision=tables["vectors"].get("precision", Precision.FLOAT32.value),
+        precision=vectors.get("precision", Precision.FLOAT32.value),
+        dims=vectors.get("dims"),
+        reduction=vectors.get("reduction", Reduction.TRUNCATE.value),
+        rescore=vectors.get("rescore", DEFAULT_RESCORE),
     )
+
+
+def vector_options(text: str) -> dict[str, Any]:
+    """``Strategy`` keywords from the short form: parts joined by ``+``, e.g. ``pca=64+int8``.
+
+    A part is a precision (``float32``, ``float16``, ``int8``, ``binary``), ``dims=N``
+    (truncation), ``pca=N`` or ``rescore=N``. Anything else is one line naming it.
+    """
+    options: dict[str, Any] = {}
+    precisions = [p.value for p in Precision]
+    for part in (p.strip() for p in text.split("+")):
+        key, _, value = part.partition("=")
+        if part in precisions:
+            options["precision"] = part
+        elif key in ("dims", "pca", "rescore") and value.strip().isdigit():
+            if key == "rescore":
+                options["rescore"] = int(value)
+            else:
+                options["dims"] = int(value)
+                options["reduction"] = Reduction.TRUNCATE.value if key == "dims" else Reduction.PCA.value
+        else:
+            raise ConfigError(
+                f"unknown vector setting {part!r} in {text!r}; use {', '.join(precisions)}, dims=N, pca=N or "
+                "rescore=N, joined by +"
+            )
+    return options
 
 
 def _spec_dict(spec: EmbedderSpec, *, vectors_only: bool = False) -> dict[str, Any]:

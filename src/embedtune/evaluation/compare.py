@@ -82,7 +82,7 @@ from embedtune.search.bm25 import BM25Index
 from embedtune.search.chunks import chunk_score_depth
 from embedtune.search.runs import Run
 from embedtune.stores.base import Store
-from embedtune.strategy import WHOLE_DOCUMENTS, Fusion, Mode, Strategy
+from embedtune.strategy import WHOLE_DOCUMENTS, Fusion, Mode, Precision, Strategy, vector_options
 
 if TYPE_CHECKING:
     from embedtune.documents import SourceDocument
@@ -313,6 +313,7 @@ def evaluate_strategies(
     chunk_score: str = "max",
     chunk_over_limit: str = "error",
     ray: RayOptions | None = None,
+    vectors: Sequence[str] = ("float32",),
 ) -> ComparisonResult:
     """Score BM25, each model's dense retrieval and their hybrids on ``split`` of ``collection``.
 
@@ -334,9 +335,15 @@ def evaluate_strategies(
 
     With ``ray``, each model embeds on that Ray cluster (see ``build_embedder``); its cost is the
     cluster's wall time.
+
+    ``vectors`` are vector settings in :func:`~embedtune.strategy.vector_options`' short form
+    (``float32``, ``float16``, ``int8``, ``binary``, ``dims=128``, ``pca=64``, joined by ``+``),
+    each built for each model and chunker: every one from the same cached vectors (with a cache,
+    only the first embeds), each reporting its own index size.
     """
     hybrid = _check_request(models, bm25, hybrid, k)
     chunkers = _check_chunking(chunkers, chunk_score, chunk_over_limit)
+    variants = _check_vectors(vectors)
     queries, qrels = collection.split(split)
     notes: list[str] = []
     tune_split = _pick_tune_split(collection, split, tune_split)
@@ -375,12 +382,13 @@ def evaluate_strategies(
             given = (providers or {}).get(spec.label)
             provider = given if given is not None else open_provider(spec)
             try:
-                for chunker_spec in chunkers:
+                for chunker_spec, options in ((c, v) for c in chunkers for v in variants):
                     strategy = Strategy(
                         embedder=replace(spec, over_limit=OverLimit.TRUNCATE),
                         chunker=chunker_spec,
                         chunk_score=chunk_score,
                         depth=k,  # each run is k deep here, as in the file the winner becomes
+                        **options,
                     )
                     dense = _evaluate_dense(
                         strategy,
@@ -549,10 +557,12 @@ def _evaluate_dense(
     embedder = build_embedder(strategy.embedder, cache=cache, provider=timer, ray=ray)
     try:
         chunker_name = _chunker_name(strategy, embedder, chunk_over_limit)
-        label = named if chunker_name is None else f"{named} @ {chunker_name}"
-        store = space.store(
-            _slug(named) + ("" if chunker_name is None else f"@{_slug(chunker_name)}"), strategy, embedder
-        )
+        label = named if chunker_name is None else f"{model} @ {chunker_name}"
+        folder = _slug(named) + ("" if chunker_name is None else f"@{_slug(chunker_name)}")
+        if strategy.vectors_label != Precision.FLOAT32.value:
+            label += f" [{strategy.vectors_label}]"
+            folder += f"#{_slug(strategy.vectors_label)}"
+        store = space.store(folder, strategy, embedder)
 
         def progress(done: int, total: int) -> None:
             if on_progress is not None:
@@ -589,8 +599,8 @@ def _evaluate_dense(
         kind="dense",
         model=model,
         **scores,
-        index_bytes=vector_bytes,
-        vector_bytes=vector_bytes,
+        index_bytes=store.index_bytes(),
+        vector_bytes=store.index_bytes(),
         cost=cost,
         chunker=chunker_name,
         chunks=None if chunker_name is None else len(texts),
@@ -680,6 +690,19 @@ def _check_chunking(chunkers: Sequence[str], chunk_score: str, over_limit: str) 
     if repeated:
         raise ConfigError(f"chunker {repeated[0]!r} is listed twice; list each chunker once")
     return specs
+
+
+def _check_vectors(vectors: Sequence[str]) -> list[dict[str, Any]]:
+    """Each vector setting as Strategy keywords (one line for an unknown one), duplicates dropped."""
+    if not vectors:
+        raise ConfigError("give at least one vector setting, e.g. --vectors float32")
+    variants: list[dict[str, Any]] = []
+    for text in vectors:
+        options = vector_options(text)
+        Strategy(embedder=EmbedderSpec(model="fake:check"), **options)  # a bad value fails before any work
+        if options not in variants:
+            variants.append(options)
+    return variants
 
 
 def _pick_tune_split(collection: Collection, split: str, tune_split: str | None) -> str | None:

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from ..errors import InputError
+from ..search.compress import Int8Codec, Reducer
 
 if TYPE_CHECKING:
     from ..search.bm25 import BM25Index
@@ -124,6 +125,11 @@ class StoreManifest:
     ``images`` is set when the embedder takes images: ``{"keyed_by": ..., "fingerprint": ...}``
     says that image rows are keyed by the SHA-256 of the file's bytes (a re-encoded copy of the same
     pixels is another image) under the embedder's image fingerprint (model, preprocessing, limit).
+    without vectors, else the stored vectors' size (after any reduction); ``precision`` is
+    ``float32``, ``float16``, ``int8`` or ``binary``. ``compression`` holds what was fitted on the
+    corpus when the store was built: ``{"reduction": ..., "int8": ...}`` (see :meth:`reducer` and
+    :meth:`int8_codec`); ``None`` when nothing was. ``shard`` is set on each database of a sharded
+    store: ``{"id": ..., "index": i, "count": n, "store": ...}``.
     """
 
     strategy: Mapping[str, Any]
@@ -135,6 +141,29 @@ class StoreManifest:
     version: int = MANIFEST_VERSION
     shard: Mapping[str, Any] | None = None
     images: Mapping[str, Any] | None = None
+    compression: Mapping[str, Any] | None = None
+
+    def reducer(self) -> Reducer | None:
+        """The reduction queries and documents go through before they meet the stored vectors."""
+        data = (self.compression or {}).get("reduction")
+        return None if data is None else Reducer.from_dict(data, what="the store manifest")
+
+    def int8_codec(self) -> Int8Codec | None:
+        """The int8 calibration, in a store of int8 vectors."""
+        data = (self.compression or {}).get("int8")
+        return None if data is None else Int8Codec.from_dict(data, what="the store manifest")
+
+    @property
+    def reduction(self) -> str | None:
+        """How the stored size was reached (``truncate`` or ``pca``), from the strategy; None: the model's."""
+        vectors = self.strategy.get("vectors")
+        return vectors.get("reduction") if isinstance(vectors, Mapping) else None
+
+    @property
+    def compression_bytes(self) -> int:
+        """Bytes of what was fitted and is stored beside the vectors (PCA projection, int8 calibration)."""
+        reducer, codec = self.reducer(), self.int8_codec()
+        return (reducer.stored_bytes if reducer else 0) + (codec.stored_bytes if codec else 0)
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -151,6 +180,8 @@ class StoreManifest:
             data["shard"] = dict(self.shard)
         if self.images is not None:
             data["images"] = dict(self.images)
+        if self.compression is not None:
+            data["compression"] = dict(self.compression)
         return data
 
     @classmethod
@@ -177,6 +208,9 @@ class StoreManifest:
         shard = data.get("shard")
         if shard is not None and not isinstance(shard, dict):
             raise InputError(f"{where} is corrupt: field 'shard' is malformed; rebuild the store")
+        compression = data.get("compression")
+        if compression is not None and not isinstance(compression, dict):
+            raise InputError(f"{where} is corrupt: field 'compression' is malformed; rebuild the store")
         return cls(
             strategy=data["strategy"],
             model=data["model"],
@@ -186,6 +220,7 @@ class StoreManifest:
             chunker=data["chunker"],
             shard=shard,
             images=data["images"] if isinstance(data.get("images"), dict) else None,
+            compression=compression,
         )
 
     def conflicts(self, other: StoreManifest) -> str | None:
@@ -195,6 +230,7 @@ class StoreManifest:
             ("dims", "dims"),
             ("chunker", "chunker"),
             ("precision", "precision"),
+            ("reduction", "vectors.reduction"),
             ("embedder_fingerprint", "model revision or settings"),
         ):
             mine, theirs = getattr(self, key), getattr(other, key)
@@ -230,6 +266,9 @@ class Store(Protocol):
     - ``read_records(doc_ids)``: those documents as they were written (text, metadata, content
       hash, spans, and vectors as stored, returned as float32): for copying a store, and to check one.
     - ``documents_matching(where)``: ids of the documents whose metadata matches.
+    - ``index_bytes()``: bytes the vector side takes as stored: the vectors at their precision,
+      what was fitted for them (PCA projection, int8 calibration), and the approximate index where
+      one is built.
     - ``lexical_index()``: the BM25 index over every document's text, kept current with the
       documents (rebuilt when they changed since it was built).
     - ``finish()``: bring derived indexes (approximate vector index, lexical) up to date; the
@@ -264,6 +303,8 @@ class Store(Protocol):
     def read_records(self, doc_ids: Sequence[str]) -> list[DocumentRecord]: ...
 
     def documents_matching(self, where: Filter) -> set[str]: ...
+
+    def index_bytes(self) -> int: ...
 
     def lexical_index(self) -> BM25Index: ...
 

@@ -4,7 +4,9 @@ The folder::
 
     manifest.json         what the store was built with (StoreManifest), replaced atomically
     store.sqlite          the truth, in WAL mode: documents, chunks, and a generation counter
-    vectors.bin           one raw row per slot, at the manifest's precision (float32 or float16)
+    vectors.bin           one raw row per slot, at the manifest's precision: float32 or float16,
+                          int8 codes (calibrated per dimension, the calibration in the manifest),
+                          or binary (a sign bit per dimension, eight to a byte)
     hnsw-g<N>.usearch     derived: an HNSW graph (usearch) over the slots live at generation N
     hnsw.json             derived: which graph file is current, and the generation it reflects
     bm25/g<N>/            derived: the BM25 index over every document's text at generation N
@@ -27,6 +29,11 @@ and the graph is patched once they pass 2,048 or a tenth of its entries are dead
 :meth:`EmbeddedStore.finish`), or rebuilt when more than a quarter of it changed.
 Ties rank by chunk id, so the order never depends on slots.
 
+Int8 and binary vectors are scored against the float query (their codes decoded: the query is
+never quantised). A binary store first takes ``rescore * k`` candidates by Hamming distance
+(popcounts of XOR-ed bit rows; the graph, built over the same signs, proposes them above
+``exact_below``), then ranks those by the float query against their bits.
+
 Concurrency. Searches, chunk lookups and the lexical index may be used from several threads at
 once; writes come from one writer (a second writing process waits for SQLite's write lock). A
 search reads a snapshot of the chunk table and the memory-mapped vectors, and checks afterwards
@@ -48,7 +55,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -56,6 +63,8 @@ import numpy as np
 
 from ..errors import InputError, StoreError, require
 from ..search.bm25 import BM25Index
+from ..search.compress import Int8Codec, hamming, pack_bits, unpack_bits
+from ..search.dense import l2_normalize
 from .base import (
     DocumentRecord,
     Filter,
@@ -79,7 +88,13 @@ _ANN_FILE = re.compile(r"hnsw-g(\d+)\.usearch")
 _LEXICAL = "bm25"
 _LEXICAL_FOLDER = re.compile(r"g(\d+)")
 _FORMAT_VERSION = 1
-_PRECISIONS: dict[str, np.dtype] = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16)}
+_PRECISIONS: dict[str, np.dtype] = {
+    "float32": np.dtype(np.float32),
+    "float16": np.dtype(np.float16),
+    "int8": np.dtype(np.int8),
+    "binary": np.dtype(np.uint8),  # sign bits, packed
+}
+_DEFAULT_RESCORE = 4
 
 _SQL_BATCH = 500  # ids per `IN (...)`, well under SQLite's parameter limit
 _SCAN_ROWS = 16_384  # vectors per block of the exact scan
@@ -146,32 +161,95 @@ def _sqlite_errors(
 
 @dataclass(frozen=True)
 class _Layout:
-    """How vectors are stored: ``dims`` per row (0 in a store without vectors) of ``dtype``."""
+    """How vectors are stored: ``dims`` per row (0 in a store without vectors) at ``precision``.
+
+    ``codec`` is the int8 calibration of an int8 store; ``rescore`` the candidates per wanted hit
+    a binary store takes by Hamming distance. Neither changes what a row is, so neither compares.
+    """
 
     dims: int
-    dtype: np.dtype
+    precision: str
+    codec: Int8Codec | None = field(default=None, compare=False)
+    rescore: int = field(default=_DEFAULT_RESCORE, compare=False)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return _PRECISIONS[self.precision]
+
+    @property
+    def binary(self) -> bool:
+        return self.precision == "binary"
+
+    @property
+    def width(self) -> int:
+        """Stored elements per row: ``dims``, or the bytes holding ``dims`` bits."""
+        return (self.dims + 7) // 8 if self.binary else self.dims
 
     @property
     def row_bytes(self) -> int:
-        return self.dims * self.dtype.itemsize
+        return self.width * self.dtype.itemsize
 
     @property
     def ann_dtype(self) -> str:
-        return "f16" if self.dtype == np.float16 else "f32"
+        # The graph holds the decoded rows: int8 at one byte per dimension (binary rows are
+        # ±1/sqrt(dims), whose cosine ranks as Hamming distance does).
+        return {"float16": "f16", "int8": "i8", "binary": "i8"}.get(self.precision, "f32")
+
+    def encode(self, vectors: np.ndarray) -> np.ndarray:
+        """Float32 rows as stored."""
+        if self.binary:
+            return pack_bits(vectors)
+        if self.precision == "int8":
+            return self._int8().encode(vectors)
+        return np.asarray(vectors).astype(self.dtype, copy=False)
+
+    def decode(self, rows: np.ndarray) -> np.ndarray:
+        """Stored rows as float32, what a float query scores against."""
+        if self.binary:
+            return unpack_bits(rows, self.dims)
+        if self.precision == "int8":
+            return self._int8().decode(rows)
+        return np.asarray(rows, dtype=np.float32)
+
+    def _int8(self) -> Int8Codec:
+        if self.codec is None:  # the indexer fits it before the first write
+            raise InputError("this int8 store has no calibration in its manifest; rebuild it with embedtune index")
+        return self.codec
 
 
 def _layout_of(manifest: StoreManifest, where: str) -> _Layout:
     if manifest.dims < 0:
         raise InputError(f"{where} is corrupt: dims {manifest.dims} is negative; rebuild the store")
     if manifest.dims == 0:
-        return _Layout(0, np.dtype(np.float32))
-    dtype = _PRECISIONS.get(manifest.precision)
-    if dtype is None:
+        return _Layout(0, "float32")
+    if manifest.precision not in _PRECISIONS:
         raise InputError(
             f"{where}: precision {manifest.precision!r} is not one of {', '.join(_PRECISIONS)}; "
             "rebuild the store with a supported precision"
         )
-    return _Layout(manifest.dims, dtype)
+    codec = manifest.int8_codec() if manifest.precision == "int8" else None
+    if codec is not None and codec.dims != manifest.dims:
+        raise InputError(f"{where} is corrupt: its int8 calibration has the wrong size; rebuild the store")
+    vectors = manifest.strategy.get("vectors")
+    rescore = vectors.get("rescore", _DEFAULT_RESCORE) if isinstance(vectors, dict) else _DEFAULT_RESCORE
+    if isinstance(rescore, bool) or not isinstance(rescore, int) or rescore < 1:
+        rescore = _DEFAULT_RESCORE
+    return _Layout(manifest.dims, manifest.precision, codec, rescore)
+
+
+class _Decoded:
+    """A map of int8 or binary rows that reads as float32 (the codes decoded), as a float map does."""
+
+    def __init__(self, raw: np.ndarray, layout: _Layout) -> None:
+        self.raw = raw
+        self.layout = layout
+        self.shape = (len(raw), layout.dims)
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return self.layout.decode(self.raw[index])
 
 
 @dataclass(frozen=True, eq=False)
@@ -211,9 +289,16 @@ class _View:
     """What one search reads: a catalog, the vectors mapped for it, and the graph if it is used."""
 
     catalog: _Catalog
-    vectors: np.ndarray
+    vectors: Any  # the map: a float array, or _Decoded
     ann: _Ann | None
     delta: np.ndarray  # positions written after the graph's generation: scanned exactly beside it
+    layout: _Layout
+
+    def top(self, queries: np.ndarray, positions: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The exact scan over ``positions``: by cosine, or for binary rows by Hamming then rescored."""
+        if self.layout.binary:
+            return _hamming_top(queries, self.vectors, self.catalog, positions, k, self.layout.rescore)
+        return _exact_top(queries, self.vectors, self.catalog, positions, k)
 
 
 class _Slots:
@@ -304,7 +389,7 @@ class EmbeddedStore:
         self._vector_fd: int | None = None
         self._slots: _Slots | None = None
         self._catalog: _Catalog | None = None
-        self._map: np.ndarray | None = None
+        self._map: Any = None  # a float array, or _Decoded
         self._ann: _Ann | None = None
         self._lexical: tuple[int, BM25Index] | None = None
         self._filters: dict[tuple[int, str], np.ndarray] = {}
@@ -560,6 +645,18 @@ class EmbeddedStore:
         return int(rows[0][0]) if rows else 0
 
     @_sqlite_errors
+    def index_bytes(self) -> int:
+        """The live vectors at their stored size, what was fitted for them, and the saved graph if any."""
+        manifest = self.read_manifest()
+        if manifest is None or not manifest.dims:
+            return 0
+        layout = self._layout()
+        graph = 0
+        if (self.path / _ANN_STAMP).is_file():
+            graph = sum(_file_size(path) for path in self.path.glob("hnsw-g*.usearch"))
+        return self.count_chunks() * layout.row_bytes + manifest.compression_bytes + graph
+
+    @_sqlite_errors
     def chunks(self, ids: Sequence[str]) -> dict[str, StoredChunk]:
         """``{chunk id: StoredChunk}`` for the ids that exist, each with its document's metadata."""
         found: dict[str, StoredChunk] = {}
@@ -612,6 +709,8 @@ class EmbeddedStore:
                 with self._derived_lock:
                     mapped = self._mapped(int(slots.max()) + 1 if len(slots) else 0, layout)
                 vectors = _gather(mapped, slots)
+                if layout.precision in ("int8", "binary"):
+                    vectors = l2_normalize(vectors)  # decoded codes are near unit length; writing them back wants unit
             if self._generation() == generation:  # no write reused a slot while the rows were read
                 break
         return _records(documents, chunks, vectors, layout)
@@ -669,8 +768,10 @@ class EmbeddedStore:
         wanted = max(_OVERSAMPLE * k, _MIN_CANDIDATES)
         if view.ann is None or pool < self._exact_below or wanted >= pool:
             positions = np.arange(len(catalog)) if allowed is None else allowed
-            hits = _exact_top(queries, view.vectors, catalog, positions, k)
+            hits = view.top(queries, positions, k)
         else:
+            if view.layout.binary:
+                wanted = max(wanted, k * view.layout.rescore)
             hits = self._ann_top(view, view.ann, queries, k, allowed, wanted)
         return [
             [(catalog.ids[p], float(s)) for p, s in zip(places.tolist(), scores.tolist())] for places, scores in hits
@@ -695,7 +796,7 @@ class EmbeddedStore:
         count = min(total, math.ceil(wanted * total / pool))
         with self._ann_search_lock:
             proposed = _match_keys(ann.index.search(queries, count))
-        from_delta = _exact_top(queries, view.vectors, catalog, delta, k) if len(delta) else None
+        from_delta = view.top(queries, delta, k) if len(delta) else None
         hits = []
         for i, query in enumerate(queries):
             places = catalog.positions(proposed[i])
@@ -707,7 +808,7 @@ class EmbeddedStore:
             best = _ranked(places, scores, catalog.rank, k)
             if len(best[0]) < min(k, pool):  # too few survived the filter: scan what it allows
                 positions = np.arange(total) if allowed is None else allowed
-                best = _exact_top(query[None, :], view.vectors, catalog, positions, k)[0]
+                best = view.top(query[None, :], positions, k)[0]
             hits.append(best)
         return hits
 
@@ -746,7 +847,7 @@ class EmbeddedStore:
             delta = np.empty(0, dtype=np.int64)
             if ann is not None and ann.generation < catalog.generation:
                 delta = np.flatnonzero(catalog.written > ann.generation)
-            return _View(catalog, vectors, ann, delta)
+            return _View(catalog, vectors, ann, delta, layout)
 
     def _current_catalog(self) -> _Catalog:
         generation = self._generation()
@@ -767,7 +868,7 @@ class EmbeddedStore:
         self._filters.clear()
         return self._catalog
 
-    def _mapped(self, needed: int, layout: _Layout) -> np.ndarray:
+    def _mapped(self, needed: int, layout: _Layout) -> Any:
         """The vector file mapped read-only (at least ``needed`` rows), remapped when it grew."""
         if self._map is not None and len(self._map) >= needed:
             return self._map
@@ -779,8 +880,9 @@ class EmbeddedStore:
                 "rebuild it with embedtune index"
             )
         if rows == 0:
-            return np.empty((0, layout.dims), dtype=layout.dtype)
-        self._map = np.memmap(path, dtype=layout.dtype, mode="r", shape=(rows, layout.dims))
+            return np.empty((0, layout.dims), dtype=np.float32)
+        raw = np.memmap(path, dtype=layout.dtype, mode="r", shape=(rows, layout.width))
+        self._map = _Decoded(raw, layout) if layout.precision in ("int8", "binary") else raw
         return self._map
 
     def _current_ann(self, catalog: _Catalog, vectors: np.ndarray, layout: _Layout, *, settle: bool) -> _Ann | None:
@@ -1078,7 +1180,7 @@ def _checked_vectors(record: DocumentRecord, layout: _Layout) -> np.ndarray | No
             f"document {doc_id!r}: vector {int(off[0])} has norm {norms[off[0]]:.4f}, not 1; "
             "L2-normalise vectors before storing them"
         )
-    return array.astype(layout.dtype, copy=False)
+    return layout.encode(array)
 
 
 def _as_queries(query_vectors: np.ndarray, dims: int) -> np.ndarray:
@@ -1139,7 +1241,7 @@ def _match_keys(matches: Any) -> list[np.ndarray]:
     return [row[:count] for row, count in zip(keys, np.asarray(matches.counts).tolist())]
 
 
-def _gather(vectors: np.ndarray, slots: np.ndarray) -> np.ndarray:
+def _gather(vectors: Any, slots: np.ndarray) -> np.ndarray:
     """The float32 rows at ``slots``, in the order given (read from the file in slot order)."""
     order = np.argsort(slots)
     rows = np.empty((len(slots), vectors.shape[1]), dtype=np.float32)
@@ -1147,7 +1249,7 @@ def _gather(vectors: np.ndarray, slots: np.ndarray) -> np.ndarray:
     return rows
 
 
-def _scores(query: np.ndarray, vectors: np.ndarray, slots: np.ndarray) -> np.ndarray:
+def _scores(query: np.ndarray, vectors: Any, slots: np.ndarray) -> np.ndarray:
     if not len(slots):
         return np.empty(0, dtype=np.float32)
     return _gather(vectors, slots) @ query
@@ -1182,6 +1284,31 @@ def _exact_top(
                     k,
                 )
     return [_ranked(positions[rows], scores, catalog.rank, k) for rows, scores in zip(kept_rows, kept_scores)]
+
+
+def _hamming_top(
+    queries: np.ndarray, vectors: _Decoded, catalog: _Catalog, positions: np.ndarray, k: int, rescore: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per query, the ``rescore * k`` nearest rows by Hamming distance, ranked by the float query."""
+    slots = catalog.slots[positions]
+    if not len(slots):
+        return [(positions, np.empty(0, dtype=np.float32)) for _ in queries]
+    wanted = min(len(slots), k * rescore)
+    hits = []
+    for q_start in range(0, len(queries), _QUERY_BLOCK):
+        block = queries[q_start : q_start + _QUERY_BLOCK]
+        query_bits = pack_bits(block)
+        distances = np.empty((len(block), len(slots)), dtype=np.int32)
+        for start in range(0, len(slots), _SCAN_ROWS):
+            part = slots[start : start + _SCAN_ROWS]
+            first, last = int(part[0]), int(part[-1])
+            bits = vectors.raw[first : last + 1] if last - first + 1 == len(part) else vectors.raw[part]
+            distances[:, start : start + len(part)] = hamming(query_bits, np.asarray(bits))
+        for query, row in zip(block, distances):
+            near = np.argpartition(row, wanted - 1)[:wanted] if wanted < len(row) else np.arange(len(row))
+            places = positions[near]
+            hits.append(_ranked(places, _scores(query, vectors, catalog.slots[places]), catalog.rank, k))
+    return hits
 
 
 def _at_least_kth(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

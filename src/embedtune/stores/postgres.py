@@ -11,7 +11,8 @@ Tables:
 - ``NAME_documents``: ``doc_id`` (primary key), ``content_hash``, ``text``, ``metadata``.
 - ``NAME_chunks``: ``id`` (``<doc_id>#<n>``), ``doc_id``, ``n``, ``start``, ``end``, ``text``,
   ``metadata`` (the document's, copied so a filtered search reads one table) and ``embedding``:
-  ``vector(d)``, or ``halfvec(d)`` when the manifest's precision is ``float16``. Ids sort
+  ``vector(d)``, ``halfvec(d)`` when the manifest's precision is ``float16``, or ``bit(d)`` (a
+  sign bit per dimension) when it is ``binary``; int8 is refused in one line. Ids sort
   byte-wise (``COLLATE "C"``), as Python sorts them.
 - ``NAME_state``: the generation (bumped by every transaction that changes documents) and the
   number of chunks.
@@ -36,6 +37,10 @@ cosine similarities (1 - cosine distance); ties go to the lower chunk id.
   ``hnsw.ef_search`` is twice the candidates (64 to 1,000); ``hnsw.iterative_scan =
   relaxed_order`` keeps a filtered scan going until it has its candidates, and
   ``hnsw.max_scan_tuples`` grows with the filter's selectivity.
+- Binary vectors: each query takes ``rescore * k`` candidates by Hamming distance (``<~>``
+  against ``binary_quantize`` of the query; exactly, or through an HNSW index with
+  ``bit_hamming_ops``), which are then ranked here by the float query against their bits (nothing
+  but the bits is stored).
 
 **Lexical side.** :meth:`PostgresStore.lexical_index` is the same
 :class:`~embedtune.search.bm25.BM25Index` (bm25s) the embedded store uses, built over every
@@ -62,7 +67,7 @@ import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -71,6 +76,7 @@ import numpy as np
 
 from ..errors import ConfigError, InputError, StoreError, require
 from ..search.bm25 import BM25Index
+from ..search.compress import unpack_bits
 from .base import (
     DocumentRecord,
     Filter,
@@ -132,26 +138,52 @@ def _masked(uri: str) -> str:
     return urlunsplit(parts._replace(query=shown))
 
 
+_DEFAULT_RESCORE = 4
+
+
 @dataclass(frozen=True)
 class _Layout:
-    """What the vector column holds: ``dims`` (0: no vectors) and the precision."""
+    """What the vector column holds: ``dims`` (0: no vectors) and the precision (and, for binary,
+    the candidates per wanted hit taken by Hamming distance: a query-time choice)."""
 
     dims: int
     precision: str
+    rescore: int = field(default=_DEFAULT_RESCORE, compare=False)
+
+    @classmethod
+    def of(cls, manifest: StoreManifest) -> _Layout:
+        if manifest.dims > 0 and manifest.precision == "int8":
+            raise ConfigError("int8 is not supported on PostgreSQL; use float16 or binary")
+        vectors = manifest.strategy.get("vectors")
+        rescore = vectors.get("rescore", _DEFAULT_RESCORE) if isinstance(vectors, dict) else _DEFAULT_RESCORE
+        if isinstance(rescore, bool) or not isinstance(rescore, int) or rescore < 1:
+            rescore = _DEFAULT_RESCORE
+        return cls(manifest.dims, manifest.precision, rescore)
 
     @property
     def half(self) -> bool:
         return self.precision == "float16"
 
     @property
+    def binary(self) -> bool:
+        return self.precision == "binary" and self.dims > 0
+
+    @property
     def column_type(self) -> str:
         if self.dims <= 0:
             return "vector"
-        return f"{'halfvec' if self.half else 'vector'}({int(self.dims)})"
+        return f"{self.copy_type}({int(self.dims)})"
 
     @property
     def copy_type(self) -> str:
-        return "halfvec" if self.half and self.dims > 0 else "vector"
+        if self.dims <= 0:
+            return "vector"
+        return "bit" if self.binary else "halfvec" if self.half else "vector"
+
+    @property
+    def ops(self) -> str:
+        """The HNSW operator class: cosine, or Hamming over bits."""
+        return {"bit": "bit_hamming_ops", "halfvec": "halfvec_cosine_ops"}.get(self.copy_type, "vector_cosine_ops")
 
 
 class _Names:
@@ -305,7 +337,7 @@ class PostgresStore:
         if row is None:
             return None
         manifest = StoreManifest.from_dict(row[0], where=f"the manifest of {self.location}")
-        self._layout_cache = _Layout(manifest.dims, manifest.precision)
+        self._layout_cache = _Layout.of(manifest)
         return manifest
 
     def write_manifest(self, manifest: StoreManifest) -> None:
@@ -317,7 +349,7 @@ class PostgresStore:
         from psycopg import sql
         from psycopg.types.json import Jsonb
 
-        layout = _Layout(manifest.dims, manifest.precision)
+        layout = _Layout.of(manifest)
         names = self._names
         with self._database("writing the manifest") as conn, conn.transaction():
             row = None
@@ -459,7 +491,8 @@ class PostgresStore:
         from psycopg import sql
         from psycopg.types.json import Jsonb
 
-        half = require("pgvector", "pg").HalfVector if layout.half else None
+        pgvector = require("pgvector", "pg")
+        half = pgvector.HalfVector if layout.half else None
         statement = sql.SQL(
             'COPY {} (id, doc_id, n, start, "end", text, metadata, embedding) FROM STDIN (FORMAT BINARY)'
         ).format(self._names.chunks)
@@ -472,7 +505,10 @@ class PostgresStore:
                 for n, (start, end) in enumerate(record.spans):
                     vector: Any = None
                     if vectors is not None:
-                        vector = vectors[n] if half is None else half(vectors[n])
+                        if layout.binary:
+                            vector = pgvector.Bit(vectors[n] > 0)
+                        else:
+                            vector = vectors[n] if half is None else half(vectors[n])
                     copy.write_row(
                         (
                             chunk_id(record.doc_id, n),
@@ -515,6 +551,23 @@ class PostgresStore:
         """The number of documents held."""
         rows = self._select("counting documents", "SELECT count(*) FROM {documents}")
         return int(rows[0][0]) if rows else 0
+
+    def index_bytes(self) -> int:
+        """The stored vectors (``pg_column_size``), the HNSW index if built, and what was fitted for them."""
+        manifest = self.read_manifest()
+        if manifest is None or manifest.dims <= 0:
+            return 0
+        rows = self._select(
+            "measuring the index",
+            "SELECT coalesce(sum(pg_column_size(embedding)), 0) FROM {chunks}",
+        )
+        vectors = int(rows[0][0]) if rows else 0
+        graph = self._select(
+            "measuring the index",
+            "SELECT coalesce(pg_relation_size(to_regclass(%s)), 0)",
+            [self._names.regclass("chunks_hnsw")],
+        )
+        return vectors + (int(graph[0][0]) if graph else 0) + manifest.compression_bytes
 
     def count_chunks(self) -> int:
         """The number of chunks held (one vector each in a store with vectors)."""
@@ -622,11 +675,15 @@ class PostgresStore:
                 return [[] for _ in range(len(queries))]
             exact = matching < self.exact_below or not self._hnsw_exists(conn)
             depth = k if exact else max(2 * k, k + 10)
+            if layout.binary:
+                depth = max(depth, layout.rescore * k)
             self._configure_search(conn, exact=exact, depth=depth, selectivity=matching / max(total, 1))
             statement = self._search_sql(layout, clause, exact=exact)
             for start in range(0, len(queries), _QUERY_BLOCK):
-                block = list(queries[start : start + _QUERY_BLOCK])
-                rows = conn.execute(statement, [block, *params, depth], binary=True).fetchall()
+                block = queries[start : start + _QUERY_BLOCK]
+                rows = conn.execute(statement, [list(block), *params, depth], binary=True).fetchall()
+                if layout.binary:
+                    rows = _rescored(rows, block, layout.dims)
                 hits.extend(_ranked(rows, len(block), k))
         return hits
 
@@ -662,6 +719,13 @@ class PostgresStore:
         """The statement answering a block of queries: parameters (vectors, filter..., depth)."""
         from psycopg import sql
 
+        if layout.binary:  # candidates by Hamming distance, with their bits: rescored by the caller
+            bits = sql.SQL(f"binary_quantize(q.v)::bit({int(layout.dims)})")
+            return sql.SQL(
+                "SELECT q.i, h.id, h.embedding FROM unnest(%s::vector[]) WITH ORDINALITY AS q(v, i) "
+                "CROSS JOIN LATERAL (SELECT c.id, c.embedding FROM {chunks} c "
+                "WHERE c.embedding IS NOT NULL AND {clause} ORDER BY c.embedding <~> {bits}{tie} LIMIT %s) h"
+            ).format(chunks=self._names.chunks, clause=clause, bits=bits, tie=sql.SQL(", c.id" if exact else ""))
         stored = sql.SQL("c.embedding::vector" if layout.half else "c.embedding")
         order: sql.Composable
         if exact:
@@ -690,7 +754,7 @@ class PostgresStore:
                 return True
             if self._state(conn)[1] < max(self.exact_below, 1):
                 return False
-            ops = "halfvec_cosine_ops" if layout.half else "vector_cosine_ops"
+            ops = layout.ops
             conn.execute(
                 sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding {})").format(
                     self._names.hnsw, self._names.chunks, sql.SQL(ops)
@@ -910,6 +974,24 @@ def _query_matrix(query_vectors: np.ndarray, layout: _Layout, location: str) -> 
     return queries
 
 
+def _rescored(rows: Sequence[tuple[int, str, Any]], queries: np.ndarray, dims: int) -> list[tuple[int, str, float]]:
+    """Hamming candidates ``(1-based query, chunk id, bits)`` scored by the float query against their bits."""
+    if not rows:
+        return []
+    signs = unpack_bits(np.stack([_packed_bits(row[2]) for row in rows]), dims)
+    which = np.array([int(row[0]) - 1 for row in rows])
+    scores = np.einsum("ij,ij->i", signs, queries[which])
+    return [(row[0], row[1], float(score)) for row, score in zip(rows, scores.tolist())]
+
+
+def _packed_bits(value: Any) -> np.ndarray:
+    """A ``bit`` column's value as packed bytes: pgvector's ``Bit``, or the binary wire format
+    (a big-endian bit count, then the bits, first bit highest, as ``np.packbits`` packs them)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return np.frombuffer(bytes(value)[4:], dtype=np.uint8)
+    return np.packbits(value.to_numpy())
+
+
 def _ranked(rows: Sequence[tuple[int, str, float]], n_queries: int, k: int) -> SearchResult:
     """Rows ``(1-based query, chunk id, score)`` as per-query lists: best first, ties by id, ``k`` each."""
     per_query: SearchResult = [[] for _ in range(n_queries)]
@@ -932,7 +1014,10 @@ def _record(
 ) -> DocumentRecord:
     """A record from stored rows; vectors come back as float32 (float16 values exactly)."""
     vectors: np.ndarray | None = None
-    if layout.dims > 0:
+    if layout.binary:  # the bits as the unit vectors of their signs
+        bits = [_packed_bits(embedding) for _, _, embedding in chunks]
+        vectors = unpack_bits(np.stack(bits), layout.dims) if bits else np.empty((0, layout.dims), np.float32)
+    elif layout.dims > 0:
         rows = [np.asarray(embedding.to_numpy(), dtype=np.float32) for _, _, embedding in chunks]
         vectors = np.stack(rows) if rows else np.empty((0, layout.dims), dtype=np.float32)
     return DocumentRecord(

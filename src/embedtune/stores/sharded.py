@@ -204,6 +204,10 @@ class ShardedStore:
         """Chunks held, summed over the shards."""
         return sum(self._map(lambda shard: shard.count_chunks()))
 
+    def index_bytes(self) -> int:
+        """The vector side's bytes, summed over the shards (each keeps its own copy of what was fitted)."""
+        return sum(self._map(lambda shard: shard.index_bytes()))
+
     def chunks(self, ids: Sequence[str]) -> dict[str, StoredChunk]:
         """``{chunk id: StoredChunk}`` for the ids that exist on any shard."""
         wanted = list(ids)
