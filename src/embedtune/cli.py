@@ -779,7 +779,14 @@ def optimize(
     retrieval: Annotated[
         str, typer.Option("--retrieval", help="Retrieval modes to search: dense, bm25, rrf, convex.")
     ] = "dense,bm25,rrf,convex",
-    precision: Annotated[str, typer.Option("--precision", help="Vector precisions to search.")] = "float32,float16",
+    vectors: Annotated[
+        str | None,
+        typer.Option(
+            "--vectors",
+            help="Vector sizes and precisions to search, comma-separated (float32, float16, int8, binary, "
+            "dims=N, pca=N, joined by +; default float32, float16, int8, pca=128+int8, binary).",
+        ),
+    ] = None,
     budget: Annotated[
         str | None,
         typer.Option("--budget", help="Ceilings the choice must meet: index_mb<=200,query_ms<=50,usd<=1."),
@@ -808,7 +815,7 @@ def optimize(
     from .optimize import Budget, SearchSpace
     from .optimize import optimize as run_optimize
     from .optimize.report import front_table
-    from .optimize.space import DEFAULT_CHUNKERS
+    from .optimize.space import DEFAULT_CHUNKERS, DEFAULT_VECTORS
 
     with contextlib.suppress(ImportError):  # without optuna the search itself says what to install
         import optuna
@@ -820,7 +827,7 @@ def optimize(
         models=tuple(_search_models(models, config)),
         chunkers=tuple(c.strip() for c in chunker or () if c.strip()) or DEFAULT_CHUNKERS,
         retrievals=tuple(r.strip() for r in retrieval.split(",") if r.strip()),
-        precisions=tuple(p.strip() for p in precision.split(",") if p.strip()),
+        vectors=tuple(v.strip() for v in (vectors or "").split(",") if v.strip()) or DEFAULT_VECTORS,
     )
     data, notes = _selectable_collection(collection or _sample_collection(), generate_queries, queries, seed)
     result = run_optimize(

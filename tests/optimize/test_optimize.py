@@ -117,7 +117,7 @@ def test_minilm_search_embeds_each_text_once_and_a_new_fusion_weight_embeds_noth
         models=(EmbedderSpec(model=MINILM),),
         chunkers=("none",),
         retrievals=("dense", "convex"),
-        precisions=("float32",),
+        vectors=("float32",),
     )
     result = optimize(
         sample, space, out=tmp_path / "out", trials=5, cache=tmp_path / "c.sqlite", providers={MINILM: minilm}
@@ -150,7 +150,7 @@ def test_a_budget_no_strategy_meets_names_the_closest_after_writing_the_trials(s
 
 def test_a_budget_is_a_declared_constraint_and_the_choice_keeps_within_it(sample, tmp_path):
     # Unconstrained, BM25 wins on the sample with the fake model; float16 vectors are the only thing under 0.07 MB.
-    space = fake_space(chunkers=("none",), retrievals=("dense", "bm25"), precisions=("float16",))
+    space = fake_space(chunkers=("none",), retrievals=("dense", "bm25"), vectors=("float16",))
     free = optimize(sample, space, out=tmp_path / "free", trials=6)
     assert free.chosen.strategy.mode.value == "bm25" and free.chosen.index_mb > 0.07
     result = optimize(sample, space, out=tmp_path / "out", trials=6, budget=Budget(index_mb=0.07))

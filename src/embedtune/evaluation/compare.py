@@ -593,7 +593,6 @@ def _evaluate_dense(
         notes.append(f"{label}: {query_truncated} queries were truncated")
     notes.extend(f"{label}: {notice}" for notice in report.notices)
     scores = judged.score(retriever.combine({"dense": run}, k))
-    vector_bytes = (len(texts) + sum(doc.image is not None for doc in documents)) * embedder.dim * 4
     result = StrategyResult(
         name=label,
         kind="dense",

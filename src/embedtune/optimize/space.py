@@ -8,14 +8,15 @@ asking only the questions that apply (BM25 asks no model; only convex fusion ask
   convex weight, continuous and free (a new sum of cached runs), is fitted inside the trial on the
   same tuning queries, on a grid of ``alpha_step`` (see :meth:`TrialScorer.fit_alpha`). Asked of
   the sampler, it was sampled again and again near one value while the other choices went unexplored;
-- ``model``, ``chunker`` and ``precision`` (float32 or float16) for every mode that embeds;
+- ``model`` and ``chunker`` for every mode that embeds, and the stored ``vectors`` in
+  :func:`~embedtune.strategy.vector_options`' short form (``float32``, ``float16``, ``int8``,
+  ``binary``, ``pca=128+int8``...), asked per model so a size over a model's own is never offered;
 - ``dims`` for a model whose catalogue row says it was trained to be cut (Matryoshka): its full
   size, a half and a quarter.
 
-Every choice but ``model``, ``chunker`` and ``dims`` reuses vectors: a precision is a copy of the
-cached float32 vectors, a fusion weight a new sum of the same runs. Compression (PCA, int8,
-binary) and adaptation are not in the space yet; the seam is :data:`PRECISIONS` and
-:meth:`SearchSpace.suggest`.
+Every choice but ``model``, ``chunker`` and ``dims`` reuses vectors: a stored size or precision is
+made from the cached float32 vectors, a fusion weight is a new sum of the same runs. Adaptation
+and engines are not in the space yet; the seam is :meth:`SearchSpace.suggest`.
 """
 
 from __future__ import annotations
@@ -30,15 +31,16 @@ from embedtune.catalogue import CATALOGUE, find_card
 from embedtune.engine import OverLimit
 from embedtune.errors import ConfigError
 from embedtune.factory import EmbedderSpec
-from embedtune.strategy import WHOLE_DOCUMENTS, Fusion, Mode, Precision, Strategy
+from embedtune.strategy import WHOLE_DOCUMENTS, Fusion, Mode, Strategy, vector_options
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["DEFAULT_CHUNKERS", "PRECISIONS", "RETRIEVALS", "SearchSpace", "offline_models"]
+__all__ = ["DEFAULT_CHUNKERS", "DEFAULT_VECTORS", "RETRIEVALS", "SearchSpace", "offline_models"]
 
 RETRIEVALS: tuple[str, ...] = ("dense", "bm25", "rrf", "convex")
-PRECISIONS: tuple[str, ...] = tuple(p.value for p in Precision)
+# Full vectors, half and a quarter of their bytes, an eighth (PCA to 128 dims in int8) and binary.
+DEFAULT_VECTORS: tuple[str, ...] = ("float32", "float16", "int8", "pca=128+int8", "binary")
 # Whole documents, the recursive splitter at the model's limit, fixed windows with overlap, semantic.
 DEFAULT_CHUNKERS: tuple[str, ...] = (WHOLE_DOCUMENTS, "recursive", "fixed:size=128,overlap=32", "semantic")
 
@@ -55,13 +57,13 @@ class SearchSpace:
     models: tuple[EmbedderSpec, ...]
     chunkers: tuple[str, ...] = DEFAULT_CHUNKERS
     retrievals: tuple[str, ...] = RETRIEVALS
-    precisions: tuple[str, ...] = PRECISIONS
+    vectors: tuple[str, ...] = DEFAULT_VECTORS
     alpha_step: float = 0.05
     depth: int = 100
     _by_model: dict[str, EmbedderSpec] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("models", "chunkers", "retrievals", "precisions"):
+        for name in ("models", "chunkers", "retrievals", "vectors"):
             value = getattr(self, name)
             if isinstance(value, str):
                 raise ConfigError(f"{name} must be a list, not one string")
@@ -71,11 +73,10 @@ class SearchSpace:
             raise ConfigError(
                 f"unknown retrieval {unknown[0] if unknown else ''!r}; choose from {', '.join(RETRIEVALS)}"
             )
-        for precision in self.precisions:
-            if precision not in PRECISIONS:
-                raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
-        if not self.precisions or not self.chunkers:
-            raise ConfigError("give at least one precision and one chunker (none stands for whole documents)")
+        for vectors in self.vectors:
+            vector_options(vectors)  # one line for an unknown setting
+        if not self.vectors or not self.chunkers:
+            raise ConfigError("give at least one vector setting and one chunker (none stands for whole documents)")
         embeds = any(r != "bm25" for r in self.retrievals)
         if embeds and not self.models:
             raise ConfigError("dense and hybrid retrieval need a model; give --models, or search --retrieval bm25")
@@ -102,19 +103,26 @@ class SearchSpace:
             dims = int(trial.suggest_categorical(f"dims:{spec.model}", sizes))
             spec = replace(spec, dims=None if dims == card.dim else dims)
         chunker = str(trial.suggest_categorical("chunker", list(self.chunkers)))
-        precision = Precision(trial.suggest_categorical("precision", list(self.precisions)))
+        vectors = vector_options(str(trial.suggest_categorical(f"vectors:{spec.model}", self._vectors_for(spec))))
         if retrieval == "dense":
-            return Strategy(embedder=spec, chunker=chunker, precision=precision, depth=self.depth)
+            return Strategy(embedder=spec, chunker=chunker, **vectors, depth=self.depth)
         alpha = 0.5 if retrieval == "convex" else None  # fitted in the trial on the tuning queries
         return Strategy(
             embedder=spec,
             chunker=chunker,
-            precision=precision,
+            **vectors,
             mode=Mode.HYBRID,
             fusion=Fusion(retrieval),
             alpha=alpha,
             depth=self.depth,
         )
+
+    def _vectors_for(self, spec: EmbedderSpec) -> list[str]:
+        """The vector settings that fit ``spec``: none whose size reaches the model's own (when known)."""
+        card = find_card(spec.model)
+        size = spec.dims or (None if card is None else card.dim)
+        fitting = [v for v in self.vectors if size is None or vector_options(v).get("dims", 0) < size]
+        return fitting or ["float32"]
 
     def describe(self) -> dict[str, Any]:
         """The space as plain data: part of what names the study, so another space starts another study."""
@@ -122,7 +130,7 @@ class SearchSpace:
             "models": [json.loads(json.dumps(vars(spec), default=str)) for spec in self.models],
             "chunkers": list(self.chunkers),
             "retrievals": list(self.retrievals),
-            "precisions": list(self.precisions),
+            "vectors": list(self.vectors),
             "alpha_step": self.alpha_step,
             "depth": self.depth,
         }

@@ -11,9 +11,9 @@ plus every document those queries judge. A trial is scored rung by rung, and the
 embedded only for strategies that can win. Scores at one rung are comparable with each other,
 not with another rung's (a smaller corpus is easier); the pruner only compares within a rung.
 
-**Sharing.** Stores are kept per model x chunker x precision x rung (in the search's folder), runs
+**Sharing.** Stores are kept per model x chunker x vector setting x rung (in the search's folder), runs
 per store and rung, so a new fusion weight, or a strategy seen before, costs a fusion and a
-metric. A new precision costs a store written from cached vectors. :attr:`TrialScorer.texts_embedded`
+metric. A new vector setting costs a store written from cached vectors. :attr:`TrialScorer.texts_embedded`
 counts texts the models really embedded (cache misses), so each trial can say what it cost.
 """
 
@@ -241,9 +241,8 @@ class TrialScorer:
         key = f"{self._unit(strategy)}.{rung.label}"
         index_bytes = 0
         if strategy.uses_vectors:
-            if key not in self._bytes:
-                itemsize = 2 if strategy.precision.value == "float16" else 4
-                self._bytes[key] = store.count_chunks() * self._stack(strategy.embedder).dim * itemsize
+            if key not in self._bytes:  # the vectors as stored (size, precision, what was fitted, any graph)
+                self._bytes[key] = store.index_bytes()
             index_bytes += self._bytes[key]
         if strategy.uses_lexical:
             lexical = f"bm25.{rung.label}"
@@ -306,7 +305,7 @@ class TrialScorer:
             return "bm25"
         spec = strategy.embedder
         dims = "" if spec.dims is None else f"@d{spec.dims}"
-        return f"{_slug(spec.model)}{dims}@{_slug(strategy.chunker)}@{strategy.precision.value}"
+        return f"{_slug(spec.model)}{dims}@{_slug(strategy.chunker)}@{_slug(strategy.vectors_label)}"
 
     def _store(self, strategy: Strategy, rung: Rung) -> Store:
         name = f"{self._unit(strategy)}.{rung.label}"
@@ -320,6 +319,9 @@ class TrialScorer:
                 chunker=strategy.chunker,
                 chunk_score=strategy.chunk_score,
                 precision=strategy.precision,
+                dims=strategy.dims,
+                reduction=strategy.reduction,
+                rescore=strategy.rescore,
                 depth=strategy.depth,
             )
             embedder = self._stack(strategy.embedder)

@@ -40,7 +40,7 @@ from embedtune.evaluation.compare import TUNE_SPLITS, _workspace
 from embedtune.optimize.pareto import Budget, choose, pareto_front
 from embedtune.optimize.space import SearchSpace
 from embedtune.optimize.trials import Rung, TrialScorer, plan_rungs
-from embedtune.strategy import Strategy
+from embedtune.strategy import Reduction, Strategy
 
 if TYPE_CHECKING:
     import optuna
@@ -86,15 +86,13 @@ class TrialRecord:
 
     @property
     def name(self) -> str:
-        """The strategy's name with what the name leaves out: precision, weight, size."""
+        """The strategy's name with what the name leaves out: weight, Matryoshka size."""
         if self.strategy is None:
             return f"trial {self.number}"
         s = self.strategy
         extras = []
         if s.embedder is not None and s.embedder.dims is not None:
             extras.append(f"{s.embedder.dims} dims")
-        if s.uses_vectors and s.precision.value != "float32":
-            extras.append(s.precision.value)
         if s.alpha is not None:
             extras.append(f"α={s.alpha:g}")
         return s.name + (f" [{', '.join(extras)}]" if extras else "")
@@ -272,6 +270,12 @@ class _Objective:
                 index_bytes, query_ms, usd = twin.index_bytes, twin.query_ms, twin.usd
                 trial.set_user_attr("copied_from", twin.number)
             else:
+                smallest = len(self.rungs[0].documents)
+                if strategy.dims is not None and strategy.reduction is Reduction.PCA and smallest < strategy.dims:
+                    # Too few vectors to fit a PCA on the first sample (its documents bound its chunks from below).
+                    raise optuna.TrialPruned(
+                        f"PCA to {strategy.dims} dims needs as many documents; a sample has {smallest}"
+                    )
                 self._check_estimate(trial, strategy)
                 for stage in self.rungs:
                     strategy = self.scorer.fit_alpha(strategy, stage, self.space.alpha_step)
