@@ -853,7 +853,12 @@ def optimize(
         f"chosen: {chosen.name} (trial {chosen.number}; nDCG@10 {chosen.quality:.4f} on {result.tune_split}{figure}); "
         f"{result.new_trials} new trials, {result.texts_embedded} texts embedded"
     )
-    out.print(f"wrote {out_dir / 'strategy.toml'}, {out_dir / 'trials.jsonl'}, {out_dir / 'pareto.png'}")
+    if result.recommendation is not None:
+        out.print(f"recommended: {result.recommendation}")
+    wrote = [out_dir / "strategy.toml", out_dir / "trials.jsonl", out_dir / "pareto.png"]
+    if result.recommended is not None and result.recommended is not chosen:
+        wrote.append(out_dir / "recommended.toml")
+    out.print(f"wrote {', '.join(str(w) for w in wrote)}")
     if not generate_queries:
         out.print(
             f"build it: embedtune index {collection or _sample_collection()} --strategy {out_dir / 'strategy.toml'}"

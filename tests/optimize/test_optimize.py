@@ -57,7 +57,9 @@ def test_a_search_writes_its_trials_front_plot_and_a_strategy_file_that_index_bu
     chosen = result.chosen
     complete = [t for t in result.trials if t.state == "complete" and t.copied_from is None]
     assert chosen.quality == max(t.quality for t in complete)  # no budget: the best on train
-    assert set(result.reported) == {chosen.number} | {t.number for t in result.front}
+    assert set(result.reported) == {chosen.number, result.recommended.number} | {t.number for t in result.front}
+    for number, (low, high) in result.intervals.items():  # each reported figure inside its own interval
+        assert low <= result.reported[number]["ndcg@10"] <= high
     # The reported figure is the strategy's own test score through the store `index` builds from the file.
     strategy = Strategy.load(out / "strategy.toml")
     assert strategy == chosen.strategy
@@ -226,3 +228,59 @@ def test_a_corpus_without_judgments_needs_generated_queries(tmp_path):
     generated = cli(*args, "--trials", "2", "--generate-queries", "title", "--queries", "30", home=tmp_path / "home")
     assert generated.returncode == 0, generated.stderr
     assert "selected on queries generated from the corpus" in generated.stdout
+
+
+def test_a_search_reports_its_recommendation_and_writes_it_beside_the_choice(sample, tmp_path):
+    out = tmp_path / "out"
+    space = fake_space(chunkers=("none",), retrievals=("dense", "rrf", "convex"), vectors=("float32", "binary"))
+    result = optimize(sample, space, out=out, trials=8, cache=tmp_path / "c.sqlite")
+    front = json.loads((out / "front.json").read_text())
+    assert front["recommendation"] == result.recommendation
+    picked, chosen = result.recommended, result.chosen
+    assert picked is not None and front["recommended"]["number"] == picked.number
+    if picked is chosen:
+        assert not (out / "recommended.toml").exists()
+    else:
+        assert Strategy.load(out / "recommended.toml") == picked.strategy
+        assert "within noise of the best" in result.recommendation
+
+
+def test_the_recommendation_is_the_cheapest_strategy_not_significantly_worse_than_the_best():
+    from embedtune.optimize.trials import Rung
+    from embedtune.optimize.workflow import TrialRecord, _recommend
+
+    queries = {f"q{i}": "text" for i in range(30)}
+    final = Rung(index=1, step=3, queries=queries, qrels={}, documents=())
+    # Per-query nDCG@10: the best; a strategy a hair below it; one far below it on every query.
+    scores = {
+        "best": dict.fromkeys(queries, 0.8),
+        "close": {q: 0.80 - (0.02 if i % 2 else -0.01) for i, q in enumerate(queries)},
+        "poor": dict.fromkeys(queries, 0.3),
+    }
+
+    class Scorer:
+        def per_query(self, strategy, rung):
+            assert rung is final
+            return scores[strategy.name.rsplit(":", 1)[-1].split(" ")[0]]
+
+    def record(number, name, index_mb):
+        strategy = Strategy(embedder=EmbedderSpec(model=f"fake:{name}"))
+        return TrialRecord(
+            number=number,
+            state="complete",
+            strategy=strategy,
+            params={},
+            quality=sum(scores[name].values()) / 30,
+            queries=30,
+            index_bytes=int(index_mb * 2**20),
+            query_ms=1.0,
+            usd=0.0,
+        )
+
+    best, close, poor = record(0, "best", 8), record(1, "close", 2), record(2, "poor", 0.5)
+    picked, why = _recommend([best, close, poor], best, Budget(), Scorer(), final)
+    assert picked is close and "within noise of the best, trial 0" in why and "4.0x smaller index" in why
+    # The cheaper strategy that is clearly worse is never the recommendation; alone, the best stays.
+    assert _recommend([best, poor], best, Budget(), Scorer(), final)[0] is best
+    # A budget that excludes a strategy keeps it out of the recommendation too.
+    assert _recommend([best, close], best, Budget(index_mb=1), Scorer(), final) == (best, None)

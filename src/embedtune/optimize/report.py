@@ -21,13 +21,14 @@ __all__ = ["front_table", "plot_front", "result_to_dict"]
 def _rows(result: OptimizeResult) -> list[TrialRecord]:
     """The front, and the chosen strategy when it is not on it (a budget can exclude the front's best)."""
     rows = list(result.front)
-    if all(r.number != result.chosen.number for r in rows):
-        rows.append(result.chosen)
+    for extra in (result.chosen, result.recommended):
+        if extra is not None and all(r.number != extra.number for r in rows):
+            rows.append(extra)
     return rows
 
 
 def front_table(result: OptimizeResult):
-    """A ``rich.table.Table``: the Pareto front, the chosen strategy in bold."""
+    """A ``rich.table.Table``: the Pareto front, the chosen strategy in bold, the recommended one marked."""
     from rich.table import Table
 
     complete = sum(t.state == "complete" for t in result.trials)
@@ -41,14 +42,23 @@ def front_table(result: OptimizeResult):
     table.add_column(f"nDCG@10 {result.tune_split}", justify="right")
     if result.report_split is not None:
         table.add_column(f"nDCG@10 {result.report_split}", justify="right")
+        table.add_column("95% CI", justify="right")
         table.add_column(f"Recall@100 {result.report_split}", justify="right")
     for column in ("index MB", "query ms", "$ to embed", "within budget"):
         table.add_column(column, justify="right")
     for record in _rows(result):
-        cells = [str(record.number), record.name, f"{record.quality or 0.0:.4f}"]
+        mark = " ← chosen" if record.number == result.chosen.number else ""
+        if result.recommended is not None and record.number == result.recommended.number:
+            mark += " ← recommended"
+        cells = [str(record.number), record.name + mark, f"{record.quality or 0.0:.4f}"]
         if result.report_split is not None:
             reported = result.reported.get(record.number, {})
-            cells += [f"{reported.get(m, float('nan')):.4f}" for m in ("ndcg@10", "recall@100")]
+            low, high = result.intervals.get(record.number, (float("nan"), float("nan")))
+            cells += [
+                f"{reported.get('ndcg@10', float('nan')):.4f}",
+                f"{low:.3f}–{high:.3f}",
+                f"{reported.get('recall@100', float('nan')):.4f}",
+            ]
         cells += [
             f"{record.index_mb:.2f}",
             f"{record.query_ms or 0.0:.1f}",
@@ -63,7 +73,12 @@ def result_to_dict(result: OptimizeResult) -> dict[str, Any]:
     """The front, the choice and what each was reported at, as plain data."""
 
     def row(record: TrialRecord) -> dict[str, Any]:
-        return {**record.to_dict(), "reported": dict(result.reported.get(record.number, {}))}
+        interval = result.intervals.get(record.number)
+        return {
+            **record.to_dict(),
+            "reported": dict(result.reported.get(record.number, {})),
+            "interval": None if interval is None else list(interval),
+        }
 
     return {
         "collection": result.collection,
@@ -74,6 +89,8 @@ def result_to_dict(result: OptimizeResult) -> dict[str, Any]:
         "new_trials": result.new_trials,
         "rung_queries": list(result.rung_queries),
         "chosen": row(result.chosen),
+        "recommended": None if result.recommended is None else row(result.recommended),
+        "recommendation": result.recommendation,
         "front": [row(r) for r in result.front],
         "notes": list(result.notes),
     }

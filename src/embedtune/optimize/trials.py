@@ -33,7 +33,7 @@ from embedtune.embedder import Embedder
 from embedtune.engine import CachingEmbedder, close_stack, find_layer
 from embedtune.evaluation.collections import Qrels
 from embedtune.evaluation.compare import METRICS, SELECT_METRIC, _bm25_bytes, _slug, _TimedEmbedder, _Workspace
-from embedtune.evaluation.metrics import evaluate
+from embedtune.evaluation.metrics import evaluate, evaluate_per_query
 from embedtune.evaluation.tuning import tune_convex_weight
 from embedtune.factory import EmbedderSpec, build_embedder, open_provider
 from embedtune.indexer import index_documents
@@ -188,6 +188,17 @@ class TrialScorer:
             method=strategy.normalization,  # type: ignore[arg-type]
         )
         return replace(strategy, alpha=alpha)
+
+    def per_query(self, strategy: Strategy, rung: Rung) -> dict[str, float]:
+        """nDCG@10 of each of ``rung``'s queries (the runs are those :meth:`quality` made)."""
+        return evaluate_per_query(rung.qrels, self._answer(strategy, rung, rung.queries), [SELECT_METRIC])[
+            SELECT_METRIC
+        ]
+
+    def report_per_query(self, strategy: Strategy, queries: Mapping[str, str], qrels: Qrels) -> dict[str, float]:
+        """nDCG@10 of each query of the reported split over the whole corpus."""
+        run = self._answer(strategy, self.final, queries, memo=False)
+        return evaluate_per_query(qrels, run, [SELECT_METRIC])[SELECT_METRIC]
 
     def report(self, strategy: Strategy, queries: Mapping[str, str], qrels: Qrels) -> dict[str, float]:
         """nDCG@10, Recall@100 and MRR@10 on other queries (the reported split) over the whole corpus."""

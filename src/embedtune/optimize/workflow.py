@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from embedtune.errors import ConfigError, MissingDependencyError
 from embedtune.evaluation.collections import Collection
 from embedtune.evaluation.compare import TUNE_SPLITS, _workspace
+from embedtune.evaluation.significance import bootstrap_ci, recommend
 from embedtune.optimize.pareto import Budget, choose, pareto_front
 from embedtune.optimize.space import SearchSpace
 from embedtune.optimize.trials import Rung, TrialScorer, plan_rungs
@@ -119,8 +120,12 @@ class TrialRecord:
 
 @dataclass(frozen=True, kw_only=True)
 class OptimizeResult:
-    """What a search found. ``reported`` maps a trial number (the front's and the chosen one's) to
-    its metrics on ``report_split``, scored once after the search; empty when there is no such split."""
+    """What a search found. ``reported`` maps a trial number (the front's, the chosen and the
+    recommended one's) to its metrics on ``report_split``, scored once after the search, and
+    ``intervals`` to the 95 % bootstrap interval of its nDCG@10 there; both empty when there is no
+    such split. ``chosen`` is the best within the budget (``strategy.toml``); ``recommended`` the
+    cheapest within the budget that is not significantly worse than it on the tuning queries
+    (``recommended.toml``), and ``recommendation`` says why."""
 
     collection: str
     tune_split: str
@@ -134,6 +139,9 @@ class OptimizeResult:
     rung_queries: tuple[int, ...]
     out: Path
     notes: tuple[str, ...] = field(default=())
+    recommended: TrialRecord | None = None
+    recommendation: str | None = None
+    intervals: Mapping[int, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def texts_embedded(self) -> int:
@@ -208,12 +216,16 @@ def optimize(
             # With every trial stopped over budget, the closest of them (on its estimate) is named.
             candidates = complete or [r for r in records if r.over_budget]
             chosen = choose(candidates, budget, describe={id(r): f"trial {r.number} ({r.name})" for r in candidates})
+            recommended, why = _recommend(complete, chosen, budget, scorer, rungs[-1])
             reported: dict[int, dict[str, float]] = {}
+            intervals: dict[int, tuple[float, float]] = {}
             if report_split is not None:
                 report_queries, report_qrels = collection.split(report_split)
-                for record in [chosen, *front]:  # scored once each, after the search
+                for record in [chosen, recommended, *front]:  # scored once each, after the search
                     if record.number not in reported and record.strategy is not None:
                         reported[record.number] = scorer.report(record.strategy, report_queries, report_qrels)
+                        values = scorer.report_per_query(record.strategy, report_queries, report_qrels)
+                        intervals[record.number] = bootstrap_ci(list(values.values()))
         finally:
             scorer.close()
     result = OptimizeResult(
@@ -225,7 +237,10 @@ def optimize(
         new_trials=len(study.trials) - before,
         front=tuple(front),
         chosen=chosen,
+        recommended=recommended,
+        recommendation=why,
         reported=reported,
+        intervals=intervals,
         rung_queries=tuple(len(r.queries) for r in rungs),
         out=out,
         notes=notes,
@@ -338,6 +353,42 @@ class _Objective:
             for key in ("index_bytes", "query_ms", "usd"):  # estimates: what the error line names if nothing fits
                 trial.set_user_attr(key, getattr(costs, key))
             raise optuna.TrialPruned(f"over the budget on {', '.join(sorted(over))} (estimated on a sample)")
+
+
+def _recommend(
+    complete: list[TrialRecord], chosen: TrialRecord, budget: Budget, scorer: TrialScorer, final: Rung
+) -> tuple[TrialRecord, str | None]:
+    """The cheapest strategy within ``budget`` not significantly worse than ``chosen`` on the tuning
+    queries (paired test per query), and a sentence saying why; ``chosen`` itself when none is.
+
+    Cheapest: embeds nothing (BM25), then fewer dollars, a smaller index, a faster query. Only
+    strategies scored on every tuning query take part (a pruned trial was not).
+    """
+    rivals = {
+        str(r.number): r
+        for r in complete
+        if r.strategy is not None and r.queries == len(final.queries) and budget.allows(r)
+    }
+    if str(chosen.number) not in rivals or len(rivals) < 2:
+        return chosen, None
+    per_query = {name: scorer.per_query(r.strategy, final) for name, r in rivals.items()}  # type: ignore[arg-type]
+
+    def cost(name: str) -> tuple[float, ...]:
+        r = rivals[name]
+        assert r.strategy is not None
+        return (float(r.strategy.uses_vectors), r.usd or 0.0, float(r.index_bytes or 0), r.query_ms or 0.0)
+
+    verdict = recommend(per_query, cost, best=str(chosen.number))
+    picked = rivals[verdict.recommended]
+    if picked is chosen:
+        return chosen, f"trial {chosen.number} ({chosen.name}) is the best, and nothing cheaper is within noise of it"
+    ratio = (chosen.index_bytes or 0) / max(1, picked.index_bytes or 0)
+    return picked, (
+        f"trial {picked.number} ({picked.name}) is recommended: within noise of the best, trial {chosen.number} "
+        f"({chosen.name}), on {verdict.queries} tuning queries: nDCG@10 "
+        f"{verdict.means[verdict.recommended]:.4f} against {verdict.means[verdict.best]:.4f}, "
+        f"p={verdict.p_values[verdict.recommended]:.3f}; {ratio:.1f}x smaller index"
+    )
 
 
 def _params_key(params: Mapping[str, Any]) -> str:
@@ -480,6 +531,11 @@ def _write_outputs(result: OptimizeResult) -> None:
     if chosen.number in result.reported:
         lines.append(f"nDCG@10 {result.reported[chosen.number]['ndcg@10']:.4f} on {result.report_split}")
     chosen.strategy.save(result.out / "strategy.toml", comment="\n".join(lines))
+    recommended = result.recommended
+    if recommended is not None and recommended is not chosen and recommended.strategy is not None:
+        recommended.strategy.save(result.out / "recommended.toml", comment=result.recommendation or "")
+    else:
+        (result.out / "recommended.toml").unlink(missing_ok=True)
     tmp = result.out / ".front.json.tmp"
     tmp.write_text(json.dumps(result_to_dict(result), indent=2), encoding="utf-8")
     os.replace(tmp, result.out / "front.json")
