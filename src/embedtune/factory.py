@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -375,9 +375,12 @@ def build_embedder(
 
         from .engine.ray import RayEmbedder
 
+        # The actors run the engine this process resolved: the cache keys their vectors on its fingerprint.
+        resolved = getattr(inner, "resolved_engine", None)
+        actor_spec = spec if resolved is None else replace(spec, engine=resolved())
         embedder = RayEmbedder(
             inner,
-            partial(open_provider, spec),
+            partial(open_provider, actor_spec),
             options=ray,
             max_batch=max_batch,
             max_batch_tokens=max_batch_tokens,

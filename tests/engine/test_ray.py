@@ -22,7 +22,7 @@ from embedtune.engine import CachingEmbedder, close_stack, find_layer
 from embedtune.errors import ConfigError, MissingDependencyError, ModelLoadError
 from embedtune.factory import EmbedderSpec, build_embedder, open_provider
 
-MINILM = EmbedderSpec(model="local:all-MiniLM-L6-v2", over_limit="truncate")
+MINILM = EmbedderSpec(model="local:all-MiniLM-L6-v2", over_limit="truncate", engine="torch")  # as the reference
 
 
 @pytest.fixture(scope="module")

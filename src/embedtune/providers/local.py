@@ -330,6 +330,10 @@ class SentenceTransformerEmbedder:
                     self._resolved = (self._engine, check_quality(self._engine, self._artefacts(), self.name))
             return self._resolved
 
+    def resolved_engine(self) -> Engine:
+        """The engine that runs this model here (``auto`` chosen): what other processes must run too."""
+        return self._resolve()[0]
+
     def fingerprint(self, kind: Kind = "document") -> str:
         prefix = self._prefixes[check_kind(kind)]
         engine = self._resolve()[1]
