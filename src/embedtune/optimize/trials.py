@@ -250,18 +250,21 @@ class TrialScorer:
         store = self._store(strategy, rung)
         scale = len(self.final.documents) / max(1, len(rung.documents))
         key = f"{self._unit(strategy)}.{rung.label}"
-        index_bytes = 0
+        index_bytes = fixed = 0
         if strategy.uses_vectors:
             if key not in self._bytes:  # the vectors as stored (size, precision, what was fitted, any graph)
                 self._bytes[key] = store.index_bytes()
             index_bytes += self._bytes[key]
+            # What was fitted (a PCA projection, the int8 calibration) has one size whatever the corpus.
+            manifest = store.read_manifest()
+            fixed = 0 if manifest is None else manifest.compression_bytes
         if strategy.uses_lexical:
             lexical = f"bm25.{rung.label}"
             if lexical not in self._bytes:
                 self._bytes[lexical] = _bm25_bytes(store.lexical_index())
             index_bytes += self._bytes[lexical]
         return Costs(
-            index_bytes=round(index_bytes * scale),
+            index_bytes=round((index_bytes - fixed) * scale) + fixed,
             query_ms=self._query_ms(strategy, store, rung),
             usd=self._usd(strategy, store, rung) * scale,
         )
