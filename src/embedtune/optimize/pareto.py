@@ -126,8 +126,8 @@ def pareto_front(records: Sequence[T]) -> list[T]:
 def choose(records: Sequence[T], budget: Budget, *, describe: Mapping[int, str] | None = None) -> T:
     """The strategy to hand over: the best quality within ``budget``; of equals, the cheapest.
 
-    This is the recommendation seam: a significance-aware rule (the cheapest strategy whose
-    quality is not significantly worse than the best's) plugs in here. Raises
+    The recommendation (the cheapest strategy not significantly worse than this one) is decided
+    after it, in ``workflow._recommend``, from per-query scores. Raises
     :class:`NoStrategyFitsError` naming the closest strategy (the smallest total excess) and its
     figures when none fits; ``describe`` maps ``id(record)`` to its name for that line.
     """
