@@ -28,9 +28,8 @@ SCIFACT = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "
 
 def main(folders: list[str]) -> None:
     data = load_beir(SCIFACT)
-    train_docs = {doc for rels in data.qrels["train"].values() for doc in rels}
     test = data.qrels["test"]
-    unseen = {q: rels for q, rels in test.items() if not set(rels) & train_docs}
+    unseen = {q: test[q] for q in data.unseen_queries("test", "train")}
     print(f"SciFact test queries whose relevant documents no train query names: {len(unseen)} of {len(test)}")
     subset = Collection(name="scifact-unseen", corpus=data.corpus, queries=data.queries, qrels={"test": unseen})
     models = ["local:all-MiniLM-L6-v2", *(f"local:{Path(f).resolve()}" for f in folders)]

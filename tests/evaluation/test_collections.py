@@ -206,3 +206,18 @@ def test_split_names_must_be_a_sequence(tmp_path: Path) -> None:
         load_beir(folder, splits="test")
     with pytest.raises(InputError, match="has no split 'dev'"):
         load_beir(folder).split("dev")
+
+
+def test_unseen_queries_are_those_whose_relevant_documents_the_seen_split_never_names() -> None:
+    corpus = {d: Document(title="", text=d) for d in ("a", "b", "c")}
+    collection = Collection(
+        name="toy",
+        corpus=corpus,
+        queries={"q1": "x", "q2": "y", "q3": "z", "t1": "w"},
+        qrels={"test": {"q1": {"a": 1}, "q2": {"b": 1, "c": 1}, "q3": {"a": 0, "c": 1}}, "train": {"t1": {"b": 1}}},
+    )
+    assert collection.unseen_queries("test", "train") == ["q1", "q3"]
+
+
+def test_scifact_has_104_test_queries_no_train_query_names(shared_datasets: Path) -> None:
+    assert len(load_beir(shared_datasets / "scifact").unseen_queries("test", "train")) == 104

@@ -95,6 +95,17 @@ class Collection:
         qrels = self.qrels[name]
         return {qid: self.queries[qid] for qid in qrels}, qrels
 
+    def unseen_queries(self, split: str = "test", seen: str = "train") -> list[str]:
+        """The queries of ``split`` none of whose relevant documents split ``seen`` judges relevant.
+
+        A model trained on ``seen``'s labels can learn which documents get cited; on these queries
+        that knowledge does not help, so a gain here is a gain that generalises.
+        """
+        _, qrels = self.split(split)
+        _, seen_qrels = self.split(seen)
+        known = {doc for rels in seen_qrels.values() for doc, grade in rels.items() if grade > 0}
+        return [qid for qid, rels in qrels.items() if not {doc for doc, grade in rels.items() if grade > 0} & known]
+
 
 def load_beir(path: str | Path, *, splits: Sequence[str] | None = None, strict: bool = True) -> Collection:
     """Read a collection in the BEIR layout from folder ``path``.
