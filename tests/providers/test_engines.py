@@ -155,3 +155,30 @@ def test_auto_without_fast_engines_runs_torch(minilm, monkeypatch, tmp_path):
     monkeypatch.setattr(Artefacts, "torch_speed", lambda self: 1.0)  # nothing to race it against
     auto = _open(minilm, "auto", tmp_path)
     assert auto.engine == "torch" and auto.fingerprint() == minilm.fingerprint()
+
+
+def test_openvino_falls_back_to_f32_when_its_default_precision_drifts(minilm, engines_dir, monkeypatch, caplog):
+    default = engines.engine_label(Engine.OPENVINO)
+    if default == engines.OPENVINO_F32:
+        pytest.skip("this CPU runs OpenVINO in f32 already: nothing to fall back from")
+    folder = engines_dir / "fallback"
+    folder.mkdir()
+    probe = engines.FAITHFUL_MIN_COSINE
+
+    # The default precision is made to miss the bar by recording its probe just under it.
+    real_measure = engines.measure
+
+    def drifting(runner, artefacts):
+        measured = real_measure(runner, artefacts)
+        if runner.label == default:
+            measured = engines.Probe(mean_cosine=probe - 1e-4, min_cosine=probe - 1e-4, texts_per_s=1.0)
+            artefacts.remember(**{default: measured.__dict__})
+        return measured
+
+    monkeypatch.setattr(engines, "measure", drifting)
+    with caplog.at_level(logging.INFO, logger="embedtune.engines"):
+        fast = _open(minilm, "openvino", folder)
+        vectors = fast.embed(TEXTS)
+    assert fast.engine == engines.OPENVINO_F32 and fast.fingerprint().endswith("|engine=openvino-f32")
+    assert _cosines(vectors, minilm.embed(TEXTS)).min() >= 0.9999  # f32 is faithful, not merely past the bar
+    assert any("running OpenVINO in f32" in r.getMessage() for r in caplog.records)

@@ -427,9 +427,10 @@ class SentenceTransformerEmbedder:
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def _engine_runner(self, engine: Engine) -> EngineRunner:
+        label = self._resolve()[1]  # takes the lock itself: resolved before it is held here
         with self._engine_lock:
             if self._runner is None:
-                self._runner = open_runner(engine, self._artefacts())
+                self._runner = open_runner(engine, self._artefacts(), label)
             return self._runner
 
 
