@@ -171,3 +171,22 @@ def test_bm25_strategy_needs_no_embedder_and_finds_words(tmp_path):
     assert [h.doc_id for h in hits] == ["a"] and hits[0].text == docs[0].text
     assert np.isfinite(hits[0].score)
     store.close()
+
+
+def test_a_store_built_on_torch_stays_searchable_when_auto_picks_another_engine(minilm, monkeypatch, tmp_path):
+    from embedtune.providers import local
+    from embedtune.providers.engines import Engine
+
+    docs = [
+        Doc(f"d{i}", text) for i, text in enumerate(["rollback a deploy", "cats sleep in the sun", "vector search"])
+    ]
+    strategy = Strategy(embedder=EmbedderSpec(model="local:all-MiniLM-L6-v2", over_limit="truncate"))  # engine auto
+    store = EmbeddedStore(tmp_path / "index")
+    index_documents(docs, strategy, store, minilm)  # built when auto meant torch
+    # Here auto now picks another engine, whose vectors the store does not hold.
+    monkeypatch.setattr(local, "choose_engine", lambda artefacts, model: (Engine.ONNX, "onnx"))
+    retriever = open_retriever(store)
+    assert retriever.embedder.fingerprint("document") == minilm.fingerprint("document")
+    assert next(iter(retriever.search({"q": "undo a release"}, k=1)["q"])) == "d0"
+    retriever.close()
+    store.close()

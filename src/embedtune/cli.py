@@ -970,7 +970,7 @@ def index(
     from .embedder import takes_images
     from .engine import CachingEmbedder, close_stack, find_layer
     from .factory import build_embedder
-    from .indexer import index_documents
+    from .indexer import follow_store_engine, index_documents
     from .strategy import Strategy
 
     if strategy_file is None:
@@ -984,12 +984,20 @@ def index(
     if strategy.embedder is not None:
         embedder = build_embedder(strategy.embedder, cache=default_home() / "embeddings.sqlite", ray=_ray(ray))
     images = embedder is not None and takes_images(embedder)
+    store = None
     try:  # the documents first: an unusable input opens no store
         source = read_documents(corpus, text_field=text_field, id_field=id_field, images=images)
         store = _open_store(store_uri)
+        if strategy.embedder is not None:
+            spec = follow_store_engine(strategy.embedder, store)
+            if spec != strategy.embedder:  # a rerun embeds on the engine the store was built with
+                close_stack(embedder)
+                embedder = build_embedder(spec, cache=default_home() / "embeddings.sqlite", ray=_ray(ray))
     except BaseException:
         if embedder is not None:
             close_stack(embedder)
+        if store is not None:
+            store.close()
         raise
     try:
         with _progress("indexing") as progress:

@@ -28,7 +28,7 @@ import itertools
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -36,11 +36,15 @@ from .chunking.base import Chunker
 from .embedder import Embedder, embed_images, empty_vectors, image_fingerprint, takes_images
 from .engine import LengthPolicy, find_layer, whole_calls
 from .errors import ConfigError
+from .providers.engines import Engine, engine_of_label
 from .retriever import Retriever
 from .search.compress import Int8Codec, Reducer
 from .search.dense import l2_normalize
 from .stores.base import DocumentRecord, Store, StoreManifest, content_hash
 from .strategy import Precision, Strategy
+
+if TYPE_CHECKING:
+    from .factory import EmbedderSpec
 
 __all__ = ["IndexReport", "index_documents", "open_retriever", "prepare_store", "store_manifest"]
 
@@ -377,6 +381,21 @@ def _embed_units(
     return l2_normalize(out)
 
 
+def follow_store_engine(spec: EmbedderSpec, store: Store) -> EmbedderSpec:
+    """``spec``, running on the engine the store's vectors were made with when it leaves that to ``auto``.
+
+    ``auto`` picks the fastest faithful engine on this machine, and that choice may differ from the
+    one made when the store was built (another machine, a newer embedtune, a store built on torch
+    before engines existed); the store's fingerprint settles it, so its vectors stay searchable.
+    """
+    manifest = store.read_manifest()
+    fingerprint = None if manifest is None else manifest.embedder_fingerprint
+    if spec.engine is not Engine.AUTO or fingerprint is None or not fingerprint.startswith("local|"):
+        return spec
+    _, _, label = fingerprint.rpartition("|engine=") if "|engine=" in fingerprint else ("", "", "torch")
+    return replace(spec, engine=engine_of_label(label))
+
+
 def open_retriever(
     store: Store,
     *,
@@ -396,7 +415,7 @@ def open_retriever(
         raise ConfigError(f"{store.location} holds no index; build one with embedtune index CORPUS --store ...")
     strategy = Strategy.from_dict(manifest.strategy, source=f"the manifest of {store.location}")
     if strategy.embedder is not None and embedder is None:
-        embedder = build_embedder(strategy.embedder, cache=cache)
+        embedder = build_embedder(follow_store_engine(strategy.embedder, store), cache=cache)
     if embedder is not None and manifest.embedder_fingerprint is not None:
         if embedder.fingerprint("document") != manifest.embedder_fingerprint:
             raise ConfigError(

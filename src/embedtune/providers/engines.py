@@ -56,6 +56,7 @@ __all__ = [
     "check_quality",
     "choose_engine",
     "engine_label",
+    "engine_of_label",
     "open_runner",
     "parse_engine",
     "physical_cores",
@@ -406,6 +407,11 @@ def _tokenizer(folder: Path, meta: dict[str, Any], max_tokens: int):
     tokenizer.enable_truncation(max_length=max_tokens)
     tokenizer.enable_padding(pad_id=meta["pad_id"], pad_token=meta["pad_token"] or "[PAD]")
     return tokenizer
+
+
+def engine_of_label(label: str) -> Engine:
+    """The engine a fingerprint's label names (``openvino-bf16`` is OpenVINO)."""
+    return Engine.OPENVINO if label.startswith("openvino-") else Engine(label)
 
 
 def engine_label(engine: Engine) -> str:
