@@ -161,8 +161,8 @@ def test_feedback_is_tuned_on_the_tuning_queries_only():
     )
     assert set(seen) == {"t1", "t2"}
     assert (best.docs, best.weight) == (5, 0.5)
-    assert len(table) == len(feedback_grid("rocchio")) == 12
-    assert len(feedback_grid("rm3")) == 18
+    assert len(table) == len(feedback_grid("rocchio")) == 16
+    assert len(feedback_grid("rm3")) == 24
 
 
 # -- the [feedback] table ------------------------------------------------------------------

@@ -21,8 +21,8 @@ __all__ = ["FEEDBACK_GRIDS", "feedback_grid", "tune_convex_weight", "tune_feedba
 
 # Small on purpose: every point is a full second search of the tuning queries.
 FEEDBACK_GRIDS: dict[FeedbackMethod, dict[str, tuple]] = {
-    FeedbackMethod.ROCCHIO: {"docs": (1, 3, 5, 10), "weight": (0.25, 0.5, 1.0)},
-    FeedbackMethod.RM3: {"docs": (3, 5, 10), "terms": (10, 20), "weight": (0.3, 0.5, 0.7)},
+    FeedbackMethod.ROCCHIO: {"docs": (1, 3, 5, 10), "weight": (0.1, 0.25, 0.5, 1.0)},
+    FeedbackMethod.RM3: {"docs": (3, 5, 10), "terms": (10, 20), "weight": (0.3, 0.5, 0.7, 0.9)},
 }
 
 
