@@ -542,6 +542,7 @@ def _compare(
     queries: int = 200,
     ray: str | None = None,
     vectors: str = "float32",
+    feedback: str | None = None,
 ):
     """Load the collection, run every strategy with a progress bar, print the table, the winner and the recommendation."""
 
@@ -585,6 +586,7 @@ def _compare(
             chunk_score=chunk_score,
             ray=_ray(ray),
             vectors=[v.strip() for v in vectors.split(",") if v.strip()],
+            feedback=[f.strip() for f in (feedback or "").split(",") if f.strip()],
         )
     if generate:
         from dataclasses import replace
@@ -699,6 +701,14 @@ def compare(
     queries: GeneratedCountOption = 200,
     ray: RayOption = None,
     vectors: VectorsOption = "float32",
+    feedback: Annotated[
+        str | None,
+        typer.Option(
+            "--feedback",
+            help="Add rows with pseudo-relevance feedback, comma-separated: rocchio (dense runs), rm3 (BM25 runs); "
+            "parameters tuned on dev or train.",
+        ),
+    ] = None,
 ) -> None:
     """Compare models, BM25 and hybrids on a collection; write a JSON report and a plot."""
     import json
@@ -721,6 +731,7 @@ def compare(
         queries=queries,
         ray=ray,
         vectors=vectors,
+        feedback=feedback,
     )
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,10 @@ application shows: each document's best chunk, its offsets and text, and its met
 
 Query vectors go through the store's reduction (truncation, or the PCA fitted when it was built,
 read from its manifest) before they meet the stored vectors; the store handles their precision.
+
+A strategy with ``[feedback]`` searches its run twice (:mod:`embedtune.search.feedback`): Rocchio
+moves the reduced query vector toward the stored vectors of its first search's best chunks, RM3
+expands the BM25 query with terms of its first search's documents.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from .errors import ConfigError, InputError
 from .search.chunks import doc_run_from_chunk_run
 from .search.compress import Reducer
 from .search.dense import l2_normalize
+from .search.feedback import FeedbackMethod, rm3_run, rocchio
 from .search.fusion import convex, rrf
 from .search.runs import Run, cut
 from .stores.base import Filter, Store, check_filter, doc_of_chunk
@@ -163,6 +168,16 @@ class Retriever:
             raise InputError(f"{len(query_ids)} query ids but {len(vectors)} query vectors")
         where = check_filter(where)
         vectors = self._reduce(l2_normalize(vectors))
+        feedback = self.strategy.feedback
+        if feedback is not None and feedback.method is FeedbackMethod.ROCCHIO and feedback.active:
+            first = self._dense_search(query_ids, vectors, feedback.docs, where)[1]
+            vectors = self._rocchio(query_ids, vectors, first)
+        return self._dense_search(query_ids, vectors, depth, where)
+
+    def _dense_search(
+        self, query_ids: Sequence[str], vectors: np.ndarray, depth: int, where: Filter | None
+    ) -> tuple[Run, dict[str, list]]:
+        """:meth:`_dense` for query vectors already reduced as the store's are."""
         run: Run = {}
         chunk_hits: dict[str, list] = {}
         pending = list(range(len(query_ids)))
@@ -178,6 +193,33 @@ class Retriever:
                     deeper.append(i)
             pending, reach = deeper, reach * 2
         return (cut(run, depth) if run else {}), chunk_hits
+
+    def _rocchio(self, query_ids: Sequence[str], vectors: np.ndarray, first: Mapping[str, list]) -> np.ndarray:
+        """Each query vector moved toward the stored vectors of its first search's best chunks.
+
+        A document's best chunk is its first among the hits (best first); its vector is read back
+        as the store holds it (reduced; int8 and binary codes decoded), so the query moves in the
+        space it is searched in.
+        """
+        feedback = self.strategy.feedback
+        assert feedback is not None
+        best: dict[str, list[str]] = {}
+        for qid in query_ids:
+            chunks: dict[str, str] = {}
+            for chunk, _ in first.get(qid, []):
+                chunks.setdefault(doc_of_chunk(chunk), chunk)
+            best[qid] = list(chunks.values())[: feedback.docs]
+        wanted = sorted({doc_of_chunk(chunk) for chunks in best.values() for chunk in chunks})
+        stored: dict[str, np.ndarray] = {}
+        for record in self.store.read_records(wanted):
+            if record.vectors is not None:
+                stored.update(zip(record.chunk_ids, record.vectors))
+        moved = np.array(vectors, dtype=np.float32, copy=True)
+        for i, qid in enumerate(query_ids):
+            rows = [stored[chunk] for chunk in best[qid] if chunk in stored]
+            if rows:
+                moved[i] = rocchio(moved[i], np.stack(rows), feedback.weight)
+        return moved
 
     def _reduce(self, vectors: np.ndarray) -> np.ndarray:
         """Query vectors reduced as the store's were (unchanged when its vectors are the model's size)."""
@@ -199,7 +241,15 @@ class Retriever:
         """Each query's ``depth`` best documents by BM25 over the store's documents."""
         where = check_filter(where)
         only = self.store.documents_matching(where) if where is not None else None
-        return self.store.lexical_index().search(queries, depth, only=only)
+        index = self.store.lexical_index()
+        feedback = self.strategy.feedback
+        if feedback is not None and feedback.method is FeedbackMethod.RM3:
+            return rm3_run(index, queries, depth, feedback, self._texts, only=only)
+        return index.search(queries, depth, only=only)
+
+    def _texts(self, doc_ids: Sequence[str]) -> dict[str, str]:
+        """The documents' texts as the lexical index was built from them."""
+        return {record.doc_id: record.text for record in self.store.read_records(doc_ids)}
 
     # -- step 2: the answer ----------------------------------------------------------------
 

@@ -34,6 +34,12 @@ The file::
     reduction = "pca"               # truncate (first dims, renormalised) | pca (fitted on the corpus)
     rescore = 4                     # binary only: rescore x k candidates by Hamming distance are rescored
 
+    [feedback]                      # optional pseudo-relevance feedback (embedtune.search.feedback)
+    method = "rocchio"              # rocchio (the dense run) | rm3 (the BM25 run)
+    docs = 5                        # top documents of a first search that feed back
+    weight = 0.5                    # rocchio: beta, how far the query moves; rm3: the original query's weight
+    terms = 10                      # rm3 only: expansion terms added
+
 The ``[vectors]`` fields, as ``Strategy`` keywords:
 
 - ``precision``: ``float32``; ``float16``; ``int8`` (per-dimension min/max calibration fitted on
@@ -68,6 +74,7 @@ from typing import Any
 
 from .errors import ConfigError, InputError, UnknownModelError
 from .factory import EmbedderSpec
+from .search.feedback import Feedback, FeedbackMethod
 
 __all__ = ["STRATEGY_VERSION", "Fusion", "Mode", "Precision", "Reduction", "Strategy", "vector_options"]
 
@@ -125,6 +132,7 @@ class Strategy:
     dims: int | None = None
     reduction: Reduction = Reduction.TRUNCATE
     rescore: int = DEFAULT_RESCORE
+    feedback: Feedback | None = None
 
     def __post_init__(self) -> None:
         from .search.chunks import chunk_score_depth
@@ -174,6 +182,13 @@ class Strategy:
             if self.embedder is None:
                 raise ConfigError("chunks are embedded: a bm25 strategy indexes whole documents; set chunker = 'none'")
         chunk_score_depth(self.chunk_score)
+        if self.feedback is not None:
+            if not isinstance(self.feedback, Feedback):
+                raise ConfigError("feedback must be a Feedback value (the [feedback] table)")
+            if self.feedback.method is FeedbackMethod.ROCCHIO and not self.uses_vectors:
+                raise ConfigError("rocchio feedback moves the query vector: a bm25 strategy has none; use rm3")
+            if self.feedback.method is FeedbackMethod.RM3 and not self.uses_lexical:
+                raise ConfigError("rm3 feedback expands the BM25 query: a dense strategy has none; use rocchio")
 
     # -- what it is ------------------------------------------------------------------------
 
@@ -197,13 +212,13 @@ class Strategy:
     def name(self) -> str:
         """A label for tables: ``local:all-MiniLM-L6-v2 @ recursive + bm25 (convex)``."""
         if self.embedder is None:
-            return "bm25"
+            return "bm25" if self.feedback is None else f"bm25 + {self.feedback.method.value}"
         name = self.embedder.label if not self.chunked else f"{self.embedder.label} @ {self.chunker}"
         if self.vectors_label != Precision.FLOAT32.value:
             name += f" [{self.vectors_label}]"
         if self.mode is Mode.HYBRID:
             name += f" + bm25 ({self.fusion.value})"  # type: ignore[union-attr]
-        return name
+        return name if self.feedback is None else f"{name} + {self.feedback.method.value}"
 
     @property
     def vectors_label(self) -> str:
@@ -261,6 +276,8 @@ class Strategy:
         if self.precision is Precision.BINARY:
             vectors["rescore"] = self.rescore
         data["vectors"] = vectors
+        if self.feedback is not None:
+            data["feedback"] = self.feedback.to_dict()
         return data
 
     @classmethod
@@ -315,6 +332,7 @@ _TABLES = {
     "chunking": {"chunker", "score"},
     "retrieval": {"mode", "fusion", "alpha", "normalization", "rrf_k", "depth"},
     "vectors": {"precision", "dims", "reduction", "rescore"},
+    "feedback": {"method", "docs", "weight", "terms"},
 }
 # EmbedderSpec fields that change no vector (how it is fed, and where from); left out of index_settings.
 _FEEDING = {
@@ -364,6 +382,7 @@ def _from_dict(data: Mapping[str, Any]) -> Strategy:
     vectors = tables["vectors"]
     if "reduction" in vectors and "dims" not in vectors:
         raise ConfigError("vectors.reduction needs vectors.dims, the size to reduce to")
+    feedback = Feedback.from_dict(tables["feedback"]) if tables["feedback"] else None
     retrieval = tables["retrieval"]
     mode = retrieval.get("mode", Mode.DENSE.value if embedder is not None else Mode.BM25.value)
     return Strategy(
@@ -380,6 +399,7 @@ def _from_dict(data: Mapping[str, Any]) -> Strategy:
         dims=vectors.get("dims"),
         reduction=vectors.get("reduction", Reduction.TRUNCATE.value),
         rescore=vectors.get("rescore", DEFAULT_RESCORE),
+        feedback=feedback,
     )
 
 

@@ -73,13 +73,14 @@ from embedtune.errors import ConfigError, InputError
 from embedtune.evaluation.collections import Collection, Qrels
 from embedtune.evaluation.metrics import evaluate_per_query
 from embedtune.evaluation.significance import Recommendation, bootstrap_ci, paired_test, recommend
-from embedtune.evaluation.tuning import tune_convex_weight
+from embedtune.evaluation.tuning import feedback_grid, tune_convex_weight, tune_feedback
 from embedtune.factory import EmbedderSpec, build_embedder, open_provider
 from embedtune.images import Image
 from embedtune.indexer import index_documents, store_manifest
 from embedtune.retriever import Retriever
 from embedtune.search.bm25 import BM25Index
 from embedtune.search.chunks import chunk_score_depth
+from embedtune.search.feedback import Feedback, FeedbackMethod
 from embedtune.search.runs import Run
 from embedtune.stores.base import Store
 from embedtune.strategy import WHOLE_DOCUMENTS, Fusion, Mode, Precision, Strategy, vector_options
@@ -314,6 +315,7 @@ def evaluate_strategies(
     chunk_over_limit: str = "error",
     ray: RayOptions | None = None,
     vectors: Sequence[str] = ("float32",),
+    feedback: Sequence[str] = (),
 ) -> ComparisonResult:
     """Score BM25, each model's dense retrieval and their hybrids on ``split`` of ``collection``.
 
@@ -340,8 +342,14 @@ def evaluate_strategies(
     (``float32``, ``float16``, ``int8``, ``binary``, ``dims=128``, ``pca=64``, joined by ``+``),
     each built for each model and chunker: every one from the same cached vectors (with a cache,
     only the first embeds), each reporting its own index size.
+
+    ``feedback`` names pseudo-relevance feedback methods (``rocchio``, ``rm3``): each adds a row
+    beside every strategy it applies to (Rocchio: dense runs, alone and in hybrids; RM3: the BM25
+    run, alone and in hybrids), its parameters tuned on the tuning split (a convex hybrid's weight
+    tuned again with the feedback run); without a tuning split, the defaults, said in ``notes``.
     """
     hybrid = _check_request(models, bm25, hybrid, k)
+    feedback_methods = _check_feedback(feedback, models, bm25 or bool(hybrid))
     chunkers = _check_chunking(chunkers, chunk_score, chunk_over_limit)
     variants = _check_vectors(vectors)
     queries, qrels = collection.split(split)
@@ -360,6 +368,11 @@ def evaluate_strategies(
         tune_queries, tune_qrels = collection.split(tune_split)
     judged = _Judged(split=split, qrels=qrels, tune_qrels=tune_qrels)
     all_queries = {**queries, **tune_queries}
+    tuner = _FeedbackTuner(tune_queries=tune_queries, judged=judged, queries=all_queries, k=k)
+    if feedback_methods and tune_split is None:
+        notes.append(
+            f"feedback ran with its default parameters: {collection.name!r} has no dev or train split to tune them on"
+        )
     from embedtune.documents import corpus_documents  # documents.py reads collections through this package
 
     documents = corpus_documents(collection.corpus)
@@ -408,11 +421,14 @@ def evaluate_strategies(
                     for method in hybrid:
                         assert lexical is not None  # a hybrid always builds BM25
                         results.append(_hybrid(method, dense, lexical, judged, k))
+                    results += _feedback_rows(feedback_methods, tuner, dense, lexical, hybrid, judged)
             finally:
                 if given is None:  # an HTTP provider's connections; one handed in stays the caller's
                     close_stack(provider)
         if bm25:
             assert lexical is not None
+            if FeedbackMethod.RM3 in feedback_methods:
+                results.insert(0, lexical.result(judged, tuner.rm3(lexical)))
             results.insert(0, lexical.result(judged))
 
     winner = max(results, key=lambda r: r.selection_score).name  # first of equals wins
@@ -513,15 +529,19 @@ class _Lexical:
         assert self._future is not None
         return self._future.result()
 
-    def result(self, judged: _Judged) -> StrategyResult:
-        scores = judged.score(self.retriever.combine({"bm25": self.run}, self.retriever.strategy.depth))
+    def result(self, judged: _Judged, rm3: tuple[Feedback, Run] | None = None) -> StrategyResult:
+        """BM25's row, or with ``rm3`` (its parameters and run) BM25 + RM3's."""
+        strategy, run = self.retriever.strategy, self.run
+        if rm3 is not None:
+            strategy, run = replace(strategy, feedback=rm3[0]), rm3[1]
+        scores = judged.score(Retriever(strategy, self.retriever.store).combine({"bm25": run}, strategy.depth))
         return StrategyResult(
-            name="bm25",
+            name=strategy.name,
             kind="bm25",
             model=None,
             **scores,
             index_bytes=self.index_bytes,
-            strategy=self.retriever.strategy,
+            strategy=strategy,
         )
 
 
@@ -533,6 +553,8 @@ class _Dense:
     run: Run
     store: Store
     embedder: Embedder
+    query_ids: Sequence[str] = ()
+    vectors: np.ndarray | None = None  # the query vectors behind run, rows in query_ids order
 
 
 def _evaluate_dense(
@@ -606,7 +628,7 @@ def _evaluate_dense(
         strategy=strategy,
         engine=_engine_of(provider),
     )
-    return _Dense(result=result, run=run, store=store, embedder=embedder)
+    return _Dense(result=result, run=run, store=store, embedder=embedder, query_ids=query_ids, vectors=vectors)
 
 
 def _engine_of(provider: Embedder) -> str | None:
@@ -633,20 +655,38 @@ def _unit_texts(documents: Sequence[SourceDocument], store: Store) -> list[str]:
     return [doc.text[start:end] for doc in documents if doc.image is None for start, end in spans.get(doc.id, ())]
 
 
-def _hybrid(method: str, dense: _Dense, lexical: _Lexical, judged: _Judged, k: int) -> StrategyResult:
-    """A dense strategy fused with BM25, scored through its own Retriever's ``combine``."""
+def _hybrid(
+    method: str,
+    dense: _Dense,
+    lexical: _Lexical,
+    judged: _Judged,
+    k: int,
+    feedback: tuple[Feedback, Run] | None = None,
+) -> StrategyResult:
+    """A dense strategy fused with BM25, scored through its own Retriever's ``combine``.
+
+    With ``feedback`` (its parameters and the run it changes: dense for Rocchio, BM25 for RM3),
+    that run takes the plain one's place.
+    """
     base = dense.result
     assert base.strategy is not None
+    dense_run, lexical_run, chosen = dense.run, lexical.run, None
+    if feedback is not None:
+        chosen = feedback[0]
+        if chosen.method is FeedbackMethod.ROCCHIO:
+            dense_run = feedback[1]
+        else:
+            lexical_run = feedback[1]
     alpha, table = None, None
     if method == "convex":
         # Tuned on the tuning split's queries alone; the reported split never moves it.
-        alpha, table = tune_convex_weight(judged.tune_qrels, dense.run, lexical.run, metric=SELECT_METRIC)
-    strategy = replace(base.strategy, mode=Mode.HYBRID, fusion=Fusion(method), alpha=alpha)
+        alpha, table = tune_convex_weight(judged.tune_qrels, dense_run, lexical_run, metric=SELECT_METRIC)
+    strategy = replace(base.strategy, mode=Mode.HYBRID, fusion=Fusion(method), alpha=alpha, feedback=chosen)
     retriever = Retriever(strategy, dense.store, dense.embedder)
-    scores = judged.score(retriever.combine({"dense": dense.run, "bm25": lexical.run}, k))
+    scores = judged.score(retriever.combine({"dense": dense_run, "bm25": lexical_run}, k))
     return replace(
         base,
-        name=f"{base.name} + bm25 ({method})",
+        name=f"{base.name} + bm25 ({method})" + ("" if chosen is None else f" + {chosen.method.value}"),
         kind=method,
         **scores,
         index_bytes=base.index_bytes + lexical.index_bytes,
@@ -654,6 +694,92 @@ def _hybrid(method: str, dense: _Dense, lexical: _Lexical, judged: _Judged, k: i
         tuning=table,
         strategy=strategy,
     )
+
+
+class _FeedbackTuner:
+    """Feedback parameters tuned on the tuning split's queries, and the runs they give on every query."""
+
+    def __init__(self, *, tune_queries: Mapping[str, str], judged: _Judged, queries: Mapping[str, str], k: int):
+        self.tune_queries = tune_queries
+        self.judged = judged
+        self.queries = queries
+        self.k = k
+        self._rm3: tuple[Feedback, Run] | None = None  # BM25's run is shared by every strategy
+
+    def _choose(self, method: FeedbackMethod, search: Callable[[Feedback, Mapping[str, str]], Run]) -> Feedback:
+        if not self.judged.tune_qrels:
+            return Feedback(method=method)
+        return tune_feedback(self.judged.tune_qrels, self.tune_queries, search, feedback_grid(method))[0]
+
+    def rm3(self, lexical: _Lexical) -> tuple[Feedback, Run]:
+        """RM3's parameters and its BM25 run of every query."""
+        if self._rm3 is None:
+            base = lexical.retriever
+
+            def search(feedback: Feedback, queries: Mapping[str, str]) -> Run:
+                return Retriever(replace(base.strategy, feedback=feedback), base.store).lexical_run(queries, self.k)
+
+            chosen = self._choose(FeedbackMethod.RM3, search)
+            self._rm3 = (chosen, search(chosen, self.queries))
+        return self._rm3
+
+    def rocchio(self, dense: _Dense) -> tuple[Feedback, Run]:
+        """Rocchio's parameters and the dense run of every query, from the query vectors already embedded."""
+        assert dense.vectors is not None and dense.result.strategy is not None
+        rows = {qid: i for i, qid in enumerate(dense.query_ids)}
+        strategy, vectors = dense.result.strategy, dense.vectors
+
+        def search(feedback: Feedback, queries: Mapping[str, str]) -> Run:
+            retriever = Retriever(replace(strategy, feedback=feedback), dense.store, dense.embedder)
+            ids = list(queries)
+            return retriever.dense_run_from_vectors(ids, vectors[[rows[q] for q in ids]], self.k)
+
+        chosen = self._choose(FeedbackMethod.ROCCHIO, search)
+        return chosen, search(chosen, self.queries)
+
+
+def _feedback_rows(
+    methods: Sequence[FeedbackMethod],
+    tuner: _FeedbackTuner,
+    dense: _Dense,
+    lexical: _Lexical | None,
+    hybrid: Sequence[str],
+    judged: _Judged,
+) -> list[StrategyResult]:
+    """A dense strategy's rows with feedback: Rocchio alone and in each hybrid, RM3 in each hybrid."""
+    rows: list[StrategyResult] = []
+    k = tuner.k
+    if FeedbackMethod.ROCCHIO in methods:
+        chosen, run = tuner.rocchio(dense)
+        base = dense.result
+        assert base.strategy is not None
+        strategy = replace(base.strategy, feedback=chosen)
+        scores = judged.score(Retriever(strategy, dense.store, dense.embedder).combine({"dense": run}, k))
+        rows.append(replace(base, name=f"{base.name} + rocchio", **scores, strategy=strategy))
+        rows += [_hybrid(method, dense, lexical, judged, k, (chosen, run)) for method in hybrid if lexical]
+    if FeedbackMethod.RM3 in methods and hybrid and lexical is not None:
+        rm3 = tuner.rm3(lexical)
+        rows += [_hybrid(method, dense, lexical, judged, k, rm3) for method in hybrid]
+    return rows
+
+
+def _check_feedback(feedback: Sequence[str], models: Sequence, lexical: bool) -> list[FeedbackMethod]:
+    """The feedback methods asked for, each with a run it applies to (one line otherwise)."""
+    if isinstance(feedback, str):
+        feedback = [part.strip() for part in feedback.split(",") if part.strip()]
+    methods: list[FeedbackMethod] = []
+    for name in feedback:
+        try:
+            method = FeedbackMethod(name)
+        except ValueError:
+            raise ConfigError(f"unknown feedback method {name!r}; use rocchio or rm3") from None
+        if method is FeedbackMethod.ROCCHIO and not models:
+            raise ConfigError("rocchio feedback moves a dense query vector; give at least one model")
+        if method is FeedbackMethod.RM3 and not lexical:
+            raise ConfigError("rm3 feedback expands the BM25 query; add --bm25 or a hybrid")
+        if method not in methods:
+            methods.append(method)
+    return methods
 
 
 def _check_request(models: Sequence, bm25: bool, hybrid: Sequence[str], k: int) -> list[str]:

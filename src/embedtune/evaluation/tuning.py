@@ -1,4 +1,4 @@
-"""Choosing fusion weights on training judgments.
+"""Choosing fusion weights and feedback parameters on training judgments.
 
 This lives in ``evaluation`` rather than ``search.fusion`` because it needs the metrics, and
 ``search`` sits below ``evaluation`` in the layering (nothing low imports anything above it).
@@ -6,15 +6,24 @@ This lives in ``evaluation`` rather than ``search.fusion`` because it needs the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from itertools import product
 
 import numpy as np
 
 from embedtune.errors import InputError
 from embedtune.evaluation.metrics import evaluate, parse_metric
+from embedtune.search.feedback import Feedback, FeedbackMethod
 from embedtune.search.fusion import NormalizeMethod, convex
+from embedtune.search.runs import Run
 
-__all__ = ["tune_convex_weight"]
+__all__ = ["FEEDBACK_GRIDS", "feedback_grid", "tune_convex_weight", "tune_feedback"]
+
+# Small on purpose: every point is a full second search of the tuning queries.
+FEEDBACK_GRIDS: dict[FeedbackMethod, dict[str, tuple]] = {
+    FeedbackMethod.ROCCHIO: {"docs": (1, 3, 5, 10), "weight": (0.1, 0.25, 0.5, 1.0)},
+    FeedbackMethod.RM3: {"docs": (3, 5, 10), "terms": (10, 20), "weight": (0.3, 0.5, 0.7, 0.9)},
+}
 
 
 def tune_convex_weight(
@@ -47,4 +56,40 @@ def tune_convex_weight(
         fused = convex([judged_a, judged_b], [alpha, 1.0 - alpha], method=method)
         table[alpha] = evaluate(qrels_train, fused, [metric])[metric]
     best = max(table, key=lambda alpha: (table[alpha], -alphas.index(alpha)))
+    return best, table
+
+
+def feedback_grid(method: FeedbackMethod | str) -> list[Feedback]:
+    """The parameter points :func:`tune_feedback` tries for ``method`` (see ``FEEDBACK_GRIDS``)."""
+    axes = FEEDBACK_GRIDS[FeedbackMethod(method)]
+    return [Feedback(method=FeedbackMethod(method), **dict(zip(axes, point))) for point in product(*axes.values())]
+
+
+def tune_feedback(
+    qrels_tune: Mapping[str, Mapping[str, int]],
+    queries: Mapping[str, str],
+    search: Callable[[Feedback, Mapping[str, str]], Run],
+    grid: Sequence[Feedback],
+    *,
+    metric: str = "ndcg@10",
+) -> tuple[Feedback, dict[str, float]]:
+    """The feedback parameters of ``grid`` whose run scores best on the tuning judgments.
+
+    ``search(feedback, queries)`` is the strategy's run with those parameters; it is only ever
+    given the queries that ``qrels_tune`` judges, so the reported split cannot move the choice.
+    Returns ``(best, {feedback label: metric value})``; among equal values the first in grid order wins.
+    """
+    parse_metric(metric)
+    judged = {qid: text for qid, text in queries.items() if qid in qrels_tune}
+    if not judged:
+        raise InputError("no tuning query is judged; feedback is tuned on judged dev or train queries")
+    if not grid:
+        raise ValueError("the feedback grid is empty")
+    table: dict[str, float] = {}
+    best, best_value = grid[0], -1.0
+    for feedback in grid:
+        value = evaluate(qrels_tune, search(feedback, judged), [metric])[metric]
+        table[feedback.label] = value
+        if value > best_value:
+            best, best_value = feedback, value
     return best, table

@@ -111,6 +111,44 @@ class BM25Index:
                 run[qid] = {} if scores is None else self._top(scores, depth)
         return run
 
+    def tokenize(self, texts: Sequence[str]) -> list[list[str]]:
+        """``texts`` as this index reads them: its stopwords removed, its stemmer applied."""
+        bm25s = require("bm25s", "eval")
+        tokens = bm25s.tokenize(
+            list(texts), stopwords=_STOPWORDS, stemmer=_stemmer(), return_ids=False, show_progress=False
+        )
+        return [list(t) for t in tokens]
+
+    def search_weighted(
+        self, queries: Mapping[str, Mapping[str, float]], k: int = 100, *, only: Collection[str] | None = None
+    ) -> Run:
+        """As :meth:`search`, for queries of weighted terms: ``sum_t weight(t) * bm25(t, D)``.
+
+        Terms are the index's own tokens (see :meth:`tokenize`); terms it does not hold score
+        nothing. A query whose terms all weigh 1 scores as :meth:`search` scores its tokens.
+        """
+        if k < 1:
+            raise ValueError(f"k must be at least 1, not {k}")
+        depth = min(k, len(self._ids))
+        mask = self._mask(only) if only is not None else None
+        vocab = self._retriever.vocab_dict
+        matrix = self._retriever.scores
+        data, indices, indptr = matrix["data"], matrix["indices"], matrix["indptr"]
+        run: Run = {}
+        for qid, terms in queries.items():
+            scores = np.zeros(len(self._ids), dtype=np.float32)
+            for term, weight in terms.items():
+                token = vocab.get(term)
+                if token is None or weight == 0:
+                    continue
+                start, end = int(indptr[token]), int(indptr[token + 1])
+                # A term's column holds each document once, so a plain fancy-index add is exact.
+                scores[indices[start:end]] += np.float32(weight) * data[start:end]
+            if mask is not None:
+                scores *= mask
+            run[qid] = self._top(scores, depth)
+        return run
+
     def _top(self, scores: np.ndarray, depth: int) -> dict[str, float]:
         """The ``depth`` best matching documents, score descending, equal scores by index.
 
