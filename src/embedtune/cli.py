@@ -789,7 +789,11 @@ def optimize(
     ] = None,
     budget: Annotated[
         str | None,
-        typer.Option("--budget", help="Ceilings the choice must meet: index_mb<=200,query_ms<=50,usd<=1."),
+        typer.Option(
+            "--budget",
+            help="Ceilings the choice must meet: index_mb<=200 (the whole index), vectors_mb<=50 (vectors alone), "
+            "query_ms<=50, usd<=1.",
+        ),
     ] = None,
     time_limit: Annotated[
         str | None, typer.Option("--time", help="Stop starting trials after this long: 90s, 30m, 1h.")

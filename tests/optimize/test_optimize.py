@@ -166,6 +166,19 @@ def test_a_budget_is_a_declared_constraint_and_the_choice_keeps_within_it(sample
     assert complete and all(set(t.constraints) == {"index_mb"} for t in complete)
 
 
+def test_a_vectors_budget_counts_the_vector_index_alone_so_a_hybrid_over_small_vectors_fits(sample, tmp_path):
+    space = fake_space(chunkers=("none",), retrievals=("rrf",), vectors=("float32", "float16"))
+    result = optimize(sample, space, out=tmp_path / "out", trials=4, budget=Budget(vectors_mb=0.07))
+    chosen = result.chosen
+    assert chosen.strategy.vectors_label == "float16"  # float32 (0.117 MB of vectors) is over
+    # 120 whole documents x 256 dims x 2 bytes; the BM25 index beside them is in index_mb only.
+    assert chosen.vectors_bytes == 120 * 256 * 2 and chosen.vectors_mb <= 0.07 < chosen.index_mb
+    front = json.loads((tmp_path / "out" / "front.json").read_text())
+    assert front["chosen"]["vectors_mb"] == pytest.approx(120 * 256 * 2 / 2**20)
+    with pytest.raises(NoStrategyFitsError, match="index_mb<=0.07"):  # the whole store does not fit
+        optimize(sample, space, out=tmp_path / "whole", trials=4, budget=Budget(index_mb=0.07))
+
+
 def test_a_collection_without_dev_or_train_cannot_select(tmp_path, sample):
     from embedtune.evaluation.collections import Collection
 
@@ -196,7 +209,7 @@ def test_the_command_prints_progress_the_front_and_the_choice(tmp_path):
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (("--budget", "latency<=5"), "error: unknown budget key 'latency'; use index_mb, query_ms, usd"),
+        (("--budget", "latency<=5"), "error: unknown budget key 'latency'; use index_mb, vectors_mb, query_ms, usd"),
         (("--time", "soon"), "error: --time 'soon': give a duration such as 90s, 30m or 1h30m"),
         (("--retrieval", "splade"), "error: unknown retrieval 'splade'"),
     ],
