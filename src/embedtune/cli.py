@@ -893,16 +893,10 @@ def _selectable_collection(folder: Path, generate: str | None, count: int, seed:
     from .evaluation.collections import Collection, read_corpus
 
     if generate:
-        from .adaptation.generate import generated_collection
+        from .optimize.generated import generated_search_collection
 
-        if generate not in ("title", "span"):
-            raise EmbedtuneError(f"--generate-queries {generate}: use title or span")
-        data = generated_collection(read_corpus(folder), generate, queries=count, seed=seed, name=folder.name)
-        note = (
-            f"selected on queries generated from the corpus ({generate!r} generator, {len(data.qrels.get('train', {}))} "
-            "train queries, BM25-filtered), not judged by people: they favour strategies that match a document's own "
-            "words (BM25, hybrids); the test figures are on generated queries too, so confirm the choice on real "
-            "queries when you have some"
+        data, note = generated_search_collection(
+            read_corpus(folder), generate, queries=count, seed=seed, name=folder.name
         )
         return data, (note,)
     if (folder / "corpus.jsonl").is_file() and not (folder / "qrels").is_dir():
