@@ -784,7 +784,7 @@ def optimize(
         typer.Option(
             "--vectors",
             help="Vector sizes and precisions to search, comma-separated (float32, float16, int8, binary, "
-            "dims=N, pca=N, joined by +; default float32, float16, int8, pca=128+int8, binary).",
+            "dims=N, pca=N, joined by +; default float32, float16, int8, pca=256+int8, pca=128+int8, binary).",
         ),
     ] = None,
     budget: Annotated[
