@@ -276,7 +276,7 @@ def test_the_recommendation_is_the_cheapest_strategy_not_significantly_worse_tha
             assert rung is final
             return scores[strategy.name.rsplit(":", 1)[-1].split(" ")[0]]
 
-    def record(number, name, index_mb):
+    def record(number, name, index_mb, query_ms=1.0):
         strategy = Strategy(embedder=EmbedderSpec(model=f"fake:{name}"))
         return TrialRecord(
             number=number,
@@ -286,7 +286,7 @@ def test_the_recommendation_is_the_cheapest_strategy_not_significantly_worse_tha
             quality=sum(scores[name].values()) / 30,
             queries=30,
             index_bytes=int(index_mb * 2**20),
-            query_ms=1.0,
+            query_ms=query_ms,
             usd=0.0,
         )
 
@@ -297,3 +297,9 @@ def test_the_recommendation_is_the_cheapest_strategy_not_significantly_worse_tha
     assert _recommend([best, poor], best, Budget(), Scorer(), final)[0] is best
     # A budget that excludes a strategy keeps it out of the recommendation too.
     assert _recommend([best, close], best, Budget(index_mb=1), Scorer(), final) == (best, None)
+    # A smaller index does not buy a query 9x slower than another strategy within noise of the best.
+    scores["twin"] = scores["close"]
+    slow, fast = record(1, "close", 1.5, query_ms=9.0), record(3, "twin", 2, query_ms=1.0)
+    picked, why = _recommend([best, slow, fast], best, Budget(), Scorer(), final)
+    assert picked is fast and "4.0x smaller index, 1.0x faster query" in why
+    assert _recommend([best, slow], best, Budget(), Scorer(), final)[0] is best  # 9x slower for 5.3x less index

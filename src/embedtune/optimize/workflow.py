@@ -379,8 +379,10 @@ def _recommend(
     """The cheapest strategy within ``budget`` not significantly worse than ``chosen`` on the tuning
     queries (paired test per query), and a sentence saying why; ``chosen`` itself when none is.
 
-    Cheapest: embeds nothing (BM25), then fewer dollars, a smaller index, a faster query. Only
-    strategies scored on every tuning query take part (a pruned trial was not).
+    Cheapest: embeds nothing (BM25), then fewer dollars, then the smaller product of index size
+    and query time. A product, not index first: a slightly smaller index must not buy a query
+    several times slower (a big model's binary vectors against a small model's float16 ones).
+    Only strategies scored on every tuning query take part (a pruned trial was not).
     """
     rivals = {
         str(r.number): r
@@ -394,19 +396,28 @@ def _recommend(
     def cost(name: str) -> tuple[float, ...]:
         r = rivals[name]
         assert r.strategy is not None
-        return (float(r.strategy.uses_vectors), r.usd or 0.0, float(r.index_bytes or 0), r.query_ms or 0.0)
+        footprint = float(r.index_bytes or 0) * (r.query_ms or 0.0)
+        return (float(r.strategy.uses_vectors), r.usd or 0.0, footprint, float(r.index_bytes or 0))
 
     verdict = recommend(per_query, cost, best=str(chosen.number))
     picked = rivals[verdict.recommended]
     if picked is chosen:
         return chosen, f"trial {chosen.number} ({chosen.name}) is the best, and nothing cheaper is within noise of it"
-    ratio = (chosen.index_bytes or 0) / max(1, picked.index_bytes or 0)
+    index = _times(chosen.index_bytes or 0, picked.index_bytes or 0, "smaller index", "larger index")
+    query = _times(chosen.query_ms or 0.0, picked.query_ms or 0.0, "faster query", "slower query")
     return picked, (
         f"trial {picked.number} ({picked.name}) is recommended: within noise of the best, trial {chosen.number} "
         f"({chosen.name}), on {verdict.queries} tuning queries: nDCG@10 "
         f"{verdict.means[verdict.recommended]:.4f} against {verdict.means[verdict.best]:.4f}, "
-        f"p={verdict.p_values[verdict.recommended]:.3f}; {ratio:.1f}x smaller index"
+        f"p={verdict.p_values[verdict.recommended]:.3f}; {index}, {query}"
     )
+
+
+def _times(best: float, picked: float, less: str, more: str) -> str:
+    """``"4.0x smaller index"`` when ``picked`` is under ``best``, else ``"1.5x larger index"``."""
+    if picked <= best:
+        return f"{best / max(picked, 1e-12):.1f}x {less}"
+    return f"{picked / max(best, 1e-12):.1f}x {more}"
 
 
 def _params_key(params: Mapping[str, Any]) -> str:
