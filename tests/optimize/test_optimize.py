@@ -201,6 +201,7 @@ def test_the_command_prints_progress_the_front_and_the_choice(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "3/3 done" in result.stderr and "no time limit" in result.stderr  # the progress line, per trial
     assert "Pareto front" in result.stdout and "chosen:" in result.stdout and "3 new trials" in result.stdout
+    assert "95% CI" in result.stdout and "vectors MB" in result.stdout  # each test figure with its interval
     assert Strategy.load(out / "strategy.toml") is not None
     rerun = cli(*args, home=tmp_path / "home")
     assert rerun.returncode == 0 and "0 new trials, 0 texts embedded" in rerun.stdout
@@ -241,6 +242,16 @@ def test_a_corpus_without_judgments_needs_generated_queries(tmp_path):
     generated = cli(*args, "--trials", "2", "--generate-queries", "title", "--queries", "30", home=tmp_path / "home")
     assert generated.returncode == 0, generated.stderr
     assert "selected on queries generated from the corpus" in generated.stdout
+
+
+def test_a_corpus_whose_queries_cannot_be_generated_is_one_line(tmp_path):
+    corpus = tmp_path / "untitled"
+    corpus.mkdir()
+    rows = [json.loads(line) for line in (SAMPLE / "corpus.jsonl").read_text().splitlines()]
+    (corpus / "corpus.jsonl").write_text("".join(json.dumps({**row, "title": ""}) + "\n" for row in rows))
+    args = ("optimize", corpus, "--models", "fake:hash-256", "--chunker", "none", "--out", tmp_path / "o")
+    line = one_error_line(cli(*args, "--generate-queries", "title", home=tmp_path / "home"))
+    assert line.startswith("error: the 'title' generator gave no usable query") and "try another generator" in line
 
 
 def test_a_search_reports_its_recommendation_and_writes_it_beside_the_choice(sample, tmp_path):
