@@ -76,4 +76,5 @@ def test_a_search_killed_mid_run_resumes_from_its_study_and_reruns_no_finished_t
     assert set(trials(out, optuna.trial.TrialState.FAIL)) == set(interrupted)
     assert not trials(out, optuna.trial.TrialState.RUNNING)
     rerun_params = [params for number, (params, _) in after.items() if number not in before]
-    assert all(params in rerun_params for params, _ in interrupted.values())
+    # (A trial killed before it asked anything has nothing to run again.)
+    assert all(params in rerun_params for params, _ in interrupted.values() if params)
