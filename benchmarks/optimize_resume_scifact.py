@@ -5,7 +5,7 @@
 
 Runs the command as a user does, in a process of its own, over whole documents and every retrieval
 mode and vector setting; once ``--kill-after`` trials are finished and another is under way, sends
-it SIGKILL. Then runs the same command again and prints: the trials finished before the kill,
+it SIGKILL (once that trial has chosen its parameters). Then runs the same command again and prints: the trials finished before the kill,
 whether each is still in the study as it was (same parameters, same completion time: not scored
 again), the trial the kill cut short (closed as failed, its parameters run again), the rerun's new
 trials and wall time, and the texts it embedded. Uses the embedding cache in EMBEDTUNE_HOME: run
@@ -35,7 +35,12 @@ def states(study: Path) -> dict[str, int]:
         return {}
     try:
         with sqlite3.connect(f"file:{study}?mode=ro", uri=True, timeout=1) as db:
-            return dict(db.execute("SELECT state, count(*) FROM trials GROUP BY state").fetchall())
+            counts = dict(db.execute("SELECT state, count(*) FROM trials GROUP BY state").fetchall())
+            asked = (
+                "SELECT count(DISTINCT t.trial_id) FROM trials t JOIN trial_params p USING (trial_id) WHERE t.state = ?"
+            )
+            counts["ASKED"] = db.execute(asked, ("RUNNING",)).fetchone()[0]  # running, parameters chosen
+            return counts
     except sqlite3.OperationalError:
         return {}
 
@@ -67,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         while search.poll() is None:
             now = states(args.out / "study.sqlite")
-            if now.get("COMPLETE", 0) + now.get("PRUNED", 0) >= args.kill_after and now.get("RUNNING"):
+            if now.get("COMPLETE", 0) + now.get("PRUNED", 0) >= args.kill_after and now.get("ASKED"):
                 search.send_signal(signal.SIGKILL)
                 break
             time.sleep(0.05)

@@ -21,7 +21,12 @@ def trial_states(study: Path) -> dict[str, int]:
         return {}
     try:
         with sqlite3.connect(f"file:{study}?mode=ro", uri=True, timeout=1) as db:
-            return dict(db.execute("SELECT state, count(*) FROM trials GROUP BY state").fetchall())
+            counts = dict(db.execute("SELECT state, count(*) FROM trials GROUP BY state").fetchall())
+            asked = (
+                "SELECT count(DISTINCT t.trial_id) FROM trials t JOIN trial_params p USING (trial_id) WHERE t.state = ?"
+            )
+            counts["ASKED"] = db.execute(asked, ("RUNNING",)).fetchone()[0]  # running, parameters chosen
+            return counts
     except sqlite3.OperationalError:  # tables not created yet, or locked by the writer for a moment
         return {}
 
@@ -51,8 +56,8 @@ def test_a_search_killed_mid_run_resumes_from_its_study_and_reruns_no_finished_t
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and search.poll() is None:
             states = trial_states(out / "study.sqlite")
-            # Three trials done and one under way: the kill cuts a trial short.
-            if states.get("COMPLETE", 0) + states.get("PRUNED", 0) >= 3 and states.get("RUNNING"):
+            # Three trials done and one under way with its parameters chosen: the kill cuts a trial short.
+            if states.get("COMPLETE", 0) + states.get("PRUNED", 0) >= 3 and states.get("ASKED"):
                 break
             time.sleep(0.02)
         assert search.poll() is None, "the search ended before it could be killed"
