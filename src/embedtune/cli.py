@@ -795,12 +795,16 @@ def optimize(
         typer.Option(
             "--vectors",
             help="Vector sizes and precisions to search, comma-separated (float32, float16, int8, binary, "
-            "dims=N, pca=N, joined by +; default float32, float16, int8, pca=128+int8, binary).",
+            "dims=N, pca=N, joined by +; default float32, float16, int8, pca=256+int8, pca=128+int8, binary).",
         ),
     ] = None,
     budget: Annotated[
         str | None,
-        typer.Option("--budget", help="Ceilings the choice must meet: index_mb<=200,query_ms<=50,usd<=1."),
+        typer.Option(
+            "--budget",
+            help="Ceilings the choice must meet: index_mb<=200 (the whole index), vectors_mb<=50 (vectors alone), "
+            "query_ms<=50, usd<=1.",
+        ),
     ] = None,
     time_limit: Annotated[
         str | None, typer.Option("--time", help="Stop starting trials after this long: 90s, 30m, 1h.")
@@ -900,16 +904,10 @@ def _selectable_collection(folder: Path, generate: str | None, count: int, seed:
     from .evaluation.collections import Collection, read_corpus
 
     if generate:
-        from .adaptation.generate import generated_collection
+        from .optimize.generated import generated_search_collection
 
-        if generate not in ("title", "span"):
-            raise EmbedtuneError(f"--generate-queries {generate}: use title or span")
-        data = generated_collection(read_corpus(folder), generate, queries=count, seed=seed, name=folder.name)
-        note = (
-            f"selected on queries generated from the corpus ({generate!r} generator, {len(data.qrels.get('train', {}))} "
-            "train queries, BM25-filtered), not judged by people: they favour strategies that match a document's own "
-            "words (BM25, hybrids); the test figures are on generated queries too, so confirm the choice on real "
-            "queries when you have some"
+        data, note = generated_search_collection(
+            read_corpus(folder), generate, queries=count, seed=seed, name=folder.name
         )
         return data, (note,)
     if (folder / "corpus.jsonl").is_file() and not (folder / "qrels").is_dir():

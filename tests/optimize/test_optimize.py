@@ -166,6 +166,19 @@ def test_a_budget_is_a_declared_constraint_and_the_choice_keeps_within_it(sample
     assert complete and all(set(t.constraints) == {"index_mb"} for t in complete)
 
 
+def test_a_vectors_budget_counts_the_vector_index_alone_so_a_hybrid_over_small_vectors_fits(sample, tmp_path):
+    space = fake_space(chunkers=("none",), retrievals=("rrf",), vectors=("float32", "float16"))
+    result = optimize(sample, space, out=tmp_path / "out", trials=4, budget=Budget(vectors_mb=0.07))
+    chosen = result.chosen
+    assert chosen.strategy.vectors_label == "float16"  # float32 (0.117 MB of vectors) is over
+    # 120 whole documents x 256 dims x 2 bytes; the BM25 index beside them is in index_mb only.
+    assert chosen.vectors_bytes == 120 * 256 * 2 and chosen.vectors_mb <= 0.07 < chosen.index_mb
+    front = json.loads((tmp_path / "out" / "front.json").read_text())
+    assert front["chosen"]["vectors_mb"] == pytest.approx(120 * 256 * 2 / 2**20)
+    with pytest.raises(NoStrategyFitsError, match="index_mb<=0.07"):  # the whole store does not fit
+        optimize(sample, space, out=tmp_path / "whole", trials=4, budget=Budget(index_mb=0.07))
+
+
 def test_a_collection_without_dev_or_train_cannot_select(tmp_path, sample):
     from embedtune.evaluation.collections import Collection
 
@@ -188,6 +201,7 @@ def test_the_command_prints_progress_the_front_and_the_choice(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "3/3 done" in result.stderr and "no time limit" in result.stderr  # the progress line, per trial
     assert "Pareto front" in result.stdout and "chosen:" in result.stdout and "3 new trials" in result.stdout
+    assert "95% CI" in result.stdout and "vectors MB" in result.stdout  # each test figure with its interval
     assert Strategy.load(out / "strategy.toml") is not None
     rerun = cli(*args, home=tmp_path / "home")
     assert rerun.returncode == 0 and "0 new trials, 0 texts embedded" in rerun.stdout
@@ -196,7 +210,7 @@ def test_the_command_prints_progress_the_front_and_the_choice(tmp_path):
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (("--budget", "latency<=5"), "error: unknown budget key 'latency'; use index_mb, query_ms, usd"),
+        (("--budget", "latency<=5"), "error: unknown budget key 'latency'; use index_mb, vectors_mb, query_ms, usd"),
         (("--time", "soon"), "error: --time 'soon': give a duration such as 90s, 30m or 1h30m"),
         (("--retrieval", "splade"), "error: unknown retrieval 'splade'"),
     ],
@@ -228,6 +242,16 @@ def test_a_corpus_without_judgments_needs_generated_queries(tmp_path):
     generated = cli(*args, "--trials", "2", "--generate-queries", "title", "--queries", "30", home=tmp_path / "home")
     assert generated.returncode == 0, generated.stderr
     assert "selected on queries generated from the corpus" in generated.stdout
+
+
+def test_a_corpus_whose_queries_cannot_be_generated_is_one_line(tmp_path):
+    corpus = tmp_path / "untitled"
+    corpus.mkdir()
+    rows = [json.loads(line) for line in (SAMPLE / "corpus.jsonl").read_text().splitlines()]
+    (corpus / "corpus.jsonl").write_text("".join(json.dumps({**row, "title": ""}) + "\n" for row in rows))
+    args = ("optimize", corpus, "--models", "fake:hash-256", "--chunker", "none", "--out", tmp_path / "o")
+    line = one_error_line(cli(*args, "--generate-queries", "title", home=tmp_path / "home"))
+    assert line.startswith("error: the 'title' generator gave no usable query") and "try another generator" in line
 
 
 def test_a_search_reports_its_recommendation_and_writes_it_beside_the_choice(sample, tmp_path):
@@ -263,7 +287,7 @@ def test_the_recommendation_is_the_cheapest_strategy_not_significantly_worse_tha
             assert rung is final
             return scores[strategy.name.rsplit(":", 1)[-1].split(" ")[0]]
 
-    def record(number, name, index_mb):
+    def record(number, name, index_mb, query_ms=1.0):
         strategy = Strategy(embedder=EmbedderSpec(model=f"fake:{name}"))
         return TrialRecord(
             number=number,
@@ -273,7 +297,7 @@ def test_the_recommendation_is_the_cheapest_strategy_not_significantly_worse_tha
             quality=sum(scores[name].values()) / 30,
             queries=30,
             index_bytes=int(index_mb * 2**20),
-            query_ms=1.0,
+            query_ms=query_ms,
             usd=0.0,
         )
 
@@ -284,3 +308,9 @@ def test_the_recommendation_is_the_cheapest_strategy_not_significantly_worse_tha
     assert _recommend([best, poor], best, Budget(), Scorer(), final)[0] is best
     # A budget that excludes a strategy keeps it out of the recommendation too.
     assert _recommend([best, close], best, Budget(index_mb=1), Scorer(), final) == (best, None)
+    # A smaller index does not buy a query 9x slower than another strategy within noise of the best.
+    scores["twin"] = scores["close"]
+    slow, fast = record(1, "close", 1.5, query_ms=9.0), record(3, "twin", 2, query_ms=1.0)
+    picked, why = _recommend([best, slow, fast], best, Budget(), Scorer(), final)
+    assert picked is fast and "4.0x smaller index, 1.0x faster query" in why
+    assert _recommend([best, slow], best, Budget(), Scorer(), final)[0] is best  # 9x slower for 5.3x less index

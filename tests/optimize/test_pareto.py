@@ -15,6 +15,7 @@ class Point:
     index_mb: float
     query_ms: float
     usd: float = 0.0
+    vectors_mb: float = 0.0
 
 
 def test_a_budget_reads_its_ceilings_and_measures_relative_excess():
@@ -28,10 +29,25 @@ def test_a_budget_reads_its_ceilings_and_measures_relative_excess():
     assert str(budget) == "index_mb<=200,query_ms<=50,usd<=0.01"
 
 
+def test_vectors_mb_bounds_the_vector_index_alone_and_index_mb_the_whole_store():
+    # A hybrid over a quarter-size vector index: its BM25 index counts in index_mb, not in vectors_mb.
+    hybrid = Point("hybrid", 0.72, index_mb=1.9 + 5.4, query_ms=10, vectors_mb=1.9)
+    dense = Point("dense", 0.64, index_mb=7.6, query_ms=10, vectors_mb=7.6)
+    budget = Budget.parse("vectors_mb<=1.9")
+    assert budget.limits == {"vectors_mb": 1.9} and str(budget) == "vectors_mb<=1.9"
+    assert budget.allows(hybrid) and not budget.allows(dense)
+    assert choose([dense, hybrid], budget) is hybrid
+    with pytest.raises(NoStrategyFitsError, match="closest is .* with index_mb 7.3"):
+        choose([dense, hybrid], Budget(index_mb=1.9))
+    # Smaller vectors at equal quality and whole size is a point of its own on the front.
+    leaner = Point("leaner", 0.72, index_mb=7.3, query_ms=10, vectors_mb=1.0)
+    assert [p.name for p in pareto_front([hybrid, leaner])] == ["leaner"]
+
+
 @pytest.mark.parametrize(
     ("text", "says"),
     [
-        ("latency_ms<=5", "unknown budget key 'latency_ms'; use index_mb, query_ms, usd"),
+        ("latency_ms<=5", "unknown budget key 'latency_ms'; use index_mb, vectors_mb, query_ms, usd"),
         ("index_mb>=5", "budget item 'index_mb>=5' must read KEY<=NUMBER, as in index_mb<=50"),
         ("<=5", "unknown budget key '<=5'"),
         ("index_mb<=lots", "must read KEY<=NUMBER"),

@@ -2,8 +2,10 @@
 
 Pure functions over plain records: nothing here embeds, searches or talks to optuna.
 
-- :class:`Budget` is what a user allows: ``index_mb``, ``query_ms`` and ``usd`` ceilings, read
-  from ``"index_mb<=200,query_ms<=50,usd<=1"``. Each ceiling becomes one constraint value, the
+- :class:`Budget` is what a user allows: ``index_mb``, ``vectors_mb``, ``query_ms`` and ``usd``
+  ceilings, read from ``"index_mb<=200,query_ms<=50,usd<=1"``. ``index_mb`` is the whole store a
+  strategy needs (its vectors and the BM25 index beside them); ``vectors_mb`` the vector index
+  alone, as "a quarter of the float32 index" reads it (a hybrid's BM25 index is not counted). Each ceiling becomes one constraint value, the
   relative excess ``(figure - limit) / limit``: zero or less is within it (optuna's convention).
 - :func:`pareto_front` keeps the trials no other trial beats on every axis at once: higher quality,
   smaller index, faster query, fewer dollars.
@@ -25,6 +27,7 @@ __all__ = ["BUDGET_KEYS", "Budget", "Costed", "NoStrategyFitsError", "choose", "
 
 BUDGET_KEYS: dict[str, str] = {
     "index_mb": "megabytes of index (vectors at their precision, plus the BM25 index)",
+    "vectors_mb": "megabytes of vector index alone (vectors at their precision, what was fitted for them)",
     "query_ms": "milliseconds per query (median, one query at a time, embedding included)",
     "usd": "dollars to embed the corpus (paid APIs; local models cost 0)",
 }
@@ -40,6 +43,9 @@ class Costed(Protocol):
 
     @property
     def index_mb(self) -> float | None: ...
+
+    @property
+    def vectors_mb(self) -> float | None: ...
 
     @property
     def query_ms(self) -> float | None: ...
@@ -62,6 +68,7 @@ class Budget:
     """Ceilings on a strategy's costs; ``None`` leaves that cost free."""
 
     index_mb: float | None = None
+    vectors_mb: float | None = None
     query_ms: float | None = None
     usd: float | None = None
 

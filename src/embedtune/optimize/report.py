@@ -44,7 +44,7 @@ def front_table(result: OptimizeResult):
         table.add_column(f"nDCG@10 {result.report_split}", justify="right")
         table.add_column("95% CI", justify="right")
         table.add_column(f"Recall@100 {result.report_split}", justify="right")
-    for column in ("index MB", "query ms", "$ to embed", "within budget"):
+    for column in ("index MB", "vectors MB", "query ms", "$ to embed", "within budget"):
         table.add_column(column, justify="right")
     for record in _rows(result):
         mark = " ← chosen" if record.number == result.chosen.number else ""
@@ -61,6 +61,7 @@ def front_table(result: OptimizeResult):
             ]
         cells += [
             f"{record.index_mb:.2f}",
+            f"{record.vectors_mb:.3f}",
             f"{record.query_ms or 0.0:.1f}",
             f"${record.usd:.4f}" if record.usd else "-",
             "yes" if result.budget.allows(record) else "no",

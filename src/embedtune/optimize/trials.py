@@ -70,9 +70,11 @@ class Rung:
 
 @dataclass(frozen=True, kw_only=True)
 class Costs:
-    """A strategy's costs on the whole corpus."""
+    """A strategy's costs on the whole corpus. ``vectors_bytes`` is the vector index alone (0 for
+    BM25); ``index_bytes`` adds the BM25 index a hybrid or BM25 strategy keeps beside it."""
 
     index_bytes: int
+    vectors_bytes: int
     query_ms: float
     usd: float
 
@@ -250,21 +252,22 @@ class TrialScorer:
         store = self._store(strategy, rung)
         scale = len(self.final.documents) / max(1, len(rung.documents))
         key = f"{self._unit(strategy)}.{rung.label}"
-        index_bytes = fixed = 0
+        vectors_bytes = lexical_bytes = 0
         if strategy.uses_vectors:
             if key not in self._bytes:  # the vectors as stored (size, precision, what was fitted, any graph)
                 self._bytes[key] = store.index_bytes()
-            index_bytes += self._bytes[key]
             # What was fitted (a PCA projection, the int8 calibration) has one size whatever the corpus.
             manifest = store.read_manifest()
             fixed = 0 if manifest is None else manifest.compression_bytes
+            vectors_bytes = round((self._bytes[key] - fixed) * scale) + fixed
         if strategy.uses_lexical:
             lexical = f"bm25.{rung.label}"
             if lexical not in self._bytes:
                 self._bytes[lexical] = _bm25_bytes(store.lexical_index())
-            index_bytes += self._bytes[lexical]
+            lexical_bytes = round(self._bytes[lexical] * scale)
         return Costs(
-            index_bytes=round((index_bytes - fixed) * scale) + fixed,
+            index_bytes=vectors_bytes + lexical_bytes,
+            vectors_bytes=vectors_bytes,
             query_ms=self._query_ms(strategy, store, rung),
             usd=self._usd(strategy, store, rung) * scale,
         )

@@ -60,7 +60,8 @@ class TrialRecord:
 
     ``quality`` is nDCG@10 on the tuning queries of the last rung it reached (``rung``, of
     ``queries`` queries): for a complete trial, every tuning query over the whole corpus. The
-    costs are on the whole corpus, known for complete trials only. ``texts_embedded`` counts
+    costs are on the whole corpus, known for complete trials only; ``vectors_bytes`` is the
+    part of ``index_bytes`` that is the vector index (the rest is the BM25 index). ``texts_embedded`` counts
     texts the model embedded for this trial (cache misses); ``copied_from`` names the finished
     trial whose figures a repeated strategy took; ``over_budget`` names the ceilings a pruned
     trial's costs, estimated on the smallest rung, broke.
@@ -74,6 +75,7 @@ class TrialRecord:
     rung: int | None = None
     queries: int | None = None
     index_bytes: int | None = None
+    vectors_bytes: int | None = None
     query_ms: float | None = None
     usd: float | None = None
     texts_embedded: int = 0
@@ -84,6 +86,11 @@ class TrialRecord:
     @property
     def index_mb(self) -> float:
         return (self.index_bytes or 0) / (1024 * 1024)  # MiB, as compare reports it
+
+    @property
+    def vectors_mb(self) -> float:
+        """The vector index alone (MiB); ``index_mb`` less a hybrid's BM25 index, 0 for BM25."""
+        return (self.vectors_bytes or 0) / (1024 * 1024)
 
     @property
     def name(self) -> str:
@@ -109,6 +116,7 @@ class TrialRecord:
             "rung": self.rung,
             "queries": self.queries,
             "index_mb": None if self.index_bytes is None else self.index_mb,
+            "vectors_mb": None if self.vectors_bytes is None else self.vectors_mb,
             "query_ms": self.query_ms,
             "usd": self.usd,
             "texts_embedded": self.texts_embedded,
@@ -282,7 +290,12 @@ class _Objective:
                 strategy = twin.strategy  # with the weight fitted then
                 trial.set_user_attr("strategy", strategy.to_dict())
                 value, rung, queries = twin.quality, twin.rung, twin.queries
-                index_bytes, query_ms, usd = twin.index_bytes, twin.query_ms, twin.usd
+                index_bytes, vectors_bytes, query_ms, usd = (
+                    twin.index_bytes,
+                    twin.vectors_bytes,
+                    twin.query_ms,
+                    twin.usd,
+                )
                 trial.set_user_attr("copied_from", twin.number)
             else:
                 smallest = len(self.rungs[0].documents)
@@ -304,14 +317,16 @@ class _Objective:
                     if stage is not self.rungs[-1] and trial.should_prune():
                         raise optuna.TrialPruned(f"nDCG@10 {value:.4f} on {queries} queries")
                 costs = self.scorer.costs(strategy)
-                index_bytes, query_ms, usd = costs.index_bytes, costs.query_ms, costs.usd
+                index_bytes, vectors_bytes = costs.index_bytes, costs.vectors_bytes
+                query_ms, usd = costs.query_ms, costs.usd
         finally:
             trial.set_user_attr("seconds", round(time.perf_counter() - start, 3))
             trial.set_user_attr("texts_embedded", self.scorer.texts_embedded - embedded)
         trial.set_user_attr("rung", rung)
         trial.set_user_attr("queries", queries)
         trial.set_user_attr("quality", value)
-        for key, figure in (("index_bytes", index_bytes), ("query_ms", query_ms), ("usd", usd)):
+        figures = {"index_bytes": index_bytes, "vectors_bytes": vectors_bytes, "query_ms": query_ms, "usd": usd}
+        for key, figure in figures.items():
             trial.set_user_attr(key, figure)
         record = TrialRecord(
             number=trial.number,
@@ -320,6 +335,7 @@ class _Objective:
             params={},
             quality=value,
             index_bytes=index_bytes,
+            vectors_bytes=vectors_bytes,
             query_ms=query_ms,
             usd=usd,
         )
@@ -344,13 +360,15 @@ class _Objective:
             strategy=strategy,
             params={},
             index_bytes=costs.index_bytes,
+            vectors_bytes=costs.vectors_bytes,
             query_ms=costs.query_ms,
             usd=costs.usd,
         )
         over = {key: value for key, value in self.budget.excess(estimate).items() if value > 0}
         if over:
             trial.set_user_attr("over_budget", sorted(over))
-            for key in ("index_bytes", "query_ms", "usd"):  # estimates: what the error line names if nothing fits
+            # Estimates: what the error line names if nothing fits.
+            for key in ("index_bytes", "vectors_bytes", "query_ms", "usd"):
                 trial.set_user_attr(key, getattr(costs, key))
             raise optuna.TrialPruned(f"over the budget on {', '.join(sorted(over))} (estimated on a sample)")
 
@@ -361,8 +379,10 @@ def _recommend(
     """The cheapest strategy within ``budget`` not significantly worse than ``chosen`` on the tuning
     queries (paired test per query), and a sentence saying why; ``chosen`` itself when none is.
 
-    Cheapest: embeds nothing (BM25), then fewer dollars, a smaller index, a faster query. Only
-    strategies scored on every tuning query take part (a pruned trial was not).
+    Cheapest: embeds nothing (BM25), then fewer dollars, then the smaller product of index size
+    and query time. A product, not index first: a slightly smaller index must not buy a query
+    several times slower (a big model's binary vectors against a small model's float16 ones).
+    Only strategies scored on every tuning query take part (a pruned trial was not).
     """
     rivals = {
         str(r.number): r
@@ -376,19 +396,28 @@ def _recommend(
     def cost(name: str) -> tuple[float, ...]:
         r = rivals[name]
         assert r.strategy is not None
-        return (float(r.strategy.uses_vectors), r.usd or 0.0, float(r.index_bytes or 0), r.query_ms or 0.0)
+        footprint = float(r.index_bytes or 0) * (r.query_ms or 0.0)
+        return (float(r.strategy.uses_vectors), r.usd or 0.0, footprint, float(r.index_bytes or 0))
 
     verdict = recommend(per_query, cost, best=str(chosen.number))
     picked = rivals[verdict.recommended]
     if picked is chosen:
         return chosen, f"trial {chosen.number} ({chosen.name}) is the best, and nothing cheaper is within noise of it"
-    ratio = (chosen.index_bytes or 0) / max(1, picked.index_bytes or 0)
+    index = _times(chosen.index_bytes or 0, picked.index_bytes or 0, "smaller index", "larger index")
+    query = _times(chosen.query_ms or 0.0, picked.query_ms or 0.0, "faster query", "slower query")
     return picked, (
         f"trial {picked.number} ({picked.name}) is recommended: within noise of the best, trial {chosen.number} "
         f"({chosen.name}), on {verdict.queries} tuning queries: nDCG@10 "
         f"{verdict.means[verdict.recommended]:.4f} against {verdict.means[verdict.best]:.4f}, "
-        f"p={verdict.p_values[verdict.recommended]:.3f}; {ratio:.1f}x smaller index"
+        f"p={verdict.p_values[verdict.recommended]:.3f}; {index}, {query}"
     )
+
+
+def _times(best: float, picked: float, less: str, more: str) -> str:
+    """``"4.0x smaller index"`` when ``picked`` is under ``best``, else ``"1.5x larger index"``."""
+    if picked <= best:
+        return f"{best / max(picked, 1e-12):.1f}x {less}"
+    return f"{picked / max(best, 1e-12):.1f}x {more}"
 
 
 def _params_key(params: Mapping[str, Any]) -> str:
@@ -482,6 +511,7 @@ def _record(optuna, trial) -> TrialRecord:
         rung=attrs.get("rung"),
         queries=attrs.get("queries"),
         index_bytes=attrs.get("index_bytes"),
+        vectors_bytes=attrs.get("vectors_bytes"),
         query_ms=attrs.get("query_ms"),
         usd=attrs.get("usd"),
         texts_embedded=attrs.get("texts_embedded", 0),
