@@ -542,6 +542,7 @@ def _compare(
     queries: int = 200,
     ray: str | None = None,
     vectors: str = "float32",
+    fuse: bool = False,
 ):
     """Load the collection, run every strategy with a progress bar, print the table, the winner and the recommendation."""
 
@@ -585,6 +586,7 @@ def _compare(
             chunk_score=chunk_score,
             ray=_ray(ray),
             vectors=[v.strip() for v in vectors.split(",") if v.strip()],
+            fuse=fuse,
         )
     if generate:
         from dataclasses import replace
@@ -699,6 +701,13 @@ def compare(
     queries: GeneratedCountOption = 200,
     ray: RayOption = None,
     vectors: VectorsOption = "float32",
+    fuse: Annotated[
+        bool,
+        typer.Option(
+            "--fuse",
+            help="Also fuse BM25 and every model's whole-document run: N-way RRF, and convex with weights tuned on dev/train.",
+        ),
+    ] = False,
 ) -> None:
     """Compare models, BM25 and hybrids on a collection; write a JSON report and a plot."""
     import json
@@ -721,6 +730,7 @@ def compare(
         queries=queries,
         ray=ray,
         vectors=vectors,
+        fuse=fuse,
     )
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -979,7 +989,13 @@ def index(
                 f"no --strategy given and no {DEFAULT_STRATEGY} here; run embedtune compare first, or give --strategy FILE"
             )
         strategy_file = DEFAULT_STRATEGY
-    strategy = Strategy.load(strategy_file)
+    from .ensemble import Ensemble, load_strategy
+
+    loaded = load_strategy(strategy_file)
+    if isinstance(loaded, Ensemble):
+        _index_ensemble(corpus, loaded, store_uri, text_field, id_field, keep_missing, ray)
+        return
+    strategy: Strategy = loaded
     embedder = None
     if strategy.embedder is not None:
         embedder = build_embedder(strategy.embedder, cache=default_home() / "embeddings.sqlite", ray=_ray(ray))
@@ -1033,6 +1049,39 @@ def index(
         err.print(f"[yellow]note:[/] skipped {source.skipped} files of types index does not read", highlight=False)
     model = strategy.model or "a bm25 strategy"
     _print_unread(source.skipped if skipped_images else 0, skipped_images, source.failures, model)
+
+
+def _index_ensemble(
+    corpus: Path, ensemble, store_uri: str, text_field: str, id_field: str | None, keep_missing: bool, ray
+) -> None:
+    """``index`` for an ensemble file: each member into its own store under the folder ``store_uri``."""
+    from .documents import read_documents
+    from .ensemble import index_ensemble
+
+    source = read_documents(corpus, text_field=text_field, id_field=id_field)
+    with _progress("indexing {task.description}") as progress:
+
+        def on_member(i: int, member):
+            task = progress.add_task(member.name, total=None)
+            return lambda done, total: progress.update(task, completed=done, total=total)
+
+        reports = index_ensemble(
+            source.documents,
+            ensemble,
+            store_uri,
+            cache=default_home() / "embeddings.sqlite",
+            delete_missing=not keep_missing,
+            keep=source.failed_ids,
+            on_member=on_member,
+            ray=_ray(ray),
+        )
+    for member, report in zip(ensemble.members, reports):
+        out.print(
+            f"  {member.name}: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
+            f"{report.deleted} deleted; {report.texts_embedded} texts to embed",
+            highlight=False,
+        )
+    out.print(f"{store_uri}: {len(source.documents)} documents with {ensemble.name}", highlight=False)
 
 
 def _parse_filter(items: list[str] | None) -> dict | None:

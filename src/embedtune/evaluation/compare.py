@@ -86,6 +86,7 @@ from embedtune.strategy import WHOLE_DOCUMENTS, Fusion, Mode, Precision, Strateg
 
 if TYPE_CHECKING:
     from embedtune.documents import SourceDocument
+    from embedtune.ensemble import Ensemble
 
 __all__ = [
     "HYBRID_METHODS",
@@ -163,7 +164,8 @@ class StrategyResult:
     vectors (dense), of the saved BM25 index (bm25), or both (hybrids); ``vector_bytes`` is the
     vectors' part alone (0 for BM25). ``chunker`` names the
     chunker whose chunks were embedded and ``chunks`` counts them (both ``None`` for whole
-    documents). ``strategy`` is the strategy itself, ready for ``index``.
+    documents). ``strategy`` is the strategy itself (an ensemble for ``--fuse`` rows, whose ``kind`` is
+    ``"ensemble"``), ready for ``index``.
 
     ``per_query`` holds nDCG@10 for each query of the reported split, ``selection_per_query`` for
     each query of the tuning split. ``interval`` is the 95 % bootstrap interval of nDCG@10 on the
@@ -183,7 +185,7 @@ class StrategyResult:
     tuning: Mapping[float, float] | None = None
     chunker: str | None = None
     chunks: int | None = None
-    strategy: Strategy | None = None
+    strategy: Strategy | Ensemble | None = None
     selection: Mapping[str, float] | None = None
     per_query: Mapping[str, float] | None = None
     selection_per_query: Mapping[str, float] | None = None
@@ -314,6 +316,7 @@ def evaluate_strategies(
     chunk_over_limit: str = "error",
     ray: RayOptions | None = None,
     vectors: Sequence[str] = ("float32",),
+    fuse: bool = False,
 ) -> ComparisonResult:
     """Score BM25, each model's dense retrieval and their hybrids on ``split`` of ``collection``.
 
@@ -340,10 +343,17 @@ def evaluate_strategies(
     (``float32``, ``float16``, ``int8``, ``binary``, ``dims=128``, ``pca=64``, joined by ``+``),
     each built for each model and chunker: every one from the same cached vectors (with a cache,
     only the first embeds), each reporting its own index size.
+
+    ``fuse`` adds two rows fusing BM25 and every model's whole-document float32 run: N-way RRF,
+    and N-way convex with weights tuned on the tuning split (equal when there is none, and the
+    notes say so); see :mod:`~embedtune.evaluation.fused`.
     """
     hybrid = _check_request(models, bm25, hybrid, k)
     chunkers = _check_chunking(chunkers, chunk_score, chunk_over_limit)
     variants = _check_vectors(vectors)
+    if fuse and not models:
+        raise ConfigError("--fuse fuses BM25 with models' runs; give at least one model")
+    fuse_bases: list[Any] = []  # FuseBase: BM25 and each model's whole-document float32 run
     queries, qrels = collection.split(split)
     notes: list[str] = []
     tune_split = _pick_tune_split(collection, split, tune_split)
@@ -372,7 +382,7 @@ def evaluate_strategies(
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedtune-bm25") as pool,
     ):
         lexical: _Lexical | None = None
-        if bm25 or hybrid:
+        if bm25 or hybrid or fuse:
             start = time.perf_counter()
             lexical = _Lexical.open(space, documents, k)
             bm25_seconds = time.perf_counter() - start
@@ -405,12 +415,17 @@ def evaluate_strategies(
                         ray=ray,
                     )
                     results.append(dense.result)
+                    if fuse and not strategy.chunked and strategy.vectors_label == Precision.FLOAT32.value:
+                        fuse_bases.append(_fuse_base(dense, k))
                     for method in hybrid:
                         assert lexical is not None  # a hybrid always builds BM25
                         results.append(_hybrid(method, dense, lexical, judged, k))
             finally:
                 if given is None:  # an HTTP provider's connections; one handed in stays the caller's
                     close_stack(provider)
+        if fuse:
+            assert lexical is not None
+            results.extend(_fused(lexical, fuse_bases, judged, k, len(documents), notes))
         if bm25:
             assert lexical is not None
             results.insert(0, lexical.result(judged))
@@ -636,7 +651,7 @@ def _unit_texts(documents: Sequence[SourceDocument], store: Store) -> list[str]:
 def _hybrid(method: str, dense: _Dense, lexical: _Lexical, judged: _Judged, k: int) -> StrategyResult:
     """A dense strategy fused with BM25, scored through its own Retriever's ``combine``."""
     base = dense.result
-    assert base.strategy is not None
+    assert isinstance(base.strategy, Strategy)
     alpha, table = None, None
     if method == "convex":
         # Tuned on the tuning split's queries alone; the reported split never moves it.
@@ -654,6 +669,29 @@ def _hybrid(method: str, dense: _Dense, lexical: _Lexical, judged: _Judged, k: i
         tuning=table,
         strategy=strategy,
     )
+
+
+def _fuse_base(dense: _Dense, k: int) -> Any:
+    from embedtune.evaluation.fused import FuseBase
+
+    assert isinstance(dense.result.strategy, Strategy)
+    retriever = Retriever(dense.result.strategy, dense.store, dense.embedder)
+    return FuseBase(result=dense.result, retriever=retriever, runs={"dense": dense.run})
+
+
+def _fused(
+    lexical: _Lexical, dense: Sequence[Any], judged: _Judged, k: int, documents: int, notes: list[str]
+) -> list[StrategyResult]:
+    """``--fuse``'s rows: BM25 and every whole-document float32 dense run, fused by RRF and by tuned convex."""
+    from embedtune.evaluation.fused import FuseBase, fused_results
+
+    if not dense:
+        notes.append("--fuse found no whole-document float32 run to fuse with BM25 (add the vector setting float32)")
+        return []
+    bm25 = FuseBase(result=lexical.result(judged), retriever=lexical.retriever, runs={"bm25": lexical.run})
+    if not judged.tune_qrels:
+        notes.append("the fused convex row has equal weights, untuned: the collection has no dev or train split")
+    return fused_results([bm25, *dense], judged.score, k, tune_qrels=judged.tune_qrels, documents=documents)
 
 
 def _check_request(models: Sequence, bm25: bool, hybrid: Sequence[str], k: int) -> list[str]:
