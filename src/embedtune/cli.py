@@ -654,6 +654,7 @@ def _eval_store(collection: Path, store_uri: str, split: str) -> None:
     from .evaluation import evaluate, load_beir
     from .evaluation.compare import METRICS
     from .indexer import open_retriever
+    from .retriever import Retriever
 
     data = load_beir(collection)
     queries, qrels = data.split(split)
@@ -661,7 +662,8 @@ def _eval_store(collection: Path, store_uri: str, split: str) -> None:
     retriever = None
     try:
         retriever = open_retriever(store, cache=default_home() / "embeddings.sqlite")
-        held = store.count()
+        # An ensemble's folder holds its members' stores: they hold the documents.
+        held = store.count() if isinstance(retriever, Retriever) else retriever.members[0].store.count()
         run = retriever.search(queries, k=max(100, retriever.strategy.depth))
     finally:
         store.close()
