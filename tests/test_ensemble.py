@@ -190,7 +190,10 @@ def scifact_slice(shared_datasets, tmp_path_factory) -> Path:
 
 def test_an_ensemble_compare_scored_is_what_index_and_search_answer(scifact_slice, tmp_path):
     home, out = tmp_path / "home", tmp_path / "report"
-    compared = run_cli("compare", scifact_slice, "--models", MINILM, "--bm25", "--fuse", "--out-dir", out, home=home)
+    # Timeouts for a loaded machine: the first call exports and probes MiniLM's engine.
+    compared = run_cli(
+        "compare", scifact_slice, "--models", MINILM, "--bm25", "--fuse", "--out-dir", out, home=home, timeout=900
+    )
     assert compared.returncode == 0, compared.stderr
     report = json.loads((out / "comparison.json").read_text())
     rows = {row["name"]: row for row in report["strategies"]}
@@ -205,17 +208,19 @@ def test_an_ensemble_compare_scored_is_what_index_and_search_answer(scifact_slic
 
     strategy_file = Ensemble.from_dict(convex_row["strategy"]).save(tmp_path / "ensemble.toml")
     store = tmp_path / "index"
-    built = run_cli("index", scifact_slice, "--strategy", strategy_file, "--store", store, home=home)
+    built = run_cli("index", scifact_slice, "--strategy", strategy_file, "--store", store, home=home, timeout=600)
     assert built.returncode == 0, built.stderr
     assert "bm25: 200 added" in built.stdout and f"{MINILM}: 200 added" in built.stdout
     assert (store / "ensemble.toml").is_file() and len(list((store / "members").iterdir())) == 2
-    scored = run_cli("eval", scifact_slice, "--store", store, home=home)
+    scored = run_cli("eval", scifact_slice, "--store", store, home=home, timeout=600)
     assert scored.returncode == 0, scored.stderr
     ndcg = float(re.search(r"ndcg@10 ([0-9.]+)", scored.stdout).group(1))  # type: ignore[union-attr]
     assert ndcg == pytest.approx(convex_row["metrics"]["ndcg@10"], abs=5e-5), scored.stdout
     assert "(200 documents)" in scored.stdout
 
-    found = run_cli("search", "vitamin D and bone fractures", "--store", store, "-k", "3", "--json", home=home)
+    found = run_cli(
+        "search", "vitamin D and bone fractures", "--store", store, "-k", "3", "--json", home=home, timeout=600
+    )
     assert found.returncode == 0, found.stderr
     hits = json.loads(found.stdout)
     assert len(hits) == 3 and hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
