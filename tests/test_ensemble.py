@@ -162,6 +162,16 @@ def test_a_bad_file_is_one_line_naming_the_fault(tmp_path, text, says):
     assert says in message and "\n" not in message and message.startswith(str(path))
 
 
+def test_an_ensemble_is_not_built_over_another_store(tmp_path):
+    from embedtune.ensemble import index_ensemble
+
+    (tmp_path / "manifest.json").write_text("{}")
+    ensemble = Ensemble(members=(BM25, DENSE), method=Fusion.RRF)
+    with pytest.raises(ConfigError, match="holds manifest.json, not an ensemble's stores"):
+        index_ensemble([], ensemble, str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]
+
+
 # -- end to end ------------------------------------------------------------------------------------
 
 

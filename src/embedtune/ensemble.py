@@ -388,12 +388,18 @@ def index_ensemble(
             "an ensemble is built into an embedded store (a folder); give --store a folder, not PostgreSQL"
         )
     folder = Path(store_uri)
-    if (folder / "manifest.json").exists() or (
-        folder.is_dir()
-        and not (folder / ENSEMBLE_FILE).exists()
-        and any(p.name != MEMBERS_FOLDER for p in folder.iterdir())
-    ):
-        raise ConfigError(f"{folder} holds something other than an ensemble; index the ensemble into another --store")
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder} is a file; give --store a folder for the ensemble's stores")
+    # Only what index_ensemble writes: a single strategy's store (or anything else) is never mixed in.
+    strangers = (
+        sorted(p.name for p in folder.iterdir() if p.name not in (ENSEMBLE_FILE, MEMBERS_FOLDER))
+        if folder.is_dir()
+        else []
+    )
+    if strangers:
+        raise ConfigError(
+            f"{folder} holds {strangers[0]}, not an ensemble's stores; index the ensemble into another or an empty --store"
+        )
     reports = []
     for i, (member, name) in enumerate(zip(ensemble.members, ensemble.member_folders())):
         progress = on_member(i, member) if on_member is not None else None
