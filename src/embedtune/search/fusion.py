@@ -12,7 +12,7 @@ from typing import Literal
 
 from embedtune.search.runs import Run, ranked
 
-__all__ = ["NormalizeMethod", "convex", "convex_normalized", "normalize", "rrf"]
+__all__ = ["NormalizeMethod", "convex", "normalize", "rrf"]
 
 NormalizeMethod = Literal["minmax", "zscore"]
 RunLike = Mapping[str, Mapping[str, float]]
@@ -76,13 +76,7 @@ def convex(runs: Sequence[RunLike], weights: Sequence[float], *, method: Normali
     Weights must be non-negative; they need not sum to 1 (ranks are the same either way).
     """
     weights = _weights(runs, weights)
-    return convex_normalized([normalize(run, method) for run in runs], weights)
-
-
-def convex_normalized(normalized: Sequence[RunLike], weights: Sequence[float]) -> Run:
-    """:func:`convex` over runs already normalised: what a weight search repeats for each weight
-    vector, normalising once (the same arithmetic as :func:`convex`, so the same scores)."""
-    weights = _weights(normalized, weights)
+    normalized = [normalize(run, method) for run in runs]
     query_ids = list(dict.fromkeys(qid for run in normalized for qid in run))
     fused: Run = {}
     for qid in query_ids:
