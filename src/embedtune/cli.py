@@ -543,6 +543,7 @@ def _compare(
     ray: str | None = None,
     vectors: str = "float32",
     feedback: str | None = None,
+    fuse: bool = False,
 ):
     """Load the collection, run every strategy with a progress bar, print the table, the winner and the recommendation."""
 
@@ -587,6 +588,7 @@ def _compare(
             ray=_ray(ray),
             vectors=[v.strip() for v in vectors.split(",") if v.strip()],
             feedback=[f.strip() for f in (feedback or "").split(",") if f.strip()],
+            fuse=fuse,
         )
     if generate:
         from dataclasses import replace
@@ -654,6 +656,7 @@ def _eval_store(collection: Path, store_uri: str, split: str) -> None:
     from .evaluation import evaluate, load_beir
     from .evaluation.compare import METRICS
     from .indexer import open_retriever
+    from .retriever import Retriever
 
     data = load_beir(collection)
     queries, qrels = data.split(split)
@@ -661,7 +664,8 @@ def _eval_store(collection: Path, store_uri: str, split: str) -> None:
     retriever = None
     try:
         retriever = open_retriever(store, cache=default_home() / "embeddings.sqlite")
-        held = store.count()
+        # An ensemble's folder holds its members' stores: they hold the documents.
+        held = store.count() if isinstance(retriever, Retriever) else retriever.members[0].store.count()
         run = retriever.search(queries, k=max(100, retriever.strategy.depth))
     finally:
         store.close()
@@ -709,6 +713,13 @@ def compare(
             "parameters tuned on dev or train.",
         ),
     ] = None,
+    fuse: Annotated[
+        bool,
+        typer.Option(
+            "--fuse",
+            help="Also fuse BM25 and every model's whole-document run: N-way RRF, and convex with weights tuned on dev/train.",
+        ),
+    ] = False,
 ) -> None:
     """Compare models, BM25 and hybrids on a collection; write a JSON report and a plot."""
     import json
@@ -732,6 +743,7 @@ def compare(
         ray=ray,
         vectors=vectors,
         feedback=feedback,
+        fuse=fuse,
     )
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -988,7 +1000,13 @@ def index(
                 f"no --strategy given and no {DEFAULT_STRATEGY} here; run embedtune compare first, or give --strategy FILE"
             )
         strategy_file = DEFAULT_STRATEGY
-    strategy = Strategy.load(strategy_file)
+    from .ensemble import Ensemble, load_strategy
+
+    loaded = load_strategy(strategy_file)
+    if isinstance(loaded, Ensemble):
+        _index_ensemble(corpus, loaded, store_uri, text_field, id_field, keep_missing, ray)
+        return
+    strategy: Strategy = loaded
     embedder = None
     if strategy.embedder is not None:
         embedder = build_embedder(strategy.embedder, cache=default_home() / "embeddings.sqlite", ray=_ray(ray))
@@ -1050,6 +1068,39 @@ def index(
         err.print(f"[yellow]note:[/] skipped {source.skipped} files of types index does not read", highlight=False)
     model = strategy.model or "a bm25 strategy"
     _print_unread(source.skipped if skipped_images else 0, skipped_images, source.failures, model)
+
+
+def _index_ensemble(
+    corpus: Path, ensemble, store_uri: str, text_field: str, id_field: str | None, keep_missing: bool, ray
+) -> None:
+    """``index`` for an ensemble file: each member into its own store under the folder ``store_uri``."""
+    from .documents import read_documents
+    from .ensemble import index_ensemble
+
+    source = read_documents(corpus, text_field=text_field, id_field=id_field)
+    with _progress("indexing {task.description}") as progress:
+
+        def on_member(i: int, member):
+            task = progress.add_task(member.name, total=None)
+            return lambda done, total: progress.update(task, completed=done, total=total)
+
+        reports = index_ensemble(
+            source.documents,
+            ensemble,
+            store_uri,
+            cache=default_home() / "embeddings.sqlite",
+            delete_missing=not keep_missing,
+            keep=source.failed_ids,
+            on_member=on_member,
+            ray=_ray(ray),
+        )
+    for member, report in zip(ensemble.members, reports):
+        out.print(
+            f"  {member.name}: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
+            f"{report.deleted} deleted; {report.texts_embedded} texts to embed",
+            highlight=False,
+        )
+    out.print(f"{store_uri}: {len(source.documents)} documents with {ensemble.name}", highlight=False)
 
 
 def _parse_filter(items: list[str] | None) -> dict | None:

@@ -44,6 +44,7 @@ from .stores.base import DocumentRecord, Store, StoreManifest, content_hash
 from .strategy import Precision, Strategy
 
 if TYPE_CHECKING:
+    from .ensemble import EnsembleRetriever
     from .factory import EmbedderSpec
 
 __all__ = ["IndexReport", "index_documents", "open_retriever", "prepare_store", "store_manifest"]
@@ -401,9 +402,11 @@ def open_retriever(
     *,
     cache: str | os.PathLike[str] | None = None,
     embedder: Embedder | None = None,
-) -> Retriever:
+) -> Retriever | EnsembleRetriever:
     """A :class:`~embedtune.retriever.Retriever` for a built store, its strategy read from the manifest.
 
+    A folder that :func:`embedtune.ensemble.index_ensemble` built opens as an
+    :class:`~embedtune.ensemble.EnsembleRetriever` (the same interface; ``embedder`` is ignored).
     The embedder is built from the manifest's embedder spec (through ``cache``) unless one is
     given, and its fingerprint must equal the one the store's vectors were made with: a model whose
     weights or settings changed since is refused in one line.
@@ -412,6 +415,11 @@ def open_retriever(
 
     manifest = _whole(store, store.read_manifest())
     if manifest is None:
+        from .ensemble import ensemble_folder, open_ensemble
+
+        folder = ensemble_folder(store)
+        if folder is not None:  # an ensemble: a store per member, each opened as this one would be
+            return open_ensemble(folder, cache=cache)
         raise ConfigError(f"{store.location} holds no index; build one with embedtune index CORPUS --store ...")
     strategy = Strategy.from_dict(manifest.strategy, source=f"the manifest of {store.location}")
     if strategy.embedder is not None and embedder is None:

@@ -87,6 +87,7 @@ from embedtune.strategy import WHOLE_DOCUMENTS, Fusion, Mode, Precision, Strateg
 
 if TYPE_CHECKING:
     from embedtune.documents import SourceDocument
+    from embedtune.ensemble import Ensemble
 
 __all__ = [
     "HYBRID_METHODS",
@@ -164,7 +165,8 @@ class StrategyResult:
     vectors (dense), of the saved BM25 index (bm25), or both (hybrids); ``vector_bytes`` is the
     vectors' part alone (0 for BM25). ``chunker`` names the
     chunker whose chunks were embedded and ``chunks`` counts them (both ``None`` for whole
-    documents). ``strategy`` is the strategy itself, ready for ``index``.
+    documents). ``strategy`` is the strategy itself (an ensemble for ``--fuse`` rows, whose ``kind`` is
+    ``"ensemble"``), ready for ``index``.
 
     ``per_query`` holds nDCG@10 for each query of the reported split, ``selection_per_query`` for
     each query of the tuning split. ``interval`` is the 95 % bootstrap interval of nDCG@10 on the
@@ -184,7 +186,7 @@ class StrategyResult:
     tuning: Mapping[float, float] | None = None
     chunker: str | None = None
     chunks: int | None = None
-    strategy: Strategy | None = None
+    strategy: Strategy | Ensemble | None = None
     selection: Mapping[str, float] | None = None
     per_query: Mapping[str, float] | None = None
     selection_per_query: Mapping[str, float] | None = None
@@ -316,6 +318,7 @@ def evaluate_strategies(
     ray: RayOptions | None = None,
     vectors: Sequence[str] = ("float32",),
     feedback: Sequence[str] = (),
+    fuse: bool = False,
 ) -> ComparisonResult:
     """Score BM25, each model's dense retrieval and their hybrids on ``split`` of ``collection``.
 
@@ -347,11 +350,17 @@ def evaluate_strategies(
     beside every strategy it applies to (Rocchio: dense runs, alone and in hybrids; RM3: the BM25
     run, alone and in hybrids), its parameters tuned on the tuning split (a convex hybrid's weight
     tuned again with the feedback run); without a tuning split, the defaults, said in ``notes``.
+    ``fuse`` adds two rows fusing BM25 and every model's whole-document float32 run: N-way RRF,
+    and N-way convex with weights tuned on the tuning split (equal when there is none, and the
+    notes say so); see :mod:`~embedtune.evaluation.fused`.
     """
     hybrid = _check_request(models, bm25, hybrid, k)
     feedback_methods = _check_feedback(feedback, models, bm25 or bool(hybrid))
     chunkers = _check_chunking(chunkers, chunk_score, chunk_over_limit)
     variants = _check_vectors(vectors)
+    if fuse and not models:
+        raise ConfigError("--fuse fuses BM25 with models' runs; give at least one model")
+    fuse_bases: list[Any] = []  # FuseBase: BM25 and each model's whole-document float32 run
     queries, qrels = collection.split(split)
     notes: list[str] = []
     tune_split = _pick_tune_split(collection, split, tune_split)
@@ -385,7 +394,7 @@ def evaluate_strategies(
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedtune-bm25") as pool,
     ):
         lexical: _Lexical | None = None
-        if bm25 or hybrid:
+        if bm25 or hybrid or fuse:
             start = time.perf_counter()
             lexical = _Lexical.open(space, documents, k)
             bm25_seconds = time.perf_counter() - start
@@ -418,6 +427,8 @@ def evaluate_strategies(
                         ray=ray,
                     )
                     results.append(dense.result)
+                    if fuse and not strategy.chunked and strategy.vectors_label == Precision.FLOAT32.value:
+                        fuse_bases.append(_fuse_base(dense, k))
                     for method in hybrid:
                         assert lexical is not None  # a hybrid always builds BM25
                         results.append(_hybrid(method, dense, lexical, judged, k))
@@ -425,6 +436,9 @@ def evaluate_strategies(
             finally:
                 if given is None:  # an HTTP provider's connections; one handed in stays the caller's
                     close_stack(provider)
+        if fuse:
+            assert lexical is not None
+            results.extend(_fused(lexical, fuse_bases, judged, k, len(documents), notes))
         if bm25:
             assert lexical is not None
             if FeedbackMethod.RM3 in feedback_methods:
@@ -669,7 +683,7 @@ def _hybrid(
     that run takes the plain one's place.
     """
     base = dense.result
-    assert base.strategy is not None
+    assert isinstance(base.strategy, Strategy)
     dense_run, lexical_run, chosen = dense.run, lexical.run, None
     if feedback is not None:
         chosen = feedback[0]
@@ -725,7 +739,7 @@ class _FeedbackTuner:
 
     def rocchio(self, dense: _Dense) -> tuple[Feedback, Run]:
         """Rocchio's parameters and the dense run of every query, from the query vectors already embedded."""
-        assert dense.vectors is not None and dense.result.strategy is not None
+        assert dense.vectors is not None and isinstance(dense.result.strategy, Strategy)
         rows = {qid: i for i, qid in enumerate(dense.query_ids)}
         strategy, vectors = dense.result.strategy, dense.vectors
 
@@ -752,7 +766,7 @@ def _feedback_rows(
     if FeedbackMethod.ROCCHIO in methods:
         chosen, run = tuner.rocchio(dense)
         base = dense.result
-        assert base.strategy is not None
+        assert isinstance(base.strategy, Strategy)
         strategy = replace(base.strategy, feedback=chosen)
         scores = judged.score(Retriever(strategy, dense.store, dense.embedder).combine({"dense": run}, k))
         rows.append(replace(base, name=f"{base.name} + rocchio", **scores, strategy=strategy))
@@ -780,6 +794,29 @@ def _check_feedback(feedback: Sequence[str], models: Sequence, lexical: bool) ->
         if method not in methods:
             methods.append(method)
     return methods
+
+
+def _fuse_base(dense: _Dense, k: int) -> Any:
+    from embedtune.evaluation.fused import FuseBase
+
+    assert isinstance(dense.result.strategy, Strategy)
+    retriever = Retriever(dense.result.strategy, dense.store, dense.embedder)
+    return FuseBase(result=dense.result, retriever=retriever, runs={"dense": dense.run})
+
+
+def _fused(
+    lexical: _Lexical, dense: Sequence[Any], judged: _Judged, k: int, documents: int, notes: list[str]
+) -> list[StrategyResult]:
+    """``--fuse``'s rows: BM25 and every whole-document float32 dense run, fused by RRF and by tuned convex."""
+    from embedtune.evaluation.fused import FuseBase, fused_results
+
+    if not dense:
+        notes.append("--fuse found no whole-document float32 run to fuse with BM25 (add the vector setting float32)")
+        return []
+    bm25 = FuseBase(result=lexical.result(judged), retriever=lexical.retriever, runs={"bm25": lexical.run})
+    if not judged.tune_qrels:
+        notes.append("the fused convex row has equal weights, untuned: the collection has no dev or train split")
+    return fused_results([bm25, *dense], judged.score, k, tune_qrels=judged.tune_qrels, documents=documents)
 
 
 def _check_request(models: Sequence, bm25: bool, hybrid: Sequence[str], k: int) -> list[str]:

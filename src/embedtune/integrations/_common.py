@@ -17,13 +17,16 @@ import asyncio
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..embedder import Embedder, Kind
 from ..engine import close_stack
 from ..errors import ConfigError
 from ..factory import EmbedderSpec, build_embedder, load_config, resolve_spec
 from ..retriever import Hit, Retriever
+
+if TYPE_CHECKING:
+    from ..ensemble import EnsembleRetriever
 from ..stores.base import Filter, Store
 
 __all__ = ["RESERVED_KEYS", "ConfigLike", "EmbeddingStack", "PathLike", "StoreSearch", "hit_id", "hit_metadata"]
@@ -135,11 +138,11 @@ class StoreSearch:
         self._store = store
         self._cache = cache
         self._embedder = embedder
-        self._retriever = retriever
+        self._retriever: Retriever | EnsembleRetriever | None = retriever
         self._opened_store: Store | None = None
         self._lock = threading.Lock()
 
-    def open(self) -> Retriever:
+    def open(self) -> Retriever | EnsembleRetriever:
         """The retriever, opened now if it was given by store and is not open yet."""
         from ..indexer import open_retriever
         from ..stores import open_store

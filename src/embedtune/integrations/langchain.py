@@ -41,6 +41,7 @@ from langchain_core.retrievers import BaseRetriever  # noqa: E402
 from pydantic import Field, PrivateAttr  # noqa: E402
 
 from ..embedder import Embedder  # noqa: E402
+from ..ensemble import EnsembleRetriever  # noqa: E402
 from ..factory import EmbedderSpec  # noqa: E402
 from ..retriever import Hit, Retriever  # noqa: E402
 from ..stores.base import Store  # noqa: E402
@@ -133,8 +134,8 @@ class EmbedtuneRetriever(BaseRetriever):
         self._search.open()
 
     @property
-    def retriever(self) -> Retriever:
-        """The embedtune ``Retriever`` that answers."""
+    def retriever(self) -> Retriever | EnsembleRetriever:
+        """The embedtune ``Retriever`` that answers (an ``EnsembleRetriever`` for an ensemble's store)."""
         return self._search.open()
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:

@@ -42,6 +42,7 @@ from llama_index.core.vector_stores.types import FilterCondition, FilterOperator
 from pydantic import PrivateAttr  # noqa: E402
 
 from ..embedder import Embedder  # noqa: E402
+from ..ensemble import EnsembleRetriever  # noqa: E402
 from ..errors import InputError  # noqa: E402
 from ..factory import EmbedderSpec  # noqa: E402
 from ..retriever import Hit, Retriever  # noqa: E402
@@ -152,8 +153,8 @@ class EmbedtuneRetriever(BaseRetriever):
         self._search.open()
 
     @property
-    def retriever(self) -> Retriever:
-        """The embedtune ``Retriever`` that answers."""
+    def retriever(self) -> Retriever | EnsembleRetriever:
+        """The embedtune ``Retriever`` that answers (an ``EnsembleRetriever`` for an ensemble's store)."""
         return self._search.open()
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 from ..embedder import Embedder
+from ..errors import ConfigError
 from ..factory import EmbedderSpec
 from ..stores.base import Store
 from ..strategy import Strategy
@@ -50,6 +51,7 @@ def load_served(
             raise ValueError("give an embedder spec or a store")
         return Served(embedder=build_embedder(spec, cache=cache))
     from ..indexer import open_retriever
+    from ..retriever import Retriever
     from ..stores import open_store
 
     store = open_store(store_uri)
@@ -58,4 +60,10 @@ def load_served(
     except BaseException:
         store.close()
         raise
+    if not isinstance(retriever, Retriever):  # an ensemble: a store and a model per member
+        retriever.close()
+        store.close()
+        raise ConfigError(
+            f"{store_uri} holds an ensemble; serve does not serve ensembles yet: search it with embedtune search"
+        )
     return Served(embedder=retriever.embedder, strategy=retriever.strategy, store=store)

@@ -1,0 +1,467 @@
+"""Ensembles: several strategies' answers fused into one, by RRF or a weighted convex combination.
+
+A :class:`Strategy` fuses at most one model with BM25. An :class:`Ensemble` fuses any number of
+members, each a full strategy (BM25, any model at any chunker and vector setting, a hybrid, or
+any other mode the Retriever runs): each member answers the query as it would alone, ``depth``
+documents deep, and those answers are fused. The file::
+
+    version = 1
+
+    [fusion]
+    method = "convex"               # rrf | convex
+    weights = [0.3, 0.5, 0.2]       # one per member, in order: required by convex, optional for rrf
+    normalization = "minmax"        # convex: minmax | zscore
+    rrf_k = 60                      # rrf: the rank constant
+    depth = 100                     # documents each member's answer holds before fusion
+
+    [[members]]                     # each member holds the tables of a strategy file
+    [members.retrieval]
+    mode = "bm25"
+
+    [[members]]
+    [members.embedder]
+    model = "local:all-MiniLM-L6-v2"
+
+:func:`load_strategy` reads either kind of file. :func:`index_ensemble` builds each member into
+its own store, in a folder of the ensemble's store (``members/0-bm25``, ...), beside the ensemble
+file; :func:`embedtune.indexer.open_retriever` on that folder gives an :class:`EnsembleRetriever`,
+so ``search`` answers from it and ``compare`` scores through its :meth:`~EnsembleRetriever.combine`.
+An ensemble is built into an embedded store (a folder) only; PostgreSQL is refused in one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError, InputError
+from .retriever import Hit, Retriever
+from .search.fusion import convex, rrf
+from .search.runs import Run, cut
+from .stores.base import Filter
+from .strategy import _NORMALIZATIONS, STRATEGY_VERSION, Fusion, Strategy, _toml_value
+
+if TYPE_CHECKING:
+    from .indexer import IndexReport, SourceLike
+    from .stores.base import Store
+
+__all__ = ["ENSEMBLE_FILE", "Ensemble", "EnsembleRetriever", "index_ensemble", "load_strategy", "open_ensemble"]
+
+ENSEMBLE_FILE = "ensemble.toml"
+MEMBERS_FOLDER = "members"
+_FUSION_KEYS = {"method", "weights", "normalization", "rrf_k", "depth"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ensemble:
+    """Two or more member strategies whose answers are fused.
+
+    ``method`` is RRF (``rrf_k``; ``weights`` optional, 1 each by default) or convex (``weights``
+    required, one non-negative number per member, not all 0; scores normalised per query by
+    ``normalization``). ``depth`` is how many documents each member's answer holds.
+    """
+
+    members: tuple[Strategy, ...]
+    method: Fusion = Fusion.RRF
+    weights: tuple[float, ...] | None = None
+    normalization: str = "minmax"
+    rrf_k: int = 60
+    depth: int = 100
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "members", tuple(self.members))
+        if len(self.members) < 2:
+            raise ConfigError(f"an ensemble fuses at least two [[members]], not {len(self.members)}")
+        for i, member in enumerate(self.members):
+            if not isinstance(member, Strategy):
+                raise ConfigError(f"members[{i}] must be a Strategy, not {type(member).__name__}")
+        names = [member.fingerprint() for member in self.members]
+        twice = next((i for i, name in enumerate(names) if names.index(name) != i), None)
+        if twice is not None:
+            raise ConfigError(f"members[{twice}] repeats members[{names.index(names[twice])}]; list each member once")
+        try:
+            object.__setattr__(self, "method", Fusion(self.method))
+        except ValueError:
+            raise ConfigError(f"fusion.method must be rrf | convex, not {self.method!r}") from None
+        if self.weights is not None:
+            weights = self.weights
+            if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence):
+                raise ConfigError(f"fusion.weights must be a list of numbers, one per member, not {weights!r}")
+            if len(weights) != len(self.members):
+                raise ConfigError(f"fusion.weights has {len(weights)} numbers for {len(self.members)} members")
+            if not all(_is_number(w) and w >= 0 for w in weights) or not any(w > 0 for w in weights):
+                raise ConfigError(f"fusion.weights must be non-negative numbers, not all 0, not {list(weights)}")
+            object.__setattr__(self, "weights", tuple(float(w) for w in weights))
+        elif self.method is Fusion.CONVEX:
+            raise ConfigError("convex fusion needs fusion.weights, one per member (tune them with compare --fuse)")
+        if self.normalization not in _NORMALIZATIONS:
+            raise ConfigError(
+                f"fusion.normalization must be {' or '.join(_NORMALIZATIONS)}, not {self.normalization!r}"
+            )
+        for name, value, low in (("fusion.rrf_k", self.rrf_k, 0), ("fusion.depth", self.depth, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"{name} must be a whole number of at least {low}, not {value!r}")
+
+    # -- what it is ------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """A label for tables: ``convex(0.3 bm25, 0.7 local:all-MiniLM-L6-v2)``."""
+        if self.weights is None:
+            parts = [member.name for member in self.members]
+        else:
+            parts = [f"{w:g} {member.name}" for w, member in zip(self.weights, self.members)]
+        return f"{self.method.value}({', '.join(parts)})"
+
+    @property
+    def model(self) -> str | None:
+        """The members' models, joined by ``+`` (``None`` when no member embeds)."""
+        models = list(dict.fromkeys(m.model for m in self.members if m.model is not None))
+        return "+".join(models) or None
+
+    def fingerprint(self) -> str:
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def member_folders(self) -> list[str]:
+        """Each member's store folder inside the ensemble's: its position and a readable slug."""
+        return [f"{i}-{_slug(member.name)}" for i, member in enumerate(self.members)]
+
+    # -- TOML ------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        fusion: dict[str, Any] = {"method": self.method.value}
+        if self.weights is not None:
+            fusion["weights"] = list(self.weights)
+        if self.method is Fusion.CONVEX:
+            fusion["normalization"] = self.normalization
+        else:
+            fusion["rrf_k"] = self.rrf_k
+        fusion["depth"] = self.depth
+        members = []
+        for member in self.members:
+            data = member.to_dict()
+            data.pop("version")
+            members.append(data)
+        return {"version": STRATEGY_VERSION, "fusion": fusion, "members": members}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "ensemble") -> Ensemble:
+        try:
+            return _from_dict(data, source)
+        except (ConfigError, InputError) as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    def to_toml(self, *, comment: str | None = None) -> str:
+        lines = [f"# {line}".rstrip() for line in (comment or "").splitlines()]
+        data = self.to_dict()
+        lines += [f"version = {data['version']}", "", "[fusion]"]
+        lines += [f"{key} = {_value(value)}" for key, value in data["fusion"].items()]
+        for member in data["members"]:
+            lines += ["", "[[members]]"]
+            for table, values in member.items():
+                lines += [f"[members.{table}]"]
+                lines += [f"{key} = {_value(value)}" for key, value in values.items()]
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_toml(cls, text: str, *, source: str = "ensemble") -> Ensemble:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source} is not valid TOML: {exc}") from None
+        return cls.from_dict(data, source=source)
+
+    def save(self, path: str | os.PathLike[str], *, comment: str | None = None) -> Path:
+        """Write the TOML file (to a temporary name, then renamed: never half written)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(self.to_toml(comment=comment), encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+
+def load_strategy(path: str | os.PathLike[str]) -> Strategy | Ensemble:
+    """The strategy or ensemble a TOML file holds (an ensemble has ``[[members]]``)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"strategy file {path} does not exist; write one with embedtune compare") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read strategy file {path}: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    if "members" in data or "fusion" in data:
+        return Ensemble.from_dict(data, source=str(path))
+    return Strategy.from_dict(data, source=str(path))
+
+
+def _from_dict(data: Mapping[str, Any], source: str) -> Ensemble:
+    version = data.get("version")
+    if version is None:
+        raise ConfigError(f"has no version key; add version = {STRATEGY_VERSION} at the top")
+    if version != STRATEGY_VERSION:
+        raise ConfigError(f"is ensemble version {version!r}; this embedtune reads version {STRATEGY_VERSION}")
+    unknown = sorted(set(data) - {"version", "fusion", "members"})
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r}; an ensemble holds [fusion] and [[members]]")
+    fusion = data.get("fusion", {})
+    if not isinstance(fusion, dict):
+        raise ConfigError("fusion must be a table ([fusion])")
+    extra = sorted(set(fusion) - _FUSION_KEYS)
+    if extra:
+        raise ConfigError(f"unknown key fusion.{extra[0]}; known keys: {', '.join(sorted(_FUSION_KEYS))}")
+    members = data.get("members")
+    if not isinstance(members, list) or not all(isinstance(m, dict) for m in members):
+        raise ConfigError("an ensemble needs [[members]] tables, one per strategy it fuses")
+    strategies = []
+    for i, member in enumerate(members):
+        if member.get("version", STRATEGY_VERSION) != STRATEGY_VERSION:
+            raise ConfigError(f"members[{i}] is version {member['version']!r}; this embedtune reads {STRATEGY_VERSION}")
+        # Each member is a strategy file's tables; its own messages name the member.
+        strategies.append(Strategy.from_dict({**member, "version": STRATEGY_VERSION}, source=f"members[{i}]"))
+    method = fusion.get("method")
+    if method is None:
+        raise ConfigError("[fusion] needs method = 'rrf' or 'convex'")
+    return Ensemble(
+        members=tuple(strategies),
+        method=method,
+        weights=fusion.get("weights"),
+        normalization=fusion.get("normalization", "minmax"),
+        rrf_k=fusion.get("rrf_k", 60),
+        depth=fusion.get("depth", 100),
+    )
+
+
+class EnsembleRetriever:
+    """Answers queries with an :class:`Ensemble`: its members' retrievers answer, their answers are fused.
+
+    It has the :class:`~embedtune.retriever.Retriever`'s interface: :meth:`runs` (each member's
+    answer, ``depth`` deep, keyed ``member0``, ``member1``, ...), :meth:`combine` (their fusion,
+    cut to ``k``), :meth:`search`, :meth:`search_one` and :meth:`close`. Members answer in
+    parallel threads (embedding and vector search release the GIL). ``owned`` are things to
+    close with it: the member stores and embedder stacks that :func:`open_ensemble` opened.
+    """
+
+    embedder = None  # each member embeds its own queries
+
+    def __init__(
+        self, ensemble: Ensemble, members: Sequence[Retriever], *, owned: Sequence[Callable[[], None]] = ()
+    ) -> None:
+        if len(members) != len(ensemble.members):
+            raise ConfigError(f"{len(members)} retrievers for an ensemble of {len(ensemble.members)} members")
+        self.strategy = ensemble
+        self.members = list(members)
+        self._owned = list(owned)
+        self._pool: ThreadPoolExecutor | None = None
+
+    @staticmethod
+    def key(i: int) -> str:
+        """The name of member ``i``'s run in :meth:`runs`."""
+        return f"member{i}"
+
+    def _map(self, call: Callable[[Retriever], Any]) -> list[Any]:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=len(self.members), thread_name_prefix="embedtune-member")
+        return [future.result() for future in [self._pool.submit(call, member) for member in self.members]]
+
+    def runs(self, queries: Mapping[str, str], *, where: Filter | None = None) -> dict[str, Run]:
+        """Each member's answer to every query, :attr:`Ensemble.depth` documents deep."""
+        depth = self.strategy.depth
+        answers = self._map(lambda member: member.search(queries, depth, where=where))
+        return {self.key(i): answer for i, answer in enumerate(answers)}
+
+    def combine(self, runs: Mapping[str, Run], k: int) -> Run:
+        """The ensemble's answer from its members' runs (see :meth:`runs`), each query cut to ``k``."""
+        ensemble = self.strategy
+        ordered = [runs[self.key(i)] for i in range(len(self.members))]
+        query_ids = list(dict.fromkeys(q for run in ordered for q in run))
+        aligned = [{q: run.get(q, {}) for q in query_ids} for run in ordered]
+        if ensemble.method is Fusion.RRF:
+            fused = rrf(aligned, k=ensemble.rrf_k, weights=ensemble.weights)
+        else:
+            assert ensemble.weights is not None  # checked when the ensemble was made
+            fused = convex(aligned, ensemble.weights, method=ensemble.normalization)  # type: ignore[arg-type]
+        return cut(fused, k)
+
+    def search(self, queries: Mapping[str, str], k: int = 10, *, where: Filter | None = None) -> Run:
+        if k < 1:
+            raise ConfigError(f"k must be at least 1, not {k}")
+        if not queries:
+            return {}
+        return self.combine(self.runs(queries, where=where), k)
+
+    def search_one(self, text: str, k: int = 10, *, where: Filter | None = None) -> list[Hit]:
+        """The ``k`` best documents for one query; each shows the chunk of the member that ranked it highest."""
+        if not text.strip():
+            raise InputError("the query is empty; give some words to search for")
+        if k < 1:
+            raise ConfigError(f"k must be at least 1, not {k}")
+        depth = self.strategy.depth
+        # search_one ranks as search does, so these are the members' runs, with their chunks.
+        answers: list[list[Hit]] = self._map(lambda member: member.search_one(text, depth, where=where))
+        runs = {self.key(i): {"q": {hit.doc_id: hit.score for hit in hits}} for i, hits in enumerate(answers)}
+        ranked = self.combine(runs, k).get("q", {})
+        shown: dict[str, Hit] = {}
+        for rank in range(max((len(hits) for hits in answers), default=0)):
+            for hits in answers:  # at equal ranks, the first member's chunk
+                if rank < len(hits):
+                    shown.setdefault(hits[rank].doc_id, hits[rank])
+        return [_rescored(shown[doc], score) for doc, score in ranked.items()]
+
+    def close(self) -> None:
+        """Stop the member threads and close every member, and what :func:`open_ensemble` opened for them."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        for member in self.members:
+            member.close()
+        owned, self._owned = self._owned, []
+        for close in owned:
+            close()
+
+
+def _rescored(hit: Hit, score: float) -> Hit:
+    return Hit(
+        doc_id=hit.doc_id,
+        score=score,
+        chunk_id=hit.chunk_id,
+        start=hit.start,
+        end=hit.end,
+        text=hit.text,
+        metadata=hit.metadata,
+    )
+
+
+# -- building and opening --------------------------------------------------------------------
+
+
+def ensemble_folder(store: Store) -> Path | None:
+    """The folder of ``store`` when it holds an ensemble (its file), else ``None``."""
+    from .stores.embedded import EmbeddedStore
+
+    if isinstance(store, EmbeddedStore) and (store.path / ENSEMBLE_FILE).is_file():
+        return store.path
+    return None
+
+
+def index_ensemble(
+    documents: Sequence[SourceLike],
+    ensemble: Ensemble,
+    store_uri: str,
+    *,
+    cache: str | os.PathLike[str] | None = None,
+    delete_missing: bool = True,
+    keep: Sequence[str] = (),
+    on_member: Callable[[int, Strategy], Any] | None = None,
+    ray: Any = None,
+) -> list[IndexReport]:
+    """Build each member of ``ensemble`` into its own store in the folder ``store_uri``, then the ensemble file.
+
+    Each member is indexed as ``embedtune index`` indexes a strategy (incremental, resumable, its
+    store refusing another strategy's vectors). The ensemble file is written last, so a folder
+    with one is complete. ``on_member(i, strategy)`` is called before member ``i`` is built, and
+    what it returns (a progress callback or ``None``) follows that member's indexing.
+    """
+    from .engine import close_stack
+    from .factory import build_embedder
+    from .indexer import index_documents
+    from .stores import is_postgres_uri
+    from .stores.embedded import EmbeddedStore
+
+    if is_postgres_uri(store_uri) or "," in store_uri:
+        raise ConfigError(
+            "an ensemble is built into an embedded store (a folder); give --store a folder, not PostgreSQL"
+        )
+    folder = Path(store_uri)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder} is a file; give --store a folder for the ensemble's stores")
+    # Only what index_ensemble writes: a single strategy's store (or anything else) is never mixed in.
+    strangers = (
+        sorted(p.name for p in folder.iterdir() if p.name not in (ENSEMBLE_FILE, MEMBERS_FOLDER))
+        if folder.is_dir()
+        else []
+    )
+    if strangers:
+        raise ConfigError(
+            f"{folder} holds {strangers[0]}, not an ensemble's stores; index the ensemble into another or an empty --store"
+        )
+    reports = []
+    for i, (member, name) in enumerate(zip(ensemble.members, ensemble.member_folders())):
+        progress = on_member(i, member) if on_member is not None else None
+        embedder = None if member.embedder is None else build_embedder(member.embedder, cache=cache, ray=ray)
+        store = EmbeddedStore(folder / MEMBERS_FOLDER / name)
+        try:
+            reports.append(
+                index_documents(
+                    documents,
+                    member,
+                    store,
+                    embedder,
+                    delete_missing=delete_missing,
+                    keep=keep,
+                    on_progress=progress,
+                )
+            )
+        finally:
+            store.close()
+            if embedder is not None:
+                close_stack(embedder)
+    ensemble.save(folder / ENSEMBLE_FILE, comment="built by embedtune index: each member's store is under members/")
+    return reports
+
+
+def open_ensemble(folder: Path, *, cache: str | os.PathLike[str] | None = None) -> EnsembleRetriever:
+    """The :class:`EnsembleRetriever` of an ensemble folder: each member's store opened as ``search`` opens one."""
+    from .engine import close_stack
+    from .indexer import open_retriever
+    from .stores.embedded import EmbeddedStore
+
+    ensemble = Ensemble.from_toml(
+        (folder / ENSEMBLE_FILE).read_text(encoding="utf-8"), source=str(folder / ENSEMBLE_FILE)
+    )
+    members: list[Retriever] = []
+    owned: list[Callable[[], None]] = []
+    try:
+        for name in ensemble.member_folders():
+            store = EmbeddedStore(folder / MEMBERS_FOLDER / name)
+            owned.append(store.close)
+            retriever = open_retriever(store, cache=cache)
+            if not isinstance(retriever, Retriever):
+                raise ConfigError(f"{store.location} is an ensemble inside an ensemble; rebuild {folder}")
+            if retriever.embedder is not None:
+                owned.append(partial(close_stack, retriever.embedder))
+            members.append(retriever)
+    except BaseException:
+        for close in owned:
+            close()
+        raise
+    return EnsembleRetriever(ensemble, members, owned=owned)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-")[:60] or "member"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return _toml_value(value)
