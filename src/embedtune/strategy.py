@@ -34,6 +34,11 @@ The file::
     reduction = "pca"               # truncate (first dims, renormalised) | pca (fitted on the corpus)
     rescore = 4                     # binary only: rescore x k candidates by Hamming distance are rescored
 
+    [rerank]                        # optional: a cross-encoder reorders the fused run's first `top` documents
+    model = "reranker/"             # a folder made by embedtune adapt --method reranker
+    top = 50                        # the rest keep their order below
+    batch = 32                      # pairs per model call
+
 The ``[vectors]`` fields, as ``Strategy`` keywords:
 
 - ``precision``: ``float32``; ``float16``; ``int8`` (per-dimension min/max calibration fitted on
@@ -68,6 +73,7 @@ from typing import Any
 
 from .errors import ConfigError, InputError, UnknownModelError
 from .factory import EmbedderSpec
+from .search.rerank import RerankSpec
 
 __all__ = ["STRATEGY_VERSION", "Fusion", "Mode", "Precision", "Reduction", "Strategy", "vector_options"]
 
@@ -125,6 +131,7 @@ class Strategy:
     dims: int | None = None
     reduction: Reduction = Reduction.TRUNCATE
     rescore: int = DEFAULT_RESCORE
+    rerank: RerankSpec | None = None
 
     def __post_init__(self) -> None:
         from .search.chunks import chunk_score_depth
@@ -196,14 +203,15 @@ class Strategy:
     @property
     def name(self) -> str:
         """A label for tables: ``local:all-MiniLM-L6-v2 @ recursive + bm25 (convex)``."""
+        rerank = "" if self.rerank is None else f" > {self.rerank.label}"
         if self.embedder is None:
-            return "bm25"
+            return "bm25" + rerank
         name = self.embedder.label if not self.chunked else f"{self.embedder.label} @ {self.chunker}"
         if self.vectors_label != Precision.FLOAT32.value:
             name += f" [{self.vectors_label}]"
         if self.mode is Mode.HYBRID:
             name += f" + bm25 ({self.fusion.value})"  # type: ignore[union-attr]
-        return name
+        return name + rerank
 
     @property
     def vectors_label(self) -> str:
@@ -261,6 +269,8 @@ class Strategy:
         if self.precision is Precision.BINARY:
             vectors["rescore"] = self.rescore
         data["vectors"] = vectors
+        if self.rerank is not None:
+            data["rerank"] = self.rerank.to_dict()
         return data
 
     @classmethod
@@ -315,6 +325,7 @@ _TABLES = {
     "chunking": {"chunker", "score"},
     "retrieval": {"mode", "fusion", "alpha", "normalization", "rrf_k", "depth"},
     "vectors": {"precision", "dims", "reduction", "rescore"},
+    "rerank": {"model", "top", "batch"},
 }
 # EmbedderSpec fields that change no vector (how it is fed, and where from); left out of index_settings.
 _FEEDING = {
@@ -365,6 +376,11 @@ def _from_dict(data: Mapping[str, Any]) -> Strategy:
     if "reduction" in vectors and "dims" not in vectors:
         raise ConfigError("vectors.reduction needs vectors.dims, the size to reduce to")
     retrieval = tables["retrieval"]
+    rerank = None
+    if tables["rerank"]:
+        if "model" not in tables["rerank"]:
+            raise ConfigError('[rerank] needs a model = "FOLDER" line, the cross-encoder\'s folder')
+        rerank = RerankSpec(**tables["rerank"])
     mode = retrieval.get("mode", Mode.DENSE.value if embedder is not None else Mode.BM25.value)
     return Strategy(
         embedder=embedder,
@@ -380,6 +396,7 @@ def _from_dict(data: Mapping[str, Any]) -> Strategy:
         dims=vectors.get("dims"),
         reduction=vectors.get("reduction", Reduction.TRUNCATE.value),
         rescore=vectors.get("rescore", DEFAULT_RESCORE),
+        rerank=rerank,
     )
 
 
