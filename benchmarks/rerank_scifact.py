@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             split="test",
             tune_split="dev",
             cache=home / "embeddings.sqlite",
+            index_dir=home / "stores",
             rerank=[RerankSpec(model=str(folder), top=top) for top in tops],
             reranker=remembering,
         )
