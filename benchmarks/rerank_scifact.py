@@ -1,7 +1,7 @@
 """A reranker trained on SciFact's train labels: what it adds on the test queries, and what it costs.
 
     EMBEDTUNE_HOME=/tmp/etbench python benchmarks/rerank_scifact.py [--dataset PATH/TO/scifact]
-        [--max-length 128] [--epochs 1] [--tops 20,50,100] [--sample N] [--threads N] [--train-only]
+        [--max-length 128] [--epochs 1] [--lr 2e-5] [--tops 20,50,100] [--sample N] [--threads N] [--train-only]
 
 Trains once, under EMBEDTUNE_HOME/rerankers/ (a folder that already holds a trained reranker is
 reused, so a rerun only evaluates): a cross-encoder from all-MiniLM-L6-v2's weights, binary
@@ -94,6 +94,7 @@ def _train(folder: Path, collection, args) -> dict:
         out_dir=folder,
         dev=rerank_dev(dev, collection.corpus),
         epochs=args.epochs,
+        lr=args.lr,
         max_length=args.max_length,
         seed=0,
         data_note={"collection": "scifact", "split": "train", "hard_negatives": "bm25"},
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", type=Path, default=DEFAULT_SCIFACT)
     parser.add_argument("--max-length", type=int, default=128, help="tokens of query + document the reranker reads")
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--tops", default="20,50,100", help="rerank depths, comma separated")
     parser.add_argument(
         "--sample", type=int, default=0, help="rerank a seeded sample of this many test queries (0: all)"
@@ -116,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     tops = [int(t) for t in args.tops.split(",")]
     home = default_home()
-    folder = home / "rerankers" / f"scifact-minilm-len{args.max_length}-e{args.epochs}-s0"
+    lr = "" if args.lr == 2e-5 else f"-lr{args.lr:g}"
+    folder = home / "rerankers" / f"scifact-minilm-len{args.max_length}-e{args.epochs}{lr}-s0"
     started = time.perf_counter()
     if args.threads:
         import torch
