@@ -544,6 +544,7 @@ def _compare(
     vectors: str = "float32",
     feedback: str | None = None,
     fuse: bool = False,
+    rerank: list[str] | None = None,
 ):
     """Load the collection, run every strategy with a progress bar, print the table, the winner and the recommendation."""
 
@@ -556,6 +557,9 @@ def _compare(
     for spec in specs:
         find_card(spec.model)  # an unknown model fails before the collection is read
     methods = [m.strip() for m in (hybrid or "").split(",") if m.strip()]
+    from .evaluation.reranking import parse_rerank
+
+    reranks = [parse_rerank(text) for text in rerank or ()]  # a bad folder fails before the collection is read
     if generate:
         from .adaptation.generate import generated_collection
         from .evaluation.collections import read_corpus
@@ -589,6 +593,7 @@ def _compare(
             vectors=[v.strip() for v in vectors.split(",") if v.strip()],
             feedback=[f.strip() for f in (feedback or "").split(",") if f.strip()],
             fuse=fuse,
+            rerank=reranks,
         )
     if generate:
         from dataclasses import replace
@@ -720,6 +725,14 @@ def compare(
             help="Also fuse BM25 and every model's whole-document run: N-way RRF, and convex with weights tuned on dev/train.",
         ),
     ] = False,
+    rerank: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rerank",
+            help="A cross-encoder folder (from adapt --method reranker), :N to rerank the first N (default 50); "
+            "adds each strategy reranked. Repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Compare models, BM25 and hybrids on a collection; write a JSON report and a plot."""
     import json
@@ -744,6 +757,7 @@ def compare(
         vectors=vectors,
         feedback=feedback,
         fuse=fuse,
+        rerank=rerank,
     )
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -1233,7 +1247,11 @@ def adapt(
         str, typer.Option("--hard-negatives", help="Mine one per pair: none, bm25 or model.")
     ] = "none",
     method: Annotated[
-        str, typer.Option("--method", help="finetune (a local model's weights) or adapter (a query map; any model).")
+        str,
+        typer.Option(
+            "--method",
+            help="finetune (a local model's weights), adapter (a query map; any model) or reranker (a cross-encoder).",
+        ),
     ] = "finetune",
     epochs: Annotated[int, typer.Option("--epochs")] = 1,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
@@ -1301,7 +1319,7 @@ def adapt(
             cache=default_home() / "embeddings.sqlite",
             on_progress=on_progress,
         )
-    what = "fine-tuned model" if outcome.method == "finetune" else "query adapter"
+    what = {"finetune": "fine-tuned model", "reranker": "reranker"}.get(outcome.method, "query adapter")
     out.print(
         f"{what} trained on {outcome.train_pairs} pairs ({outcome.dev_pairs} held out for dev) "
         f"in {outcome.train_seconds:.1f} s; wrote {outcome.out_dir}"
@@ -1315,7 +1333,7 @@ def adapt(
         out.print(f"[yellow]note:[/] {note}")
     if outcome.method == "finetune":
         out.print(f"use it as --model {outcome.uri}")
-    else:
+    elif outcome.method != "reranker":  # (its note says how to use it)
         out.print(f'use it with an embedder whose config says model = "{spec.model}", adapter = "{outcome.out_dir}"')
 
 

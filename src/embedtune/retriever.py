@@ -14,7 +14,10 @@ strategies that differ only in the second:
    or their fusion (reciprocal rank fusion with ``rrf_k``, or the convex combination of
    normalised scores with weight ``alpha`` on the dense run), cut to ``k``.
 
-``search(queries, k)`` is ``combine(runs(queries), k)``; ``search_one(text, k)`` adds what an
+3. :meth:`Retriever.rerank`, when the strategy has a ``[rerank]`` table: a cross-encoder reorders
+   the first ``top`` documents of the combined run (see :mod:`embedtune.search.rerank`).
+
+``search(queries, k)`` is ``combine(runs(queries), k)``, reranked when asked; ``search_one(text, k)`` adds what an
 application shows: each document's best chunk, its offsets and text, and its metadata.
 
 Query vectors go through the store's reduction (truncation, or the PCA fitted when it was built,
@@ -42,7 +45,8 @@ from .search.compress import Reducer
 from .search.dense import l2_normalize
 from .search.feedback import FeedbackMethod, rm3_run, rocchio
 from .search.fusion import convex, rrf
-from .search.runs import Run, cut
+from .search.rerank import CrossEncoderScorer, PairScorer, rerank_run
+from .search.runs import Run, cut, ranked
 from .stores.base import Filter, Store, check_filter, doc_of_chunk
 from .strategy import Fusion, Mode, Strategy
 
@@ -86,15 +90,27 @@ class Retriever:
 
     The embedder must be the one the store's vectors came from (the caller checks its
     fingerprint against the store's manifest: :func:`embedtune.indexer.open_retriever` does).
-    A BM25 strategy needs no embedder.
+    A BM25 strategy needs no embedder. ``reranker`` scores (query, document) pairs for a strategy
+    with a ``[rerank]`` table; by default its cross-encoder folder is checked now and loaded on
+    first use (pass one to share a loaded model between retrievers).
     """
 
-    def __init__(self, strategy: Strategy, store: Store, embedder: Embedder | None = None) -> None:
+    def __init__(
+        self,
+        strategy: Strategy,
+        store: Store,
+        embedder: Embedder | None = None,
+        *,
+        reranker: PairScorer | None = None,
+    ) -> None:
         if strategy.uses_vectors and embedder is None:
             raise ConfigError(f"strategy {strategy.name!r} embeds queries; give the retriever an embedder")
         self.strategy = strategy
         self.store = store
         self.embedder = embedder
+        self.reranker = reranker
+        if strategy.rerank is not None and reranker is None:
+            self.reranker = CrossEncoderScorer(strategy.rerank.model, batch=strategy.rerank.batch)
         self._executor: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._reducer: tuple[Reducer | None] | None = None  # read from the manifest once
@@ -270,27 +286,48 @@ class Retriever:
             fused = convex(pair, [alpha, 1.0 - alpha], method=strategy.normalization)  # type: ignore[arg-type]
         return cut(fused, k)
 
+    # -- step 3: the rerank -----------------------------------------------------------------
+
+    def combine_depth(self, k: int) -> int:
+        """How deep :meth:`combine` must cut for a final ``k``: the rerank reads its ``top`` first."""
+        return k if self.strategy.rerank is None else max(k, self.strategy.rerank.top)
+
+    def rerank(self, queries: Mapping[str, str], run: Run, k: int) -> Run:
+        """``run`` (from :meth:`combine`) with its first ``top`` documents reordered by the
+        cross-encoder, reading each document's stored text; cut to ``k``. Unchanged but cut
+        without a ``[rerank]`` table."""
+        spec = self.strategy.rerank
+        if spec is None or self.reranker is None:
+            return cut(run, k)
+        heads = {doc for scores in run.values() for doc in ranked(scores, spec.top)}
+        texts = {record.doc_id: record.text for record in self.store.read_records(sorted(heads))}
+        return cut(rerank_run(run, queries, texts, self.reranker, top=spec.top), k)
+
     def search(self, queries: Mapping[str, str], k: int = 10, *, where: Filter | None = None) -> Run:
         """A run ``{query_id: {doc_id: score}}``: each query's ``k`` best documents."""
         if k < 1:
             raise ConfigError(f"k must be at least 1, not {k}")
         if not queries:
             return {}
-        return self.combine(self.runs(queries, where=where), k)
+        combined = self.combine(self.runs(queries, where=where), self.combine_depth(k))
+        return self.rerank(queries, combined, k) if self.strategy.rerank is not None else combined
 
     def search_one(self, text: str, k: int = 10, *, where: Filter | None = None) -> list[Hit]:
         """The ``k`` best documents for one query, each with its best chunk, offsets and text."""
         if not text.strip():
             raise InputError("the query is empty; give some words to search for")
         runs, chunk_hits = self._runs({"q": text}, where)
-        ranked = self.combine(runs, k).get("q", {})
+        combined = self.combine(runs, self.combine_depth(k))
+        if self.strategy.rerank is not None:
+            combined = self.rerank({"q": text}, combined, k)
+        found_docs = combined.get("q", {})
         best: dict[str, str] = {}
         for chunk, _ in chunk_hits.get("q", []):  # best first: a document's first is its best
             best.setdefault(doc_of_chunk(chunk), chunk)
-        wanted = {doc: best.get(doc, f"{doc}#0") for doc in ranked}  # found by BM25 alone: its first chunk
+        wanted = {doc: best.get(doc, f"{doc}#0") for doc in found_docs}  # found by BM25 alone: its first chunk
         found = self.store.chunks(sorted(set(wanted.values())))
         hits = []
-        for doc_id, score in ranked.items():
+        for doc_id, score in found_docs.items():
             chunk = found.get(wanted[doc_id])
             if chunk is None:  # a document with no chunks (an empty text)
                 hits.append(Hit(doc_id=doc_id, score=score, chunk_id=None, start=0, end=0, text=""))

@@ -39,6 +39,10 @@ The file::
     docs = 5                        # top documents of a first search that feed back
     weight = 0.5                    # rocchio: beta, how far the query moves; rm3: the original query's weight
     terms = 10                      # rm3 only: expansion terms added
+    [rerank]                        # optional: a cross-encoder reorders the fused run's first `top` documents
+    model = "reranker/"             # a folder made by embedtune adapt --method reranker
+    top = 50                        # the rest keep their order below
+    batch = 32                      # pairs per model call
 
 The ``[vectors]`` fields, as ``Strategy`` keywords:
 
@@ -75,6 +79,7 @@ from typing import Any
 from .errors import ConfigError, InputError, UnknownModelError
 from .factory import EmbedderSpec
 from .search.feedback import Feedback, FeedbackMethod
+from .search.rerank import RerankSpec
 
 __all__ = ["STRATEGY_VERSION", "Fusion", "Mode", "Precision", "Reduction", "Strategy", "vector_options"]
 
@@ -133,6 +138,7 @@ class Strategy:
     reduction: Reduction = Reduction.TRUNCATE
     rescore: int = DEFAULT_RESCORE
     feedback: Feedback | None = None
+    rerank: RerankSpec | None = None
 
     def __post_init__(self) -> None:
         from .search.chunks import chunk_score_depth
@@ -211,14 +217,15 @@ class Strategy:
     @property
     def name(self) -> str:
         """A label for tables: ``local:all-MiniLM-L6-v2 @ recursive + bm25 (convex)``."""
+        rerank = "" if self.rerank is None else f" > {self.rerank.label}"
         if self.embedder is None:
-            return "bm25" if self.feedback is None else f"bm25 + {self.feedback.method.value}"
+            return ("bm25" if self.feedback is None else f"bm25 + {self.feedback.method.value}") + rerank
         name = self.embedder.label if not self.chunked else f"{self.embedder.label} @ {self.chunker}"
         if self.vectors_label != Precision.FLOAT32.value:
             name += f" [{self.vectors_label}]"
         if self.mode is Mode.HYBRID:
             name += f" + bm25 ({self.fusion.value})"  # type: ignore[union-attr]
-        return name if self.feedback is None else f"{name} + {self.feedback.method.value}"
+        return (name if self.feedback is None else f"{name} + {self.feedback.method.value}") + rerank
 
     @property
     def vectors_label(self) -> str:
@@ -278,6 +285,8 @@ class Strategy:
         data["vectors"] = vectors
         if self.feedback is not None:
             data["feedback"] = self.feedback.to_dict()
+        if self.rerank is not None:
+            data["rerank"] = self.rerank.to_dict()
         return data
 
     @classmethod
@@ -333,6 +342,7 @@ _TABLES = {
     "retrieval": {"mode", "fusion", "alpha", "normalization", "rrf_k", "depth"},
     "vectors": {"precision", "dims", "reduction", "rescore"},
     "feedback": {"method", "docs", "weight", "terms"},
+    "rerank": {"model", "top", "batch"},
 }
 # EmbedderSpec fields that change no vector (how it is fed, and where from); left out of index_settings.
 _FEEDING = {
@@ -384,6 +394,11 @@ def _from_dict(data: Mapping[str, Any]) -> Strategy:
         raise ConfigError("vectors.reduction needs vectors.dims, the size to reduce to")
     feedback = Feedback.from_dict(tables["feedback"]) if tables["feedback"] else None
     retrieval = tables["retrieval"]
+    rerank = None
+    if tables["rerank"]:
+        if "model" not in tables["rerank"]:
+            raise ConfigError('[rerank] needs a model = "FOLDER" line, the cross-encoder\'s folder')
+        rerank = RerankSpec(**tables["rerank"])
     mode = retrieval.get("mode", Mode.DENSE.value if embedder is not None else Mode.BM25.value)
     return Strategy(
         embedder=embedder,
@@ -400,6 +415,7 @@ def _from_dict(data: Mapping[str, Any]) -> Strategy:
         reduction=vectors.get("reduction", Reduction.TRUNCATE.value),
         rescore=vectors.get("rescore", DEFAULT_RESCORE),
         feedback=feedback,
+        rerank=rerank,
     )
 
 

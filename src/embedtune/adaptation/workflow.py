@@ -5,7 +5,9 @@
 2. Hard negatives are mined when asked (BM25 or the base model), which needs the corpus.
 3. A seeded tenth of the queries is held out as the dev split that picks the epoch.
 4. ``finetune`` trains the model's weights (a local model only); ``adapter`` learns a query
-   adapter on the frozen model (any model, API ones included).
+   adapter on the frozen model (any model, API ones included); ``reranker`` trains a
+   cross-encoder from a local model's weights (see ``reranker.py``; figures are BM25's top 20
+   before and after reranking).
 5. Before/after nDCG@10 on the collection's ``test`` split when it has one (and it was not
    trained on), else on the dev split.
 
@@ -27,7 +29,7 @@ from .pairs import Pair, pairs_from_qrels, read_pairs, split_dev
 
 __all__ = ["HARD_NEGATIVES", "METHODS", "AdaptOutcome", "adapt", "load_pairs"]
 
-METHODS: tuple[str, ...] = ("finetune", "adapter")
+METHODS: tuple[str, ...] = ("finetune", "adapter", "reranker")
 HARD_NEGATIVES: tuple[str, ...] = ("none", "bm25", "model")
 MIN_PAIRS = 16
 _FEW_STEPS = 10  # below this a fine-tune barely moves the weights: say so
@@ -119,6 +121,8 @@ def adapt(
     if hard_negatives not in HARD_NEGATIVES:
         raise ConfigError(f"unknown --hard-negatives {hard_negatives!r}; use {', '.join(HARD_NEGATIVES)}")
     provider = split_uri(spec.model)[0]
+    if method == "reranker":
+        finetune.base_folder(spec.model, done="trained into a reranker", api_hint="give a local model")
     if method == "finetune":
         if provider in ("openai", "ollama"):
             raise ConfigError(
@@ -138,6 +142,13 @@ def adapt(
             f"only {len(train)} training pairs (after holding out {len(dev)} for dev); "
             f"adapting needs at least {MIN_PAIRS}{how}"
         )
+    if method == "reranker":
+        if collection is None:
+            raise ConfigError(
+                "--method reranker mines negatives and ranks dev queries in the documents: give a collection"
+            )
+        if hard_negatives == "none":  # a reranker learns from negatives: it always mines them
+            hard_negatives = "bm25"
     if hard_negatives != "none":
         if collection is None:
             raise ConfigError("--hard-negatives needs the documents to mine: give a collection (or --corpus)")
@@ -165,6 +176,23 @@ def adapt(
         adapted = EmbedderSpec(model=result.uri)
         figures = {"dev": (result.dev_before, result.dev_after)}
         seconds = result.train_seconds
+    elif method == "reranker":
+        assert collection is not None
+        return _train_reranker(
+            collection,
+            spec,
+            train,
+            dev,
+            out,
+            test_split,
+            epochs,
+            batch_size,
+            lr,
+            max_seq_length,
+            seed,
+            on_progress,
+            note,
+        )
     else:
         adapted, figures, seconds = _train_adapter(spec, train, dev, out, seed, cache)
     notes: list[str] = []
@@ -239,6 +267,63 @@ def _train_adapter(spec: EmbedderSpec, train, dev, out: Path, seed: int, cache):
     if "base" in dev_info:
         figures["dev mrr@10"] = (dev_info["base"], dev_info["adapted"])
     return replace(spec, adapter=str(out)), figures, float(info.get("train_seconds", 0.0))
+
+
+def _train_reranker(
+    collection: Collection,
+    spec: EmbedderSpec,
+    train,
+    dev,
+    out: Path,
+    test_split: str | None,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    max_length: int | None,
+    seed: int,
+    on_progress,
+    note: dict,
+) -> AdaptOutcome:
+    """Train the cross-encoder, then score BM25's top 20 on ``test_split`` before and after reranking it."""
+    from ..evaluation.compare import evaluate_strategies
+    from ..search.rerank import RerankSpec
+    from .reranker import DEV_DEPTH, record_figures, rerank_dev, train_reranker
+
+    result = train_reranker(
+        spec.model,
+        train,
+        out_dir=out,
+        dev=rerank_dev(dev, collection.corpus) if dev else None,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        max_length=max_length or 256,
+        seed=seed,
+        on_progress=on_progress,
+        data_note=note,
+    )
+    figures: dict[str, tuple[float | None, float | None]] = {
+        f"dev nDCG@10 (BM25 top {DEV_DEPTH} reranked)": (result.dev_before, result.dev_after)
+    }
+    if test_split is not None:
+        # The test queries alone: no split here picks anything, and reranking the train queries costs time.
+        only_test = replace(collection, qrels={test_split: collection.qrels[test_split]})
+        scored = evaluate_strategies(
+            only_test, [], bm25=True, split=test_split, rerank=[RerankSpec(model=str(out), top=DEV_DEPTH)]
+        )
+        before, after = (row.metrics["ndcg@10"] for row in scored.strategies)
+        figures[f"{test_split} nDCG@10 (BM25 top {DEV_DEPTH} reranked)"] = (before, after)
+        record_figures(out, test_split, before, after, note=f"BM25 top {DEV_DEPTH} reranked")
+    return AdaptOutcome(
+        method="reranker",
+        out_dir=out,
+        uri=str(out),
+        train_pairs=len(train),
+        dev_pairs=len(dev),
+        train_seconds=result.train_seconds,
+        figures=figures,
+        notes=(f'use it in a strategy file: [rerank] model = "{out}", top = 50',),
+    )
 
 
 def _ndcg(collection: Collection, spec: EmbedderSpec, split: str, cache, on_progress) -> float:

@@ -72,6 +72,7 @@ from embedtune.engine.wrapper import Wrapper
 from embedtune.errors import ConfigError, InputError
 from embedtune.evaluation.collections import Collection, Qrels
 from embedtune.evaluation.metrics import evaluate_per_query
+from embedtune.evaluation.reranking import RerankBase, reranked_rows
 from embedtune.evaluation.significance import Recommendation, bootstrap_ci, paired_test, recommend
 from embedtune.evaluation.tuning import feedback_grid, tune_convex_weight, tune_feedback
 from embedtune.factory import EmbedderSpec, build_embedder, open_provider
@@ -81,6 +82,7 @@ from embedtune.retriever import Retriever
 from embedtune.search.bm25 import BM25Index
 from embedtune.search.chunks import chunk_score_depth
 from embedtune.search.feedback import Feedback, FeedbackMethod
+from embedtune.search.rerank import PairScorer, RerankSpec
 from embedtune.search.runs import Run
 from embedtune.stores.base import Store
 from embedtune.strategy import WHOLE_DOCUMENTS, Fusion, Mode, Precision, Strategy, vector_options
@@ -173,7 +175,7 @@ class StrategyResult:
     reported split; ``p_value`` and ``selection_p_value`` are the paired randomisation test's
     p-values against the winner on the reported and on the tuning split (1.0 for the winner).
     ``engine`` is what ran a local model (``auto`` resolved, e.g. ``openvino-bf16``); ``None`` for
-    other providers and BM25.
+    other providers and BM25. ``rerank_ms`` is a reranked row's rerank step, ms per query (batched).
     """
 
     name: str
@@ -195,6 +197,7 @@ class StrategyResult:
     selection_p_value: float | None = None
     vector_bytes: int = 0
     engine: str | None = None
+    rerank_ms: float | None = None
 
     @property
     def embedding(self) -> str | None:
@@ -319,6 +322,8 @@ def evaluate_strategies(
     vectors: Sequence[str] = ("float32",),
     feedback: Sequence[str] = (),
     fuse: bool = False,
+    rerank: Sequence[RerankSpec] = (),
+    reranker: PairScorer | None = None,
 ) -> ComparisonResult:
     """Score BM25, each model's dense retrieval and their hybrids on ``split`` of ``collection``.
 
@@ -353,6 +358,8 @@ def evaluate_strategies(
     ``fuse`` adds two rows fusing BM25 and every model's whole-document float32 run: N-way RRF,
     and N-way convex with weights tuned on the tuning split (equal when there is none, and the
     notes say so); see :mod:`~embedtune.evaluation.fused`.
+    Each of ``rerank`` adds every strategy again with that ``[rerank]`` table (see
+    :mod:`~embedtune.evaluation.reranking`); ``reranker`` scores pairs instead of each spec's model.
     """
     hybrid = _check_request(models, bm25, hybrid, k)
     feedback_methods = _check_feedback(feedback, models, bm25 or bool(hybrid))
@@ -387,6 +394,7 @@ def evaluate_strategies(
     documents = corpus_documents(collection.corpus)
 
     results: list[StrategyResult] = []
+    bases: list[RerankBase] = []  # what a reranked row needs to answer again
     bm25_seconds = None
     with (
         ray_session(ray),  # one connection for every model: `auto` starts its cluster once
@@ -429,9 +437,12 @@ def evaluate_strategies(
                     results.append(dense.result)
                     if fuse and not strategy.chunked and strategy.vectors_label == Precision.FLOAT32.value:
                         fuse_bases.append(_fuse_base(dense, k))
+                    bases.append(RerankBase(dense.result, dense.store, dense.embedder, {"dense": dense.run}))
                     for method in hybrid:
                         assert lexical is not None  # a hybrid always builds BM25
                         results.append(_hybrid(method, dense, lexical, judged, k))
+                        runs = {"dense": dense.run, "bm25": lexical.run}
+                        bases.append(RerankBase(results[-1], dense.store, dense.embedder, runs))
                     results += _feedback_rows(feedback_methods, tuner, dense, lexical, hybrid, judged)
             finally:
                 if given is None:  # an HTTP provider's connections; one handed in stays the caller's
@@ -444,6 +455,11 @@ def evaluate_strategies(
             if FeedbackMethod.RM3 in feedback_methods:
                 results.insert(0, lexical.result(judged, tuner.rm3(lexical)))
             results.insert(0, lexical.result(judged))
+            bases.insert(0, RerankBase(results[0], lexical.retriever.store, None, {"bm25": lexical.run}))
+        if rerank:
+            rows, rerank_notes = reranked_rows(bases, rerank, all_queries, judged.score, k, reranker=reranker)
+            results.extend(rows)
+            notes.extend(rerank_notes)
 
     winner = max(results, key=lambda r: r.selection_score).name  # first of equals wins
     if tune_split is None:
