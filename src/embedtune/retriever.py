@@ -38,7 +38,7 @@ from .search.compress import Reducer
 from .search.dense import l2_normalize
 from .search.fusion import convex, rrf
 from .search.runs import Run, cut
-from .stores.base import Filter, Store, check_filter, doc_of_chunk
+from .stores.base import Filter, Store, check_filter, doc_of_chunk, is_first_chunk
 from .strategy import Fusion, Mode, Strategy
 
 __all__ = ["Hit", "Retriever"]
@@ -193,7 +193,9 @@ class Retriever:
         if not self.strategy.chunked:  # one chunk per document: its score is the document's
             return {doc_of_chunk(chunk): score for chunk, score in hits}
         chunk_docs = {chunk: doc_of_chunk(chunk) for chunk, _ in hits}
-        return doc_run_from_chunk_run({"q": dict(hits)}, chunk_docs, score=self.strategy.chunk_score)["q"]
+        firsts = {chunk for chunk in chunk_docs if is_first_chunk(chunk)}
+        score = self.strategy.chunk_score
+        return doc_run_from_chunk_run({"q": dict(hits)}, chunk_docs, score=score, first_chunks=firsts)["q"]
 
     def lexical_run(self, queries: Mapping[str, str], depth: int, *, where: Filter | None = None) -> Run:
         """Each query's ``depth`` best documents by BM25 over the store's documents."""
