@@ -237,8 +237,10 @@ class Retriever:
         runs, chunk_hits = self._runs({"q": text}, where)
         ranked = self.combine(runs, k).get("q", {})
         best: dict[str, str] = {}
+        first_only = self.strategy.chunk_score == "first"  # the chunk that scored it: the first
         for chunk, _ in chunk_hits.get("q", []):  # best first: a document's first is its best
-            best.setdefault(doc_of_chunk(chunk), chunk)
+            if not first_only or is_first_chunk(chunk):
+                best.setdefault(doc_of_chunk(chunk), chunk)
         wanted = {doc: best.get(doc, f"{doc}#0") for doc in ranked}  # found by BM25 alone: its first chunk
         found = self.store.chunks(sorted(set(wanted.values())))
         hits = []
