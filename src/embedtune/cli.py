@@ -500,7 +500,12 @@ ChunkerOption = Annotated[
     ),
 ]
 ChunkScoreOption = Annotated[
-    str, typer.Option("--chunk-score", help="A document's score from its chunks: max, or sumN (sum of its N best).")
+    str,
+    typer.Option(
+        "--chunk-score",
+        help="A document's score from its chunks: first (its first passage), max, or sumN (sum of its N best); "
+        "compare takes several joined by commas (first,max,sum2), a row each.",
+    ),
 ]
 GenerateOption = Annotated[
     str | None,

@@ -47,7 +47,7 @@ def test_specs_give_stable_names(spec, max_tokens, name, minilm):
 
 
 def test_every_name_is_known():
-    assert CHUNKER_NAMES == ("fixed", "recursive", "sentence", "semantic")
+    assert CHUNKER_NAMES == ("fixed", "passages", "recursive", "sentence", "semantic")
     assert parse_chunker_spec("fixed:size=200,overlap=50") == (
         "fixed",
         {"size": 200, "overlap": 50},
