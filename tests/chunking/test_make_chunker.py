@@ -76,7 +76,7 @@ def test_a_limit_above_the_model_is_an_error_unless_allowed(minilm):
     [
         (
             "bogus",
-            "unknown chunker 'bogus'; choose one of fixed, recursive, sentence, semantic",
+            "unknown chunker 'bogus'; choose one of fixed, passages, recursive, sentence, semantic",
         ),
         (
             "fixed:sizes=3",
