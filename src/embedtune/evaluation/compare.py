@@ -621,7 +621,7 @@ def _evaluate_dense(
 
 def _over_limit_note(provider: Embedder, documents: Sequence[SourceDocument]) -> str:
     """How many documents are longer than the model's limit, by its own tokenizer (what passages are for)."""
-    texts = [doc.text for doc in documents if doc.image is None]
+    texts = [doc.text for doc in documents if doc.image is None and doc.text.strip()]
     over = sum(provider.count_tokens(text, "document") > provider.max_tokens for text in texts)
     return (
         f"{provider.name}: {over} of {len(texts)} documents are longer than its {provider.max_tokens}-token "
