@@ -69,7 +69,7 @@ def query_ms(strategy, store, embedder, queries: list[str]) -> float:
     return statistics.mean(times)
 
 
-def run(name: str, n_queries: int) -> None:
+def run(name: str, n_queries: int, chunkers: list[str]) -> None:
     collection = load_beir(DATASETS / name)
     index_dir = home() / "stores"
     started = time.perf_counter()
@@ -77,7 +77,7 @@ def run(name: str, n_queries: int) -> None:
         collection,
         [MODEL],
         bm25=False,
-        chunkers=CHUNKERS,
+        chunkers=chunkers,
         chunk_score=SCORES,
         cache=home() / "embeddings.sqlite",
         index_dir=index_dir,
@@ -87,7 +87,7 @@ def run(name: str, n_queries: int) -> None:
     queries, _ = collection.split("test")
     sample = [queries[q] for q in list(queries)[:n_queries]]
     embedder = build_embedder(MODEL)  # no cache: the query is embedded as a user's would be
-    stores = {c: find_store(index_dir, collection.name, c) for c in CHUNKERS}
+    stores = {c: find_store(index_dir, collection.name, c) for c in chunkers}
     print(f"\n== {name}: {result.documents} documents, {result.queries} test queries ({seconds:.0f} s)")
     if result.tune_split:
         print(f"chosen on {result.tune_split}; winner: {result.winner}")
@@ -122,10 +122,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--collections", default="scifact,npl,cranfield")
     parser.add_argument("--queries", type=int, default=100, help="test queries timed one at a time")
+    parser.add_argument("--chunkers", default=";".join(CHUNKERS), help="chunker specs joined by ;")
     args = parser.parse_args()
-    print(f"model {MODEL.model}; chunkers {', '.join(CHUNKERS)}; chunk scores {', '.join(SCORES)}")
+    chunkers = [c.strip() for c in args.chunkers.split(";") if c.strip()]
+    print(f"model {MODEL.model}; chunkers {', '.join(chunkers)}; chunk scores {', '.join(SCORES)}")
     for name in args.collections.split(","):
-        run(name.strip(), args.queries)
+        run(name.strip(), args.queries, chunkers)
 
 
 if __name__ == "__main__":
