@@ -69,7 +69,7 @@ def query_ms(strategy, store, embedder, queries: list[str]) -> float:
     return statistics.mean(times)
 
 
-def run(name: str, n_queries: int, chunkers: list[str]) -> None:
+def run(name: str, n_queries: int, chunkers: list[str], hybrid: list[str]) -> None:
     collection = load_beir(DATASETS / name)
     index_dir = home() / "stores"
     started = time.perf_counter()
@@ -77,6 +77,7 @@ def run(name: str, n_queries: int, chunkers: list[str]) -> None:
         collection,
         [MODEL],
         bm25=False,
+        hybrid=hybrid,
         chunkers=chunkers,
         chunk_score=SCORES,
         cache=home() / "embeddings.sqlite",
@@ -96,14 +97,14 @@ def run(name: str, n_queries: int, chunkers: list[str]) -> None:
     for note in result.notes:
         if "longer than" in note or "truncated" in note:
             print(f"note: {note}")
-    head = f"{'strategy':58} {'nDCG@10':>8} {'R@100':>7} {'train':>7} {'ms/q':>6}"
+    head = f"{'strategy':72} {'nDCG@10':>8} {'R@100':>7} {'train':>7} {'ms/q':>6}"
     if unseen is not None:
         head += f" {'gain':>7} {'unseen':>7}"
     print(head)
     for row in result.strategies:
         assert row.strategy is not None and row.per_query is not None
         ms = query_ms(row.strategy, stores[row.strategy.chunker], embedder, sample)
-        line = f"{row.name.removeprefix(MODEL.model + ' @ '):58} {row.metrics['ndcg@10']:8.4f}"
+        line = f"{row.name.removeprefix(MODEL.model + ' @ '):72} {row.metrics['ndcg@10']:8.4f}"
         line += f" {row.metrics['recall@100']:7.4f}"
         line += f" {row.selection['ndcg@10']:7.4f}" if row.selection else f" {'-':>7}"
         line += f" {ms:6.1f}"
@@ -123,11 +124,12 @@ def main() -> None:
     parser.add_argument("--collections", default="scifact,npl,cranfield")
     parser.add_argument("--queries", type=int, default=100, help="test queries timed one at a time")
     parser.add_argument("--chunkers", default=";".join(CHUNKERS), help="chunker specs joined by ;")
+    parser.add_argument("--hybrid", default="", help="fusions with BM25 to add to each row: convex, rrf")
     args = parser.parse_args()
     chunkers = [c.strip() for c in args.chunkers.split(";") if c.strip()]
     print(f"model {MODEL.model}; chunkers {', '.join(chunkers)}; chunk scores {', '.join(SCORES)}")
     for name in args.collections.split(","):
-        run(name.strip(), args.queries, chunkers)
+        run(name.strip(), args.queries, chunkers, [h for h in args.hybrid.split(",") if h])
 
 
 if __name__ == "__main__":
