@@ -333,7 +333,7 @@ def chunk(
         typer.Option(
             "--chunker",
             "-c",
-            help="NAME[:key=value,...]: fixed:size=200,overlap=50 | recursive | sentence | "
+            help="NAME[:key=value,...]: passages | fixed:size=200,overlap=50 | recursive | sentence | "
             "semantic:rule=percentile,threshold=95,min_tokens=32 (rules: percentile, stdev, iqr, gradient, absolute).",
         ),
     ],
@@ -495,12 +495,18 @@ ChunkerOption = Annotated[
     list[str] | None,
     typer.Option(
         "--chunker",
-        help="Embed chunks, not whole documents: fixed:size=200,overlap=50, recursive, sentence, "
+        help="Embed chunks, not whole documents: passages (windows of the model's own limit; "
+        "passages:title=true reads each document's title first), fixed:size=200,overlap=50, recursive, sentence, "
         "semantic:rule=percentile,threshold=95, or none (whole documents). Repeat to compare chunkers.",
     ),
 ]
 ChunkScoreOption = Annotated[
-    str, typer.Option("--chunk-score", help="A document's score from its chunks: max, or sumN (sum of its N best).")
+    str,
+    typer.Option(
+        "--chunk-score",
+        help="A document's score from its chunks: first (its first passage), max, or sumN (sum of its N best); "
+        "compare takes several joined by commas (first,max,sum2), a row each.",
+    ),
 ]
 GenerateOption = Annotated[
     str | None,

@@ -77,12 +77,15 @@ class SourceKind(str, Enum):
 @dataclass(frozen=True, kw_only=True)
 class SourceDocument:
     """One document to index. ``metadata`` holds JSON values only; ``image`` is set for an image
-    document (embedded as the image; ``text`` then names it)."""
+    document (embedded as the image; ``text`` then names it). ``title`` is the document's title
+    apart from its text (which may begin with it, as a BEIR document's does), for a chunker that
+    reads it before each passage; empty when the input has none."""
 
     id: str
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
     image: Image | None = None
+    title: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,7 +168,9 @@ def corpus_documents(corpus: Mapping[str, Document]) -> list[SourceDocument]:
     return [
         _image_document(doc_id, doc.image)
         if doc.image is not None
-        else SourceDocument(id=doc_id, text=doc.full_text, metadata={"title": doc.title} if doc.title else {})
+        else SourceDocument(
+            id=doc_id, text=doc.full_text, metadata={"title": doc.title} if doc.title else {}, title=doc.title
+        )
         for doc_id, doc in corpus.items()
     ]
 
@@ -309,14 +314,15 @@ def _row_document(
     if not isinstance(text, str):
         raise InputError(f"{where}: expected a string {text_field!r} field")
     used = {text_field}
+    title = row.get("title") if text_field == "text" else None
     if text_field == "text":  # BEIR: the title goes in front of the text
-        title = row.get("title")
         if isinstance(title, str) and title:
             text = " ".join(part for part in (title, text) if part)
         used.add("title")
     doc_id, id_key = _row_id(row, where, number, id_field)
     used.add(id_key)
-    return SourceDocument(id=doc_id, text=text, metadata=_row_metadata(row, where, used))
+    title = title if isinstance(title, str) else ""
+    return SourceDocument(id=doc_id, text=text, metadata=_row_metadata(row, where, used), title=title)
 
 
 def _row_id(row: Mapping[str, Any], where: str, number: int, id_field: str | None) -> tuple[str, str]:
@@ -389,7 +395,7 @@ def _read_folder(folder: Path, *, images: bool = False) -> DocumentSource:
         metadata: dict[str, Any] = {"path": str(relative), "type": file_type}
         if title:
             metadata["title"] = title
-        documents.append(SourceDocument(id=str(relative), text=text, metadata=metadata))
+        documents.append(SourceDocument(id=str(relative), text=text, metadata=metadata, title=title or ""))
     return DocumentSource(
         path=folder,
         kind=SourceKind.FOLDER,

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from .chunking.base import Chunker
+from .chunking.base import Chunker, chunk_documents
 from .embedder import Embedder, embed_images, empty_vectors, image_fingerprint, takes_images
 from .engine import LengthPolicy, find_layer, whole_calls
 from .errors import ConfigError
@@ -329,12 +329,15 @@ def _records(
     """The batch chunked and embedded (one call into the stack for all its chunks)."""
     texts = [document.text for document, _ in batch]
     images = {i: image for i, (document, _) in enumerate(batch) if (image := getattr(document, "image", None))}
+    prefixes: dict[tuple[int, int], str] = {}  # (document, span): what the model reads before the span
     if chunker is not None:
         filled = [i for i, text in enumerate(texts) if text.strip() and i not in images]
-        per_doc = chunker.chunk_many([texts[i] for i in filled])
+        titles = [getattr(batch[i][0], "title", "") or "" for i in filled]
+        per_doc = chunk_documents(chunker, [texts[i] for i in filled], titles)
         spans: list[list[tuple[int, int]]] = [[] for _ in texts]
         for i, chunks in zip(filled, per_doc):
             spans[i] = [(chunk.start, chunk.end) for chunk in chunks]
+            prefixes.update(((i, n), chunk.prefix) for n, chunk in enumerate(chunks) if chunk.prefix)
         for i in images:  # an image is one chunk, whatever the chunker
             spans[i] = [(0, len(texts[i]))]
     else:
@@ -342,7 +345,7 @@ def _records(
         spans = [[(0, len(text))] if text.strip() else [] for text in texts]
     vectors = None
     if embedder is not None:
-        vectors = _embed_units(embedder, texts, spans, images)
+        vectors = _embed_units(embedder, texts, spans, images, prefixes)
         report.texts_embedded += sum(len(doc_spans) for doc_spans in spans)
     records = []
     offset = 0
@@ -365,17 +368,24 @@ def _records(
 
 
 def _embed_units(
-    embedder: Embedder, texts: list[str], spans: list[list[tuple[int, int]]], images: Mapping[int, Any]
+    embedder: Embedder,
+    texts: list[str],
+    spans: list[list[tuple[int, int]]],
+    images: Mapping[int, Any],
+    prefixes: Mapping[tuple[int, int], str],
 ) -> np.ndarray | None:
-    """One row per span, in order: text pieces in one call, the images in one call of their own."""
-    owners = [(i, start, end) for i, doc_spans in enumerate(spans) for start, end in doc_spans]
+    """One row per span, in order: text pieces in one call, the images in one call of their own.
+
+    ``prefixes[(document, n)]`` goes before the document's ``n``-th span (a title-prefixed chunk).
+    """
+    owners = [(i, n, start, end) for i, doc_spans in enumerate(spans) for n, (start, end) in enumerate(doc_spans)]
     if not owners:
         return None
     out = np.empty((len(owners), embedder.dim), dtype=np.float32)
-    text_rows = [row for row, (i, _, _) in enumerate(owners) if i not in images]
-    image_rows = [row for row, (i, _, _) in enumerate(owners) if i in images]
+    text_rows = [row for row, (i, *_) in enumerate(owners) if i not in images]
+    image_rows = [row for row, (i, *_) in enumerate(owners) if i in images]
     if text_rows:
-        pieces = [texts[owners[row][0]][owners[row][1] : owners[row][2]] for row in text_rows]
+        pieces = [prefixes.get((i, n), "") + texts[i][s:e] for i, n, s, e in (owners[row] for row in text_rows)]
         out[text_rows] = embedder.embed(pieces, "document")
     if image_rows:
         out[image_rows] = embed_images(embedder, [images[owners[row][0]] for row in image_rows], "document")

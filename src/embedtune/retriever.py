@@ -47,7 +47,7 @@ from .search.feedback import FeedbackMethod, rm3_run, rocchio
 from .search.fusion import convex, rrf
 from .search.rerank import CrossEncoderScorer, PairScorer, rerank_run
 from .search.runs import Run, cut, ranked
-from .stores.base import Filter, Store, check_filter, doc_of_chunk
+from .stores.base import Filter, Store, check_filter, doc_of_chunk, is_first_chunk
 from .strategy import Fusion, Mode, Strategy
 
 __all__ = ["Hit", "Retriever"]
@@ -251,7 +251,9 @@ class Retriever:
         if not self.strategy.chunked:  # one chunk per document: its score is the document's
             return {doc_of_chunk(chunk): score for chunk, score in hits}
         chunk_docs = {chunk: doc_of_chunk(chunk) for chunk, _ in hits}
-        return doc_run_from_chunk_run({"q": dict(hits)}, chunk_docs, score=self.strategy.chunk_score)["q"]
+        firsts = {chunk for chunk in chunk_docs if is_first_chunk(chunk)}
+        score = self.strategy.chunk_score
+        return doc_run_from_chunk_run({"q": dict(hits)}, chunk_docs, score=score, first_chunks=firsts)["q"]
 
     def lexical_run(self, queries: Mapping[str, str], depth: int, *, where: Filter | None = None) -> Run:
         """Each query's ``depth`` best documents by BM25 over the store's documents."""
@@ -322,8 +324,10 @@ class Retriever:
             combined = self.rerank({"q": text}, combined, k)
         found_docs = combined.get("q", {})
         best: dict[str, str] = {}
+        first_only = self.strategy.chunk_score == "first"  # the chunk that scored it: the first
         for chunk, _ in chunk_hits.get("q", []):  # best first: a document's first is its best
-            best.setdefault(doc_of_chunk(chunk), chunk)
+            if not first_only or is_first_chunk(chunk):
+                best.setdefault(doc_of_chunk(chunk), chunk)
         wanted = {doc: best.get(doc, f"{doc}#0") for doc in found_docs}  # found by BM25 alone: its first chunk
         found = self.store.chunks(sorted(set(wanted.values())))
         hits = []

@@ -18,7 +18,7 @@ The file::
 
     [chunking]
     chunker = "none"                # whole documents, or a chunker spec: recursive, fixed:size=200,overlap=50
-    score = "max"                   # a document's score from its chunks: max, or sumN
+    score = "max"                   # a document's score from its chunks: first, max, or sumN
 
     [retrieval]
     mode = "hybrid"                 # dense | bm25 | hybrid

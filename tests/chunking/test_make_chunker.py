@@ -47,7 +47,7 @@ def test_specs_give_stable_names(spec, max_tokens, name, minilm):
 
 
 def test_every_name_is_known():
-    assert CHUNKER_NAMES == ("fixed", "recursive", "sentence", "semantic")
+    assert CHUNKER_NAMES == ("fixed", "passages", "recursive", "sentence", "semantic")
     assert parse_chunker_spec("fixed:size=200,overlap=50") == (
         "fixed",
         {"size": 200, "overlap": 50},
@@ -76,7 +76,7 @@ def test_a_limit_above_the_model_is_an_error_unless_allowed(minilm):
     [
         (
             "bogus",
-            "unknown chunker 'bogus'; choose one of fixed, recursive, sentence, semantic",
+            "unknown chunker 'bogus'; choose one of fixed, passages, recursive, sentence, semantic",
         ),
         (
             "fixed:sizes=3",

@@ -1,4 +1,4 @@
-"""Document runs from chunk runs: max and sumN scoring, and the search that fills the top k."""
+"""Document runs from chunk runs: first, max and sumN scoring, and the search that fills the top k."""
 
 import numpy as np
 import pytest
@@ -25,6 +25,19 @@ def test_sum_n_adds_the_n_best_chunks_and_can_change_the_order():
     # a one-chunk document scores the same under sum1 and max
     assert doc_run_from_chunk_run(CHUNK_RUN, DOCS, score="sum1") == doc_run_from_chunk_run(CHUNK_RUN, DOCS)
     assert doc_run_from_chunk_run(CHUNK_RUN, DOCS, score="sum3")["q"]["a"] == pytest.approx(1.7)
+
+
+def test_first_scores_each_document_by_its_first_chunk_alone():
+    firsts = {"a#0", "b#0", "c#0"}
+    # b's first chunk beats a's: under max a leads (0.9), under first b does (0.85 > 0.6)
+    run = {"q": {"a#0": 0.6, "a#1": 0.9, "b#0": 0.85, "c#1": 0.7}}
+    assert doc_run_from_chunk_run(run, DOCS, score="first", first_chunks=firsts) == {"q": {"a": 0.6, "b": 0.85}}
+    assert doc_run_from_chunk_run(run, DOCS)["q"] == {"a": 0.9, "b": 0.85, "c": 0.7}
+    # c's first chunk was not retrieved: it scores below every retrieved first chunk, so it is absent
+    assert "c" not in doc_run_from_chunk_run(run, DOCS, score="first", first_chunks=firsts, k=3)["q"]
+    with pytest.raises(ConfigError, match="first_chunks"):
+        doc_run_from_chunk_run(run, DOCS, score="first")
+    assert chunk_score_depth("first") == 1
 
 
 def test_a_chunk_over_several_documents_scores_each_and_k_cuts():
@@ -73,6 +86,24 @@ def test_search_goes_deeper_until_k_documents_are_found(score, n):
         assert run["q"] == pytest.approx({d: expected[d] for d in top}, abs=1e-5)
     else:  # a sum over the retrieved chunks only: never above the sum over all of a document's chunks
         assert all(run["q"][d] <= expected[d] + 1e-6 for d in run["q"])
+
+
+def test_search_by_first_chunks_goes_deeper_past_later_chunks():
+    rng = np.random.default_rng(3)
+    query = np.abs(rng.normal(size=8)).astype(np.float32)
+    query /= np.linalg.norm(query)
+    # Every document's second chunk is the query itself, its first is random: the first k chunks
+    # retrieved are all second chunks, so only a deeper search finds k first chunks.
+    firsts = np.abs(rng.normal(size=(6, 8))).astype(np.float32)
+    firsts /= np.linalg.norm(firsts, axis=1, keepdims=True)
+    vectors = np.concatenate([firsts, np.repeat(query[None, :], 6, axis=0)])
+    ids = [f"d{i}#0" for i in range(6)] + [f"d{i}#1" for i in range(6)]
+    chunk_docs = {c: c.partition("#")[0] for c in ids}
+    index = DenseIndex.build(ids, vectors, model="test")
+    run = search_by_chunks(index, chunk_docs, ["q"], query[None, :], 3, score="first", first_chunks=set(ids[:6]))
+    expected = {f"d{i}": float(firsts[i] @ query) for i in range(6)}
+    top = sorted(expected, key=lambda d: -expected[d])[:3]
+    assert run["q"] == pytest.approx({d: expected[d] for d in top}, abs=1e-5)
 
 
 def test_search_returns_every_document_when_there_are_fewer_than_k():

@@ -5,8 +5,8 @@ no chunk exceeds its limit; each chunk keeps its character offsets into the orig
 ``make_chunker("semantic:rule=iqr", embedder)`` builds one from a spec.
 """
 
-from .base import Chunk, Chunker
-from .chunkers import FixedChunker, RecursiveChunker, SentenceChunker
+from .base import Chunk, Chunker, chunk_documents
+from .chunkers import FixedChunker, PassageChunker, RecursiveChunker, SentenceChunker
 from .factory import CHUNKER_NAMES, make_chunker, parse_chunker_spec
 from .semantic import SemanticChunker
 from .sentences import split_sentences
@@ -16,9 +16,11 @@ __all__ = [
     "Chunk",
     "Chunker",
     "FixedChunker",
+    "PassageChunker",
     "RecursiveChunker",
     "SemanticChunker",
     "SentenceChunker",
+    "chunk_documents",
     "make_chunker",
     "parse_chunker_spec",
     "split_sentences",

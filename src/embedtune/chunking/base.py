@@ -6,17 +6,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Chunk", "Chunker"]
+__all__ = ["Chunk", "Chunker", "chunk_documents"]
 
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """A piece of a text: ``text == original[start:end]``; ``tokens`` under the target model's tokenizer."""
+    """A piece of a text: ``text == original[start:end]``; ``tokens`` under the target model's tokenizer.
+
+    ``prefix`` is what the model reads before the piece (its document's title, for a chunker with
+    ``title=true``; else empty): the model embeds ``prefix + text``, and ``tokens`` counts both.
+    """
 
     text: str
     start: int
     end: int
     tokens: int
+    prefix: str = ""
+
+    @property
+    def embedded(self) -> str:
+        """The text the model embeds for this chunk."""
+        return self.prefix + self.text
 
 
 @runtime_checkable
@@ -45,3 +55,11 @@ class Chunker(Protocol):
         """The chunks of each text, in input order (the semantic chunker embeds all texts' windows
         in one call)."""
         ...
+
+
+def chunk_documents(chunker: Chunker, texts: Sequence[str], titles: Sequence[str]) -> list[list[Chunk]]:
+    """The chunks of each document, given its title too: a chunker that reads titles (one with a
+    ``chunk_titled`` method, as ``title=true`` makes) puts each title before its passages; any
+    other chunks the texts alone."""
+    titled = getattr(chunker, "chunk_titled", None)
+    return titled(texts, titles) if callable(titled) else chunker.chunk_many(texts)

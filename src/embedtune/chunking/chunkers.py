@@ -11,7 +11,7 @@ from .base import Chunk
 from .sentences import split_sentences
 from .tokens import Piece, TokenCounter, strip_span
 
-__all__ = ["FixedChunker", "RecursiveChunker", "SentenceChunker"]
+__all__ = ["FixedChunker", "PassageChunker", "RecursiveChunker", "SentenceChunker"]
 
 
 class BaseChunker:
@@ -76,9 +76,13 @@ class BaseChunker:
 
 class FixedChunker(BaseChunker):
     """Consecutive windows of ``size`` tokens (prefix and special tokens included), each starting
-    ``overlap`` of the text's tokens before the previous one ends. Cuts fall on token boundaries."""
+    ``overlap`` of the text's tokens before the previous one ends. Cuts fall on token boundaries.
 
-    def __init__(self, embedder: Embedder, *, size: int, overlap: int = 0) -> None:
+    With ``title=True``, :meth:`chunk_titled` reads each document's title before every one of its
+    passages (see there); :meth:`chunk` and :meth:`chunk_many`, which know no titles, cut as without.
+    """
+
+    def __init__(self, embedder: Embedder, *, size: int, overlap: int = 0, title: bool = False) -> None:
         super().__init__(embedder, size)
         room = size - self.counter.overhead
         if not isinstance(overlap, int) or not 0 <= overlap < room:
@@ -87,13 +91,70 @@ class FixedChunker(BaseChunker):
                 f"not {overlap!r}"
             )
         self.overlap = overlap
-        self.name = f"fixed-{size}" + (f"-o{overlap}" if overlap else "")
+        self.title = bool(title)
+        self.name = f"fixed-{size}" + (f"-o{overlap}" if overlap else "") + ("-title" if title else "")
 
     def chunk(self, text: str) -> list[Chunk]:
         return self._chunks(
             text,
             self.counter.split(text, 0, len(text), self.max_tokens, overlap=self.overlap),
         )
+
+    def chunk_titled(self, texts: Sequence[str], titles: Sequence[str]) -> list[list[Chunk]]:
+        """Each document's passages, every one read after its document's title (``title=True``).
+
+        A text that begins with its title (a BEIR document: title, space, text) is cut after the
+        title, and its first passage's span reaches back to offset 0, so it reads the title as it
+        stands; every other passage carries ``title + "\n"`` as its :attr:`Chunk.prefix`. The
+        title's tokens count towards the limit (a title over half a window is cut to half), and
+        offsets always point into the document's own text. Without ``title=True`` this is
+        :meth:`chunk_many`.
+        """
+        if len(texts) != len(titles):
+            raise ValueError(f"{len(texts)} texts but {len(titles)} titles")
+        if not self.title:
+            return self.chunk_many(texts)
+        return [self._titled(text, title) for text, title in zip(texts, titles)]
+
+    def _titled(self, text: str, title: str) -> list[Chunk]:
+        title = title.strip()
+        if not title:
+            return self.chunk(text)
+        room = self.max_tokens - self.counter.overhead
+        if self.counter.count(title) - self.counter.overhead > room // 2:
+            s, e, _ = self.counter.split(title, 0, len(title), self.counter.overhead + room // 2)[0]
+            title = title[s:e]
+        leads = text.startswith(title)  # the text reads its title first: its first passage holds it
+        body = len(title) if leads else 0
+        prefix = " ".join(title.split()) + "\n"
+        limit = self.max_tokens - (self.counter.count(prefix) - self.counter.overhead)
+        while True:
+            chunks = []
+            for n, (s, e, _) in enumerate(self.counter.split(text, body, len(text), limit, overlap=self.overlap)):
+                if n == 0 and leads:
+                    chunks.append(Chunk(text[0:e], 0, e, self.counter.count(text[0:e])))
+                else:
+                    chunks.append(Chunk(text[s:e], s, e, self.counter.count(prefix + text[s:e]), prefix))
+            if not chunks and text.strip():  # nothing but the title: the title alone
+                return self.chunk(text)
+            # A tokenizer that merges across the join can make a passage dearer than its parts:
+            # shrink the windows by the excess and cut again (never over the limit).
+            worst = max((c.tokens for c in chunks), default=0)
+            if worst <= self.max_tokens:
+                return chunks
+            limit -= worst - self.max_tokens
+
+
+class PassageChunker(FixedChunker):
+    """Passages sized to the model itself: windows of ``max_tokens`` (the model's limit unless
+    given; its prefix and special tokens included), overlapping by an eighth of a window unless
+    ``overlap`` says otherwise. Passage-level scoring with no numbers to choose."""
+
+    def __init__(self, embedder: Embedder, *, max_tokens: int, overlap: int | None = None, title: bool = False) -> None:
+        if overlap is None:
+            overlap = max_tokens // 8 if isinstance(max_tokens, int) else 0
+        super().__init__(embedder, size=max_tokens, overlap=overlap, title=title)
+        self.name = "passages" + self.name.removeprefix("fixed")
 
 
 _BLANK_LINES = re.compile(r"\n[^\S\n]*\n\s*")

@@ -1,28 +1,45 @@
 """From a chunker spec (``NAME[:key=value,...]``) to a chunker for a given embedder.
 
     fixed:size=200,overlap=50      recursive      sentence      semantic:rule=iqr,threshold=1.5
+    passages      passages:title=true      fixed:size=200,overlap=50,title=true
 
 The limit is ``size`` for fixed and ``max_tokens`` for the others; when the spec does not say, the
-``max_tokens`` argument, else the embedder's own maximum. A limit above the model's maximum is an
+``max_tokens`` argument, else the embedder's own maximum. ``passages`` is fixed windows of that
+limit overlapping by an eighth (``overlap=`` to choose); ``title=true`` (fixed and passages) reads
+each document's title before each of its passages. A limit above the model's maximum is an
 error unless ``over_model_limit="allow"`` (the model then truncates such chunks: useful only to
 show what that costs).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..embedder import Embedder
 from ..errors import ConfigError
 from .base import Chunker
-from .chunkers import FixedChunker, RecursiveChunker, SentenceChunker
+from .chunkers import FixedChunker, PassageChunker, RecursiveChunker, SentenceChunker
 from .semantic import SemanticChunker
 
 __all__ = ["CHUNKER_NAMES", "make_chunker", "parse_chunker_spec"]
 
-CHUNKER_NAMES = ("fixed", "recursive", "sentence", "semantic")
+CHUNKER_NAMES = ("fixed", "passages", "recursive", "sentence", "semantic")
+
+
+def _flag(value: str) -> bool:
+    """``true``/``false`` (also yes/no, 1/0), any case."""
+    lowered = value.lower()
+    if lowered in ("true", "yes", "1"):
+        return True
+    if lowered in ("false", "no", "0"):
+        return False
+    raise ValueError(value)
+
 
 # Each chunker's options and how to read them; the first is its limit.
-_OPTIONS: dict[str, dict[str, type]] = {
-    "fixed": {"size": int, "overlap": int},
+_OPTIONS: dict[str, dict[str, Callable[[str], object]]] = {
+    "fixed": {"size": int, "overlap": int, "title": _flag},
+    "passages": {"max_tokens": int, "overlap": int, "title": _flag},
     "recursive": {"max_tokens": int},
     "sentence": {"max_tokens": int},
     "semantic": {
@@ -33,8 +50,9 @@ _OPTIONS: dict[str, dict[str, type]] = {
         "window": int,
     },
 }
-_CLASSES = {
+_CLASSES: dict[str, Callable[..., Chunker]] = {
     "fixed": FixedChunker,
+    "passages": PassageChunker,
     "recursive": RecursiveChunker,
     "sentence": SentenceChunker,
     "semantic": SemanticChunker,
@@ -61,7 +79,7 @@ def parse_chunker_spec(spec: str) -> tuple[str, dict[str, object]]:
         try:
             options[key] = known[key](value)
         except ValueError:
-            kind = {int: "a whole number", float: "a number"}.get(known[key], "text")
+            kind = {int: "a whole number", float: "a number", _flag: "true or false"}.get(known[key], "text")
             raise ConfigError(f"chunker option {key} must be {kind}, not {value!r}") from None
     return name, options
 

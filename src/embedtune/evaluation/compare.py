@@ -316,7 +316,7 @@ def evaluate_strategies(
     providers: Mapping[str, Embedder] | None = None,
     index_dir: str | Path | None = None,
     chunkers: Sequence[str] = (),
-    chunk_score: str = "max",
+    chunk_score: str | Sequence[str] = "max",
     chunk_over_limit: str = "error",
     ray: RayOptions | None = None,
     vectors: Sequence[str] = ("float32",),
@@ -341,7 +341,10 @@ def evaluate_strategies(
     ``chunkers`` are chunker specs (``fixed:size=200,overlap=50``, ``recursive``, ``semantic``;
     ``none`` stands for whole documents), each built for each model with
     ``over_model_limit=chunk_over_limit`` (``"allow"`` lets chunks over the model's limit through,
-    to be truncated and counted). ``chunk_score`` is ``"max"`` or ``"sumN"``.
+    to be truncated and counted). ``chunk_score`` is ``"first"``, ``"max"`` or ``"sumN"``, or
+    several (a list, or names joined by commas): each chunked strategy is then scored once per
+    chunk score from the same store and query vectors, a row each (``... by sum2``). When any
+    chunker is given, the notes say how many documents are longer than each model's limit.
 
     With ``ray``, each model embeds on that Ray cluster (see ``build_embedder``); its cost is the
     cluster's wall time.
@@ -363,7 +366,7 @@ def evaluate_strategies(
     """
     hybrid = _check_request(models, bm25, hybrid, k)
     feedback_methods = _check_feedback(feedback, models, bm25 or bool(hybrid))
-    chunkers = _check_chunking(chunkers, chunk_score, chunk_over_limit)
+    chunkers, scores = _check_chunking(chunkers, chunk_score, chunk_over_limit)
     variants = _check_vectors(vectors)
     if fuse and not models:
         raise ConfigError("--fuse fuses BM25 with models' runs; give at least one model")
@@ -412,15 +415,17 @@ def evaluate_strategies(
             given = (providers or {}).get(spec.label)
             provider = given if given is not None else open_provider(spec)
             try:
+                if any(c != WHOLE_DOCUMENTS for c in chunkers):
+                    notes.append(_over_limit_note(provider, documents))
                 for chunker_spec, options in ((c, v) for c in chunkers for v in variants):
                     strategy = Strategy(
                         embedder=replace(spec, over_limit=OverLimit.TRUNCATE),
                         chunker=chunker_spec,
-                        chunk_score=chunk_score,
+                        chunk_score=scores[0],
                         depth=k,  # each run is k deep here, as in the file the winner becomes
                         **options,
                     )
-                    dense = _evaluate_dense(
+                    for dense in _evaluate_dense(
                         strategy,
                         provider,
                         space,
@@ -433,17 +438,18 @@ def evaluate_strategies(
                         on_progress=on_progress,
                         notes=notes,
                         ray=ray,
-                    )
-                    results.append(dense.result)
-                    if fuse and not strategy.chunked and strategy.vectors_label == Precision.FLOAT32.value:
-                        fuse_bases.append(_fuse_base(dense, k))
-                    bases.append(RerankBase(dense.result, dense.store, dense.embedder, {"dense": dense.run}))
-                    for method in hybrid:
-                        assert lexical is not None  # a hybrid always builds BM25
-                        results.append(_hybrid(method, dense, lexical, judged, k))
-                        runs = {"dense": dense.run, "bm25": lexical.run}
-                        bases.append(RerankBase(results[-1], dense.store, dense.embedder, runs))
-                    results += _feedback_rows(feedback_methods, tuner, dense, lexical, hybrid, judged)
+                        scores=scores if chunker_spec != WHOLE_DOCUMENTS else scores[:1],
+                    ):
+                        results.append(dense.result)
+                        if fuse and not strategy.chunked and strategy.vectors_label == Precision.FLOAT32.value:
+                            fuse_bases.append(_fuse_base(dense, k))
+                        bases.append(RerankBase(dense.result, dense.store, dense.embedder, {"dense": dense.run}))
+                        for method in hybrid:
+                            assert lexical is not None  # a hybrid always builds BM25
+                            results.append(_hybrid(method, dense, lexical, judged, k))
+                            runs = {"dense": dense.run, "bm25": lexical.run}
+                            bases.append(RerankBase(results[-1], dense.store, dense.embedder, runs))
+                        results += _feedback_rows(feedback_methods, tuner, dense, lexical, hybrid, judged)
             finally:
                 if given is None:  # an HTTP provider's connections; one handed in stays the caller's
                     close_stack(provider)
@@ -478,7 +484,7 @@ def evaluate_strategies(
         winner=winner,
         bm25_index_seconds=bm25_seconds,
         notes=tuple(notes),
-        chunk_score=chunk_score if any(c != WHOLE_DOCUMENTS for c in chunkers) else None,
+        chunk_score=", ".join(scores) if any(c != WHOLE_DOCUMENTS for c in chunkers) else None,
     )
     return with_significance(result)
 
@@ -601,8 +607,10 @@ def _evaluate_dense(
     on_progress: ProgressFn | None,
     notes: list[str],
     ray: RayOptions | None = None,
-) -> _Dense:
-    """Build one model x chunker into its store, search every query, score and cost it."""
+    scores: Sequence[str] = ("max",),
+) -> list[_Dense]:
+    """Build one model x chunker into its store, search every query, score and cost it: one
+    result per chunk score (named ``... by SCORE`` when there are several), all from one store."""
     assert strategy.embedder is not None
     model, named = strategy.embedder.model, strategy.embedder.label  # named: with its engine when one is asked
     timer = _TimedEmbedder(provider)  # one per strategy: each strategy's own cost
@@ -628,8 +636,8 @@ def _evaluate_dense(
         lengths = [embedder.count_tokens(t, "document") for t in texts]
         query_ids = list(queries)
         vectors, query_truncated = _embed_all(embedder, [queries[q] for q in query_ids], "query", label, on_progress)
-        retriever = Retriever(strategy, store, embedder)
-        run = retriever.dense_run_from_vectors(query_ids, vectors, k)
+        retrievers = [Retriever(replace(strategy, chunk_score=score), store, embedder) for score in scores]
+        runs = [retriever.dense_run_from_vectors(query_ids, vectors, k) for retriever in retrievers]
         cost = _cost(model, embedder, timer, lengths, list(queries.values()), query_truncated)
     finally:
         for layer in (find_layer(embedder, CachingEmbedder), find_layer(embedder, RayEmbedder)):
@@ -644,21 +652,33 @@ def _evaluate_dense(
     if query_truncated:
         notes.append(f"{label}: {query_truncated} queries were truncated")
     notes.extend(f"{label}: {notice}" for notice in report.notices)
-    scores = judged.score(retriever.combine({"dense": run}, k))
-    result = StrategyResult(
-        name=label,
-        kind="dense",
-        model=model,
-        **scores,
-        index_bytes=store.index_bytes(),
-        vector_bytes=store.index_bytes(),
-        cost=cost,
-        chunker=chunker_name,
-        chunks=None if chunker_name is None else len(texts),
-        strategy=strategy,
-        engine=_engine_of(provider),
+    out = []
+    for retriever, run in zip(retrievers, runs):
+        result = StrategyResult(
+            name=label if len(scores) == 1 else f"{label} by {retriever.strategy.chunk_score}",
+            kind="dense",
+            model=model,
+            **judged.score(retriever.combine({"dense": run}, k)),
+            index_bytes=store.index_bytes(),
+            vector_bytes=store.index_bytes(),
+            cost=cost,
+            chunker=chunker_name,
+            chunks=None if chunker_name is None else len(texts),
+            strategy=retriever.strategy,
+            engine=_engine_of(provider),
+        )
+        out.append(_Dense(result=result, run=run, store=store, embedder=embedder, query_ids=query_ids, vectors=vectors))
+    return out
+
+
+def _over_limit_note(provider: Embedder, documents: Sequence[SourceDocument]) -> str:
+    """How many documents are longer than the model's limit, by its own tokenizer (what passages are for)."""
+    texts = [doc.text for doc in documents if doc.image is None and doc.text.strip()]
+    over = sum(provider.count_tokens(text, "document") > provider.max_tokens for text in texts)
+    return (
+        f"{provider.name}: {over} of {len(texts)} documents are longer than its {provider.max_tokens}-token "
+        "limit (whole documents are truncated there; chunkers read them whole)"
     )
-    return _Dense(result=result, run=run, store=store, embedder=embedder, query_ids=query_ids, vectors=vectors)
 
 
 def _engine_of(provider: Embedder) -> str | None:
@@ -856,18 +876,25 @@ def _check_request(models: Sequence, bm25: bool, hybrid: Sequence[str], k: int) 
     return list(dict.fromkeys(hybrid))
 
 
-def _check_chunking(chunkers: Sequence[str], chunk_score: str, over_limit: str) -> list[str]:
-    """The chunker specs to run, whole documents (``none``) when none is given."""
+def _check_chunking(
+    chunkers: Sequence[str], chunk_score: str | Sequence[str], over_limit: str
+) -> tuple[list[str], list[str]]:
+    """The chunker specs to run (whole documents, ``none``, when none is given) and the chunk scores."""
     if isinstance(chunkers, str):
         raise ConfigError("chunkers must be a list of chunker specs (specs hold commas), not one string")
-    chunk_score_depth(chunk_score)
+    named = chunk_score.split(",") if isinstance(chunk_score, str) else chunk_score
+    scores = list(dict.fromkeys(score.strip() for score in named if score.strip()))
+    if not scores:
+        raise ConfigError("give at least one chunk score: first, max or sumN")
+    for score in scores:
+        chunk_score_depth(score)
     if over_limit not in ("error", "allow"):
         raise ConfigError(f"chunk_over_limit must be 'error' or 'allow', not {over_limit!r}")
     specs = [spec.strip() for spec in chunkers if spec.strip()] or [WHOLE_DOCUMENTS]
     repeated = sorted({spec for spec in specs if specs.count(spec) > 1})
     if repeated:
         raise ConfigError(f"chunker {repeated[0]!r} is listed twice; list each chunker once")
-    return specs
+    return specs, scores
 
 
 def _check_vectors(vectors: Sequence[str]) -> list[dict[str, Any]]:

@@ -46,6 +46,7 @@ __all__ = [
     "chunk_id",
     "content_hash",
     "doc_of_chunk",
+    "is_first_chunk",
     "mask_uri",
 ]
 
@@ -65,6 +66,11 @@ def chunk_id(doc_id: str, n: int) -> str:
 def doc_of_chunk(chunk: str) -> str:
     """The document id of a chunk id (document ids may hold ``#``; the chunk number never does)."""
     return chunk.rpartition("#")[0]
+
+
+def is_first_chunk(chunk: str) -> bool:
+    """Whether a chunk id names its document's first chunk (chunks are numbered from 0 in text order)."""
+    return chunk.rpartition("#")[2] == "0"
 
 
 def content_hash(text: str, metadata: Mapping[str, Any] | None = None) -> str:
