@@ -26,7 +26,7 @@ from embedtune.adaptation.finetune import dev_set, fine_tune
 from embedtune.adaptation.generate import filter_consistent, generate_pairs
 from embedtune.cli import default_home
 from embedtune.evaluation import load_beir
-from embedtune.evaluation.collections import Collection, Document
+from embedtune.evaluation.collections import Collection
 from embedtune.evaluation.compare import evaluate_strategies
 from embedtune.factory import EmbedderSpec
 
