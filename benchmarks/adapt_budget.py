@@ -119,11 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"dev checkpoints every {card['settings']['eval_every']} steps (step, nDCG@10): {list(result.checkpoints)}")
     print(f"kept: {card['kept']}; weights sha256 {result.weights_hash}")
     print(f"{'nDCG@10':<28}{'before':>8}{'after':>8}{'change':>8}")
-    rows = [("dev (generated, unverified)", result.dev_before, result.dev_after)]
-    rows += [(f"{name} test", before, after) for name, (before, after) in tested.items()]
-    for label, before, after in rows:
-        assert before is not None and after is not None
-        print(f"{label:<28}{before:>8.4f}{after:>8.4f}{after - before:>+8.4f}")
+    rows: list[tuple[str, float | None, float | None]] = [
+        ("dev (generated, unverified)", result.dev_before, result.dev_after)
+    ]
+    rows += [(f"{name} test", b, a) for name, (b, a) in tested.items()]
+    for label, before_, after_ in rows:
+        assert before_ is not None and after_ is not None
+        print(f"{label:<28}{before_:>8.4f}{after_:>8.4f}{after_ - before_:>+8.4f}")
     return 0
 
 
