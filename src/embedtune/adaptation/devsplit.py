@@ -29,7 +29,7 @@ from .pairs import Pair, pairs_from_qrels
 
 __all__ = ["DevSplit", "hold_out_documents", "honest_dev"]
 
-_MIN_DEV_QUERIES = 10  # fewer other-generator queries than this: use the held-out pairs instead
+_MIN_DEV_QUERIES = 10  # fewer other-generator queries than this (or than half the held-out ones): use those
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,7 +63,8 @@ def honest_dev(
     elif sources <= {"title", "span", "chat"}:
         other = _other_generator(sources)
         written = _other_queries(held, collection, other, seed) if other and collection is not None else []
-        if len({p.query for p in written}) >= _MIN_DEV_QUERIES:
+        enough = min(_MIN_DEV_QUERIES, max(1, len({p.query for p in held}) // 2))
+        if len({p.query for p in written}) >= enough:
             held, kind = written, f"{other} queries (another generator) on documents never trained on"
         else:
             kind = f"{'/'.join(sorted(sources))} queries on documents never trained on"
