@@ -85,8 +85,8 @@ def _train(name: str, pairs, dev, args, note: dict) -> Path:
         data_note=note,
     )
     _log(
-        f"{name}: {result.steps} steps in {result.train_seconds:.0f} s; dev nDCG@10 by epoch {result.dev_by_epoch}, "
-        f"kept epoch {result.best_epoch}; weights {result.weights_hash[:16]}"
+        f"{name}: {result.steps} steps in {result.train_seconds:.0f} s; dev nDCG@10 (step, figure) {result.checkpoints}, "
+        f"kept step {result.best_step}; weights {result.weights_hash[:16]}"
     )
     return out
 
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(
             f"{name}: {card['data']['train_pairs']} pairs, {card['steps']} steps, {card['train_seconds']:.0f} s "
-            f"training, kept epoch {card['best_epoch']} (dev nDCG@10 {card['figures']['dev']['by_epoch']})"
+            f"training, kept step {card['best_step']} (dev nDCG@10 {card['figures']['dev']['by_checkpoint']})"
         )
     print(
         f"SciFact test: {result.queries} queries, {result.documents} documents; convex weight tuned on "

@@ -588,7 +588,7 @@ class _Checkpoints:
                 tracker.step_seconds = max(tracker.step_seconds, time.monotonic() - tracker._step_began)
                 if tracker.on_progress:
                     tracker.on_progress("training", step, max(state.max_steps, 1))
-                if tracker.out_of_time():
+                if step < state.max_steps and tracker.out_of_time():
                     tracker.time_up = True
                     control.should_training_stop = True
                     tracker.score(model, step)
