@@ -101,7 +101,10 @@ def test_fine_tune_end_to_end_writes_a_usable_model_and_says_when_steps_are_few(
     """The sample's 40 train queries make two optimiser steps: the run works, and says that is too few."""
     out = tmp_path / "model"
     result = run(
-        SAMPLE, "--model", "local:all-MiniLM-L6-v2", "--out", out, "--max-seq-length", "32", home=tmp_path / "h"
+        SAMPLE,
+        *("--model", "local:all-MiniLM-L6-v2", "--out", out, "--max-seq-length", "32"),
+        home=tmp_path / "h",
+        timeout=900,  # a fine-tune and two test runs: minutes on a loaded 2-core machine
     )
     assert result.returncode == 0, result.stderr
     # Either the trained weights won on dev, or the folder holds the base's and the output says so.
@@ -126,6 +129,7 @@ def test_generated_pairs_dev_is_unverified_and_the_same_seed_gives_the_same_weig
             SAMPLE,
             *("--generate", "title", "--max-pairs", "40", "--max-seq-length", "32", "--out", tmp_path / name),
             home=tmp_path / "h",
+            timeout=900,
         )
         assert result.returncode == 0, result.stderr
         outputs.append(result.stdout)

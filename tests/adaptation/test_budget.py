@@ -89,8 +89,9 @@ def test_time_limit_stops_training_and_keeps_the_best_checkpoint(sample, tmp_pat
     planned = result.card["planned_steps"]
     # 6 s for 1,000 steps: the limit, not the plan, ended training (how many steps fit depends on the
     # machine's load, so the wall time itself is checked by benchmarks/adapt_budget.py).
-    assert result.time_up and 1 <= result.steps < planned // 4
-    assert [s for s, _ in result.checkpoints][:2] == [0, 1] and result.checkpoints[-1][0] == result.steps
+    assert result.time_up and result.steps < planned // 4
+    steps = [s for s, _ in result.checkpoints]
+    assert steps[0] == 0 and steps == sorted(steps) and result.best_step in steps
     assert result.dev_after == max(f for _, f in result.checkpoints)  # the best, the first of equals
     assert result.card["time_up"] is True and result.card["best_step"] == result.best_step
 

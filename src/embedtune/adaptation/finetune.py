@@ -206,6 +206,7 @@ def fine_tune(
         deadline = started + 60 * max_minutes if max_minutes is not None else None
         tracker = _Checkpoints(evaluate, every, deadline, on_progress)
         tracker.score(model, 0)  # the base model is checkpoint 0: training must beat it to be kept
+        tracker.time_up = deadline is not None and not tracker.score_fits()  # no time left to train and score
         with tempfile.TemporaryDirectory(prefix="embedtune-train-") as scratch:
             trainer = _trainer(
                 st,
@@ -220,7 +221,8 @@ def fine_tune(
                 seed=seed,
                 callback=tracker.callback(),
             )
-            trainer.train()
+            if not tracker.time_up:
+                trainer.train()
             steps = int(trainer.state.global_step)
         tracker.finish(model, steps)
         train_seconds = time.monotonic() - started
@@ -568,7 +570,7 @@ class _Checkpoints:
         self.figures: list[tuple[int, float]] = []  # (step, dev nDCG@10)
         self.best_state: dict[str, Any] | None = None  # the best checkpoint's state_dict, copied
         self.best_step = 0
-        self.last_step = 0  # the step whose weights the model holds at the end
+        self.step = 0  # the step whose weights the model holds
         self.time_up = False
         self.eval_seconds = 0.0  # the slowest dev score so far: the reserve kept for the last one
         self.step_seconds = 0.0
@@ -588,22 +590,27 @@ class _Checkpoints:
                 tracker.step_seconds = max(tracker.step_seconds, time.monotonic() - tracker._step_began)
                 if tracker.on_progress:
                     tracker.on_progress("training", step, max(state.max_steps, 1))
+                tracker.step = step
                 if step < state.max_steps and tracker.out_of_time():
                     tracker.time_up = True
                     control.should_training_stop = True
-                    tracker.score(model, step)
+                    if tracker.evaluate is None or tracker.score_fits():  # else steps since the last checkpoint go
+                        tracker.score(model, step)
                 elif step % tracker.every == 0 and step < state.max_steps:
                     tracker.score(model, step)
 
         return _Callback()
 
     def out_of_time(self) -> bool:
+        """Another step and a dev score would end past the deadline."""
         if self.deadline is None:
             return False
         return time.monotonic() + self.step_seconds + self.eval_seconds >= self.deadline
 
+    def score_fits(self) -> bool:
+        return self.deadline is None or time.monotonic() + self.eval_seconds < self.deadline
+
     def score(self, model, step: int) -> None:
-        self.last_step = step
         if self.evaluate is None:
             self.best_step = step
             return
@@ -619,12 +626,13 @@ class _Checkpoints:
             self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     def finish(self, model, steps: int) -> None:
-        """The last step's score, unless the time limit already took it."""
+        """The last step's score, unless the time limit already took it (or left no time for it)."""
+        self.step = steps
         if not self.time_up:
             self.score(model, steps)
 
     def restore_best(self, model) -> int:
-        if self.best_state is not None and self.best_step != self.last_step:
+        if self.best_state is not None and self.best_step != self.step:
             model.load_state_dict(self.best_state)
         return self.best_step
 
