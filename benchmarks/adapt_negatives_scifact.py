@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
             scored, specs, bm25=True, hybrid=["convex"], split="test", tune_split="tune", cache=cache
         )
         for s in result.strategies:
-            label = s.name if s.kind == "bm25" else labels[s.model] + ("" if s.kind == "dense" else " + BM25 convex")
+            label = (
+                s.name if s.kind == "bm25" else labels[s.model or ""] + ("" if s.kind == "dense" else " + BM25 convex")
+            )
             table.setdefault(label, {})[name] = (s.metrics["ndcg@10"], s.alpha)
     for line in lines:
         print(line)
