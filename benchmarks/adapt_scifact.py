@@ -31,6 +31,7 @@ from pathlib import Path
 from embedtune.adaptation.finetune import CARD_FILE, dev_set, fine_tune, record_figures
 from embedtune.adaptation.pairs import pairs_from_qrels, split_dev
 from embedtune.cli import default_home
+from embedtune.engine import OverLimit
 from embedtune.errors import EmbedtuneError
 from embedtune.evaluation import load_beir
 from embedtune.evaluation.collections import Collection
@@ -52,7 +53,7 @@ def _log(message: str) -> None:
 
 
 def _progress():
-    last = {}
+    last: dict[str, float] = {}
 
     def report(task: str, done: int, total: int) -> None:
         now = time.monotonic()
@@ -85,8 +86,8 @@ def _train(name: str, pairs, dev, args, note: dict) -> Path:
         data_note=note,
     )
     _log(
-        f"{name}: {result.steps} steps in {result.train_seconds:.0f} s; dev nDCG@10 by epoch {result.dev_by_epoch}, "
-        f"kept epoch {result.best_epoch}; weights {result.weights_hash[:16]}"
+        f"{name}: {result.steps} steps in {result.train_seconds:.0f} s; dev nDCG@10 (step, figure) {result.checkpoints}, "
+        f"kept step {result.best_step}; weights {result.weights_hash[:16]}"
     )
     return out
 
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(
             f"{name}: {card['data']['train_pairs']} pairs, {card['steps']} steps, {card['train_seconds']:.0f} s "
-            f"training, kept epoch {card['best_epoch']} (dev nDCG@10 {card['figures']['dev']['by_epoch']})"
+            f"training, kept step {card['best_step']} (dev nDCG@10 {card['figures']['dev']['by_checkpoint']})"
         )
     print(
         f"SciFact test: {result.queries} queries, {result.documents} documents; convex weight tuned on "
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     base = result.strategy(BASE).metrics["ndcg@10"]
     rows = [
         (
-            s.name if s.kind == "bm25" else labels[s.model] + ("" if s.kind == "dense" else f" + BM25 {s.kind}"),
+            s.name if s.kind == "bm25" else labels[s.model or ""] + ("" if s.kind == "dense" else f" + BM25 {s.kind}"),
             s.metrics["ndcg@10"],
             s.metrics["recall@100"],
             s.alpha,
@@ -211,7 +212,7 @@ def _adapter(collection, train, dev, scored, cache):
     from embedtune.adaptation.adapter import train_query_adapter
     from embedtune.factory import build_embedder
 
-    embedder = build_embedder(EmbedderSpec(model=BASE, over_limit="truncate"), cache=cache)
+    embedder = build_embedder(EmbedderSpec(model=BASE, over_limit=OverLimit.TRUNCATE), cache=cache)
     adapter = train_query_adapter(embedder, train, dev_pairs=dev, seed=0)
     folder = default_home() / "adapted" / "adapter"
     if not folder.exists():

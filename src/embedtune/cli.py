@@ -1276,6 +1276,16 @@ def adapt(
     max_seq_length: Annotated[
         int | None, typer.Option("--max-seq-length", help="Cut texts to this many tokens in training.")
     ] = None,
+    max_pairs: Annotated[
+        int | None,
+        typer.Option("--max-pairs", help="Train on at most N pairs, sampled so every query keeps one first."),
+    ] = None,
+    max_minutes: Annotated[
+        float | None,
+        typer.Option(
+            "--max-minutes", help="Stop fine-tuning after M minutes (from the start), keeping the best dev checkpoint."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     config: ConfigOption = None,
 ) -> None:
@@ -1321,6 +1331,8 @@ def adapt(
             loss=loss,
             matryoshka_dims=dims,
             max_seq_length=max_seq_length,
+            max_pairs=max_pairs,
+            max_minutes=max_minutes,
             seed=seed,
             cache=default_home() / "embeddings.sqlite",
             on_progress=on_progress,
@@ -1330,14 +1342,25 @@ def adapt(
         f"{what} trained on {outcome.train_pairs} pairs ({outcome.dev_pairs} held out for dev) "
         f"in {outcome.train_seconds:.1f} s; wrote {outcome.out_dir}"
     )
+    out.print(f"dev queries: {outcome.dev_kind}")
+    if outcome.finetune is not None:
+        tuned = outcome.finetune
+        kept = "the base model" if tuned.kept_base else f"step {tuned.best_step}"
+        out.print(
+            f"{tuned.steps} steps, {len(tuned.checkpoints)} dev checkpoints, kept {kept}; weights sha256 {tuned.weights_hash}"
+        )
     for name, (before, after) in outcome.figures.items():
         if before is None or after is None:
             continue
         label = name if " " in name else f"{name} nDCG@10"
+        if name.startswith("dev") and not outcome.dev_verified:
+            label += " (generated queries: unverified)"
         out.print(f"{label}: {before:.4f} -> {after:.4f} ({after - before:+.4f})")
     for note in outcome.notes:
         out.print(f"[yellow]note:[/] {note}")
-    if outcome.method == "finetune":
+    if outcome.finetune is not None and outcome.finetune.kept_base:
+        out.print(f"keep using --model {spec.model} (--model {outcome.uri} holds the same weights)")
+    elif outcome.method == "finetune":
         out.print(f"use it as --model {outcome.uri}")
     elif outcome.method != "reranker":  # (its note says how to use it)
         out.print(f'use it with an embedder whose config says model = "{spec.model}", adapter = "{outcome.out_dir}"')

@@ -64,9 +64,11 @@ def test_progress_and_dev_figures(tuned):
     result, steps = tuned
     assert result.steps == 2
     assert [s for s in steps if s[0] == "training"][-1] == ("training", 2, 2)
-    assert len(result.dev_by_epoch) == 2 and result.best_epoch == 1
-    assert all(0 < figure <= 1 for figure in result.dev_by_epoch)
-    assert result.dev_before == result.dev_by_epoch[0]
+    # Two steps are fewer than a checkpoint's spacing: the base model, then the end of training.
+    assert [step for step, _ in result.checkpoints] == [0, 2]
+    assert all(0 < figure <= 1 for _, figure in result.checkpoints)
+    assert result.dev_before == result.checkpoints[0][1]
+    assert result.dev_after == max(figure for _, figure in result.checkpoints)
 
 
 def test_card_records_data_settings_and_weights(tuned, data):
@@ -77,7 +79,7 @@ def test_card_records_data_settings_and_weights(tuned, data):
     assert len(card["data"]["pairs_sha256"]) == 64
     assert card["settings"]["loss"] == "mnrl" and card["settings"]["max_seq_length_training"] == 24
     assert card["seed"] == 0 and card["weights_sha256"] == result.weights_hash
-    assert card["figures"]["dev"]["by_epoch"] == list(result.dev_by_epoch)
+    assert card["figures"]["dev"]["by_checkpoint"] == [list(c) for c in result.checkpoints]
     assert result.weights_hash in (result.out_dir / "README.md").read_text(encoding="utf-8")
     revision = weights_revision(result.out_dir)
     record_figures(result.out_dir, "test", {"ndcg@10": 0.5}, {"ndcg@10": 0.6})
@@ -122,7 +124,7 @@ def test_hard_negatives_cached_loss_and_matryoshka_train(data, tmp_path):
     card = result.card
     assert card["data"]["hard_negatives_per_pair"] == 1 and card["data"]["negatives_filled_at_random"] == 8
     assert card["settings"]["matryoshka_dims"] == [384, 64] and card["settings"]["loss"] == "cached-mnrl"
-    assert result.steps == 1 and result.best_epoch == 1 and result.dev_by_epoch == ()
+    assert result.steps == 1 and result.best_step == 1 and result.checkpoints == () and not result.kept_base
 
 
 def _minilm_folder():

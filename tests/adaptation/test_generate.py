@@ -263,3 +263,14 @@ def test_eval_on_generated_queries_says_so(shared_datasets, home):
     assert "convex" in result.output  # tuned on the generated train split
     refused = CliRunner().invoke(cli.app, [*args[:-4], "--generate-queries", "llm"])
     assert refused.exit_code != 0 and "use title or span" in str(refused.exception or refused.output)
+
+
+def test_span_cuts_unpunctuated_text_into_runs_of_words():
+    text = " ".join(f"w{i}" for i in range(23))  # NPL-like: lower case, no sentence marks
+    pairs = generate_pairs({"d": Document(title="", text=text)}, "span", per_doc=2, seed=0)
+    assert len(pairs) == 2
+    for pair in pairs:
+        assert len(pair.query.split()) in (10, 13) and pair.query not in pair.positive
+        assert sorted(pair.query.split() + pair.positive.split()) == sorted(text.split())
+    one_sentence = "A single sentence with enough words in it to count."
+    assert generate_pairs({"d": Document(title="", text=one_sentence)}, "span", seed=0) == []

@@ -9,9 +9,13 @@ in CPU memory. ``matryoshka_dims`` wraps either in MatryoshkaLoss (Kusupati et a
 the vector's leading dims can be kept alone. Batches never hold the same text twice (the
 NO_DUPLICATES sampler): a duplicate would be scored as its own negative.
 
-A dev set (queries, judgments, documents) is scored by nDCG@10 with embedtune's own metrics
-before training and after each epoch; the weights of the best epoch are kept. Same seed, same
-data, same machine: the same weights, bit for bit (``weights_hash``).
+A dev set (queries, judgments, documents) is scored by nDCG@10 with embedtune's own metrics at
+checkpoints: the base model first, then every ``eval_every`` steps and at the end. The best
+checkpoint's weights are kept, so when no trained checkpoint beats the base model the base model's
+weights are what is saved (``kept_base``). ``max_minutes`` bounds training, checkpoints included:
+training stops when the next step and a last dev score would not fit, keeping the best so far.
+Same seed, same data, same machine, and no time limit reached: the same weights, bit for bit
+(``weights_hash``).
 
 The output folder is a sentence-transformers model (``local:/that/folder``) with
 ``embedtune-card.json`` and a short ``README.md`` saying what it was trained from, how, and what
@@ -51,6 +55,7 @@ __all__ = [
     "check_out_dir",
     "dev_set",
     "fine_tune",
+    "label_dev",
     "record_figures",
     "weights_hash",
 ]
@@ -58,7 +63,8 @@ __all__ = [
 LOSSES: tuple[str, ...] = ("mnrl", "cached-mnrl")
 MIN_PAIRS = 16
 CARD_FILE = "embedtune-card.json"
-_DEV_DOCUMENTS = 1000  # enough distractors to make dev nDCG@10 mean something, few enough to embed each epoch
+_DEV_DOCUMENTS = 1000  # enough distractors to make dev nDCG@10 mean something, few enough to embed each checkpoint
+_EVAL_SHARE = 0.1  # checkpoints are spaced so scoring dev costs about this share of the training time
 
 ProgressFn = Callable[[str, int, int], None]
 """``on_progress("training", done, total)``: ``done`` of ``total`` optimiser steps are taken."""
@@ -109,8 +115,9 @@ def dev_set(
 class FineTuneResult:
     """What :func:`fine_tune` made: the model folder, its weights hash, time and dev figures.
 
-    ``dev_by_epoch[0]`` is the base model's dev nDCG@10, ``dev_by_epoch[i]`` the figure after
-    epoch ``i``; ``best_epoch`` is the epoch whose weights were saved (the last one without a dev set).
+    ``checkpoints`` are ``(step, dev nDCG@10)``, the base model first at step 0; ``best_step`` is
+    the step whose weights were saved (the last step without a dev set). ``time_up`` says the
+    ``max_minutes`` budget stopped training before its last step.
     """
 
     out_dir: Path
@@ -118,17 +125,23 @@ class FineTuneResult:
     weights_hash: str
     train_seconds: float
     steps: int
-    best_epoch: int
-    dev_by_epoch: tuple[float, ...] = ()
+    best_step: int
+    checkpoints: tuple[tuple[int, float], ...] = ()
+    time_up: bool = False
     card: Mapping = field(default_factory=dict)
 
     @property
     def dev_before(self) -> float | None:
-        return self.dev_by_epoch[0] if self.dev_by_epoch else None
+        return self.checkpoints[0][1] if self.checkpoints else None
 
     @property
     def dev_after(self) -> float | None:
-        return self.dev_by_epoch[self.best_epoch] if self.dev_by_epoch else None
+        return dict(self.checkpoints)[self.best_step] if self.checkpoints else None
+
+    @property
+    def kept_base(self) -> bool:
+        """No trained checkpoint beat the base model on dev: the saved weights are the base's."""
+        return bool(self.checkpoints) and self.best_step == 0
 
 
 def fine_tune(
@@ -146,6 +159,8 @@ def fine_tune(
     max_seq_length: int | None = None,
     warmup: float = 0.1,
     seed: int = 0,
+    max_minutes: float | None = None,
+    eval_every: int | None = None,
     on_progress: ProgressFn | None = None,
     data_note: Mapping[str, object] | None = None,
 ) -> FineTuneResult:
@@ -154,13 +169,17 @@ def fine_tune(
 
     Hard negatives ride along as extra columns, as many per pair as the pair with the most has;
     a pair short of them is filled with other pairs' positives (counted in the card). ``dev`` (a
-    :class:`DevSet`, or held-out pairs ranked among the training positives) picks the best epoch. ``max_seq_length`` cuts
+    :class:`DevSet`, or held-out pairs ranked among the training positives) picks the best
+    checkpoint, scored every ``eval_every`` steps (default: spaced so scoring is about a tenth of
+    the work, from the dev set's size); ``max_minutes`` bounds the whole of it. ``max_seq_length`` cuts
     texts during training only; the saved model keeps the base's limit. ``warmup`` is the share
     of steps over which the learning rate rises linearly. ``data_note`` is recorded in the card
     (where the pairs came from).
     """
+    started = time.monotonic()  # the max_minutes clock: loading and the base model's dev score count
     source, prefixes = base_folder(base_model)
     _check_settings(train_pairs, epochs, batch_size, lr, loss, mini_batch_size, matryoshka_dims, max_seq_length, warmup)
+    _check_budget(max_minutes, eval_every)
     out = _empty_out_dir(out_dir)
     if dev is not None and not isinstance(dev, DevSet):
         pool = {p.positive_id or _text_id(p.positive): p.positive for p in train_pairs}
@@ -181,11 +200,13 @@ def fine_tune(
         train_pairs, negatives, filled = _even_negatives(train_pairs, seed)
         dataset = _dataset(train_pairs, negatives, prefixes)
         evaluate = _dev_scorer(dev, prefixes) if dev is not None else None
-        figures = [evaluate(model)] if evaluate else []
         steps_per_epoch = max(1, len(train_pairs) // batch_size)
         total_steps = steps_per_epoch * epochs
-        tracker = _EpochTracker(evaluate, figures, on_progress, total_steps)
-        started = time.perf_counter()
+        every = eval_every or (_checkpoint_spacing(dev, batch_size, 2 + negatives) if dev is not None else total_steps)
+        deadline = started + 60 * max_minutes if max_minutes is not None else None
+        tracker = _Checkpoints(evaluate, every, deadline, on_progress)
+        tracker.score(model, 0)  # the base model is checkpoint 0: training must beat it to be kept
+        tracker.time_up = deadline is not None and not tracker.score_fits()  # no time left to train and score
         with tempfile.TemporaryDirectory(prefix="embedtune-train-") as scratch:
             trainer = _trainer(
                 st,
@@ -200,10 +221,13 @@ def fine_tune(
                 seed=seed,
                 callback=tracker.callback(),
             )
-            trainer.train()
+            if not tracker.time_up:
+                trainer.train()
             steps = int(trainer.state.global_step)
-        train_seconds = time.perf_counter() - started
-        best_epoch = tracker.restore_best(model)
+        tracker.finish(model, steps)
+        train_seconds = time.monotonic() - started
+        best_step = tracker.restore_best(model)
+        figures = tracker.figures
         model.max_seq_length = saved_length
         weights = weights_hash(model)
         with _no_hub_bars():
@@ -229,6 +253,8 @@ def fine_tune(
             "mini_batch_size": mini_batch_size if loss == "cached-mnrl" else None,
             "matryoshka_dims": list(matryoshka_dims) if matryoshka_dims else None,
             "epochs": epochs,
+            "max_minutes": max_minutes,
+            "eval_every": every,
             "batch_size": batch_size,
             "lr": lr,
             "warmup": warmup,
@@ -239,12 +265,20 @@ def fine_tune(
         },
         "seed": seed,
         "steps": steps,
-        "best_epoch": best_epoch,
+        "planned_steps": total_steps,
+        "time_up": tracker.time_up,
+        "best_step": best_step,
+        "kept": "base model (no checkpoint beat it on dev)" if figures and best_step == 0 else f"step {best_step}",
         "train_seconds": round(train_seconds, 1),
         "weights_sha256": weights,
         "machine": f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
         "figures": {
-            "dev": {"metric": "ndcg@10", "before": figures[0], "after": figures[best_epoch], "by_epoch": figures}
+            "dev": {
+                "metric": "ndcg@10",
+                "before": figures[0][1],
+                "after": dict(figures)[best_step],
+                "by_checkpoint": [list(f) for f in figures],
+            }
         }
         if figures
         else {},
@@ -256,8 +290,9 @@ def fine_tune(
         weights_hash=weights,
         train_seconds=train_seconds,
         steps=steps,
-        best_epoch=best_epoch,
-        dev_by_epoch=tuple(figures),
+        best_step=best_step,
+        checkpoints=tuple(figures),
+        time_up=tracker.time_up,
         card=card,
     )
 
@@ -270,6 +305,18 @@ def record_figures(out_dir: str | Path, name: str, before: Mapping[str, float], 
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"{folder} holds no readable {CARD_FILE}; was it made by embedtune adapt?") from exc
     card.setdefault("figures", {})[name] = {"before": dict(before), "after": dict(after)}
+    _write_card(folder, card)
+    return card
+
+
+def label_dev(out_dir: str | Path, kind: str, verified: bool) -> dict:
+    """Say in a model's card where its dev queries came from, and whether they are real queries
+    (``verified``) or generated ones, whose gain is unverified."""
+    folder = Path(out_dir)
+    card = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
+    card["data"]["dev"] = {"queries": kind, "verified": verified}
+    if "dev" in card.get("figures", {}):
+        card["figures"]["dev"]["verified"] = verified
     _write_card(folder, card)
     return card
 
@@ -365,6 +412,13 @@ def _empty_out_dir(out_dir: str | Path) -> Path:
     out = check_out_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def _check_budget(max_minutes, eval_every) -> None:
+    if max_minutes is not None and not (isinstance(max_minutes, (int, float)) and max_minutes > 0):
+        raise ConfigError(f"max_minutes must be a positive number of minutes, not {max_minutes!r}")
+    if eval_every is not None and (not isinstance(eval_every, int) or eval_every < 1):
+        raise ConfigError(f"eval_every must be a positive number of steps, not {eval_every!r}")
 
 
 def _check_settings(pairs, epochs, batch_size, lr, loss, mini_batch_size, matryoshka_dims, max_seq_length, warmup):
@@ -496,14 +550,31 @@ def _trainer(st, model, dataset, scratch: str, *, loss, epochs, batch_size, lr, 
     return trainer
 
 
-class _EpochTracker:
-    """Reports steps, scores the dev set after each epoch and keeps the best epoch's weights."""
+def _checkpoint_spacing(dev: DevSet, batch_size: int, columns: int) -> int:
+    """Steps between dev checkpoints so that scoring dev is about ``_EVAL_SHARE`` of the work.
 
-    def __init__(self, evaluate, figures: list[float], on_progress: ProgressFn | None, total_steps: int) -> None:
-        self.evaluate, self.figures, self.on_progress, self.total = evaluate, figures, on_progress, total_steps
-        self.best_state: dict[str, Any] | None = None  # the best epoch's state_dict, copied
-        self.best_epoch = 0
-        self.epochs = 0
+    Scoring encodes every dev text once, forward only; a step encodes ``batch_size * columns``
+    texts forward and backward (about three forwards). Counted, not timed, so the checkpoints
+    (and so the kept weights) do not depend on how busy the machine is."""
+    dev_texts = len(dev.queries) + len(dev.documents)
+    step_cost = dev_texts / (3 * batch_size * columns)
+    return max(1, math.ceil(step_cost / _EVAL_SHARE))
+
+
+class _Checkpoints:
+    """Scores dev every ``every`` steps, keeps the best weights so far, and stops training when the
+    next step and a last score would end past ``deadline`` (``time.monotonic()``)."""
+
+    def __init__(self, evaluate, every: int, deadline: float | None, on_progress: ProgressFn | None) -> None:
+        self.evaluate, self.every, self.deadline, self.on_progress = evaluate, every, deadline, on_progress
+        self.figures: list[tuple[int, float]] = []  # (step, dev nDCG@10)
+        self.best_state: dict[str, Any] | None = None  # the best checkpoint's state_dict, copied
+        self.best_step = 0
+        self.step = 0  # the step whose weights the model holds
+        self.time_up = False
+        self.eval_seconds = 0.0  # the slowest dev score so far: the reserve kept for the last one
+        self.step_seconds = 0.0
+        self._step_began = 0.0
 
     def callback(self):
         from transformers import TrainerCallback
@@ -511,32 +582,59 @@ class _EpochTracker:
         tracker = self
 
         class _Callback(TrainerCallback):
-            def on_step_end(self, args, state, control, **kwargs):
-                if tracker.on_progress:
-                    tracker.on_progress("training", state.global_step, max(state.max_steps, 1))
+            def on_step_begin(self, args, state, control, **kwargs):
+                tracker._step_began = time.monotonic()
 
-            def on_epoch_end(self, args, state, control, model=None, **kwargs):
-                tracker.end_epoch(model)
+            def on_step_end(self, args, state, control, model=None, **kwargs):
+                step = state.global_step
+                tracker.step_seconds = max(tracker.step_seconds, time.monotonic() - tracker._step_began)
+                if tracker.on_progress:
+                    tracker.on_progress("training", step, max(state.max_steps, 1))
+                tracker.step = step
+                if step < state.max_steps and tracker.out_of_time():
+                    tracker.time_up = True
+                    control.should_training_stop = True
+                    if tracker.evaluate is None or tracker.score_fits():  # else steps since the last checkpoint go
+                        tracker.score(model, step)
+                elif step % tracker.every == 0 and step < state.max_steps:
+                    tracker.score(model, step)
 
         return _Callback()
 
-    def end_epoch(self, model) -> None:
-        self.epochs += 1
+    def out_of_time(self) -> bool:
+        """Another step and a dev score would end past the deadline."""
+        if self.deadline is None:
+            return False
+        return time.monotonic() + self.step_seconds + self.eval_seconds >= self.deadline
+
+    def score_fits(self) -> bool:
+        return self.deadline is None or time.monotonic() + self.eval_seconds < self.deadline
+
+    def score(self, model, step: int) -> None:
         if self.evaluate is None:
-            self.best_epoch = self.epochs
+            self.best_step = step
             return
-        was_training = model.training
-        score = self.evaluate(model)
+        if self.figures and self.figures[-1][0] == step:
+            return
+        began, was_training = time.monotonic(), model.training
+        figure = self.evaluate(model)
         model.train(was_training)
-        self.figures.append(score)
-        if self.best_state is None or score > self.figures[self.best_epoch]:
-            self.best_epoch = self.epochs
+        self.eval_seconds = max(self.eval_seconds, time.monotonic() - began)
+        self.figures.append((step, figure))
+        if self.best_state is None or figure > dict(self.figures)[self.best_step]:
+            self.best_step = step
             self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
+    def finish(self, model, steps: int) -> None:
+        """The last step's score, unless the time limit already took it (or left no time for it)."""
+        self.step = steps
+        if not self.time_up:
+            self.score(model, steps)
+
     def restore_best(self, model) -> int:
-        if self.best_state is not None and self.best_epoch != self.epochs:
+        if self.best_state is not None and self.best_step != self.step:
             model.load_state_dict(self.best_state)
-        return self.best_epoch
+        return self.best_step
 
 
 def _dev_scorer(dev: DevSet, prefixes: tuple[str, str]):
@@ -581,12 +679,20 @@ def _readme(folder: Path, card: Mapping) -> str:
         "",
         f"Use it as `local:{folder}`. Weights sha256: `{card['weights_sha256']}`. Everything else is in `{CARD_FILE}`.",
     ]
+    if card.get("best_step") == 0 and card.get("figures"):
+        lines += [
+            "",
+            f"No checkpoint beat the base model on dev: these are `{card['base_model']}`'s weights, unchanged.",
+        ]
     figures = card.get("figures") or {}
     if figures:
         lines += ["", "| figure | before | after |", "|---|---|---|"]
         for name, values in figures.items():
             if "metric" in values:
-                lines.append(f"| {name} {values['metric']} | {values['before']:.4f} | {values['after']:.4f} |")
+                label = f"{name} {values['metric']}" + (
+                    " (generated queries: unverified)" if values.get("verified") is False else ""
+                )
+                lines.append(f"| {label} | {values['before']:.4f} | {values['after']:.4f} |")
             else:
                 for metric in values["after"]:
                     lines.append(

@@ -6,7 +6,8 @@ Three generators, each turning a document into queries for it:
   off when the body repeats it, as Cranfield's does). Titles under three words are skipped.
 - ``span``: one sentence of the document, drawn with a seeded RNG, is the query; the positive is
   the document without that sentence, so the model learns to find a document from what it says
-  elsewhere rather than to spot a copy. Documents of one sentence are skipped.
+  elsewhere rather than to spot a copy. Documents of one sentence are skipped; a text with no
+  sentence marks at all (. ! ?) is cut into runs of ten words, which stand in for sentences.
 - ``chat``: doc2query through any OpenAI-compatible ``/v1/chat/completions`` endpoint (Nogueira
   et al., "Document Expansion by Query Prediction", 2019; InPars, Bonifacio et al., 2022): the
   model is asked for ``per_doc`` search queries, one per line; the positive is the whole document.
@@ -52,6 +53,8 @@ _MIN_SPAN_WORDS = 6
 _MAX_SPAN_WORDS = 32
 # A sentence ends at . ! or ? followed by space and an upper-case letter, digit or bracket.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
+_SENTENCE_MARK = re.compile(r"[.!?]")
+_RUN_WORDS = 10  # a text without sentence marks is cut into runs of this many words
 _WORDS = re.compile(r"\w+")
 _LIST_MARK = re.compile(r"^\s*(?:[-*•]|\d+[.)]|q\d*[:.)])\s*", re.IGNORECASE)
 
@@ -330,6 +333,8 @@ def _title_queries(doc: Document, n: int, rng: random.Random) -> list[tuple[str,
 
 def _span_queries(doc: Document, n: int, rng: random.Random) -> list[tuple[str, str]]:
     sentences = _sentences(doc.text)
+    if len(sentences) < 2 and not _SENTENCE_MARK.search(doc.text):
+        sentences = _word_runs(doc.text)  # unpunctuated text (NPL's lower-cased abstracts) has no sentences
     if len(sentences) < 2:
         return []
     usable = [i for i, s in enumerate(sentences) if len(_WORDS.findall(s)) >= _MIN_SPAN_WORDS]
@@ -341,6 +346,16 @@ def _span_queries(doc: Document, n: int, rng: random.Random) -> list[tuple[str, 
         rest = " ".join(s for j, s in enumerate(sentences) if j != i)
         out.append((query, " ".join(part for part in (doc.title.strip(), rest) if part)))
     return out
+
+
+def _word_runs(text: str) -> list[str]:
+    """Runs of ``_RUN_WORDS`` words (the last one taking any short tail) standing in for sentences."""
+    words = text.split()
+    runs = [words[i : i + _RUN_WORDS] for i in range(0, len(words), _RUN_WORDS)]
+    if len(runs) > 1 and len(runs[-1]) < _MIN_SPAN_WORDS:
+        tail = runs.pop()
+        runs[-1] += tail
+    return [" ".join(run) for run in runs]
 
 
 def _sentences(text: str) -> list[str]:

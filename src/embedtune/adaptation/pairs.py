@@ -14,7 +14,7 @@ from embedtune.evaluation.collections import read_jsonl
 if TYPE_CHECKING:
     from embedtune.evaluation.collections import Collection
 
-__all__ = ["Pair", "pairs_from_qrels", "read_pairs", "split_dev"]
+__all__ = ["Pair", "pairs_from_qrels", "read_pairs", "sample_pairs", "split_dev"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,3 +120,30 @@ def split_dev(pairs: Sequence[Pair], fraction: float = 0.1, *, seed: int = 0) ->
     train = [pair for pair in pairs if pair.query not in dev_queries]
     dev = [pair for pair in pairs if pair.query in dev_queries]
     return train, dev
+
+
+def sample_pairs(pairs: Sequence[Pair], max_pairs: int, *, seed: int = 0) -> list[Pair]:
+    """At most ``max_pairs`` of ``pairs``, drawn so every query keeps one pair before any query
+    gets a second (then a third, ...): a budget thins the many pairs of a few queries rather than
+    dropping whole queries. With fewer slots than queries, a seeded sample of the queries keeps one
+    pair each. Seeded; the kept pairs stay in their input order."""
+    if max_pairs < 1:
+        raise ValueError(f"max_pairs must be at least 1, not {max_pairs}")
+    if len(pairs) <= max_pairs:
+        return list(pairs)
+    rng = random.Random(seed)
+    by_query: dict[str, list[int]] = {}
+    for index, pair in enumerate(pairs):
+        by_query.setdefault(pair.query, []).append(index)
+    queues = [by_query[query] for query in sorted(by_query)]
+    rng.shuffle(queues)  # which queries go first in a round: only matters when a round is cut short
+    for queue in queues:
+        rng.shuffle(queue)
+    kept: list[int] = []
+    for round_ in range(max(len(queue) for queue in queues)):
+        for queue in queues:
+            if round_ < len(queue):
+                kept.append(queue[round_])
+                if len(kept) == max_pairs:
+                    return [pairs[i] for i in sorted(kept)]
+    return [pairs[i] for i in sorted(kept)]  # pragma: no cover - len(pairs) > max_pairs returns above

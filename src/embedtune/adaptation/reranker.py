@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -133,7 +134,6 @@ def train_reranker(
     from .finetune import (
         _deterministic,
         _empty_out_dir,
-        _EpochTracker,
         _no_hub_bars,
         _pairs_hash,
         base_folder,
@@ -366,3 +366,46 @@ def _one_thread(torch):
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+class _EpochTracker:
+    """Reports steps, scores the dev set after each epoch and keeps the best epoch's weights."""
+
+    def __init__(self, evaluate, figures: list[float], on_progress: ProgressFn | None, total_steps: int) -> None:
+        self.evaluate, self.figures, self.on_progress, self.total = evaluate, figures, on_progress, total_steps
+        self.best_state: dict[str, Any] | None = None  # the best epoch's state_dict, copied
+        self.best_epoch = 0
+        self.epochs = 0
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        tracker = self
+
+        class _Callback(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if tracker.on_progress:
+                    tracker.on_progress("training", state.global_step, max(state.max_steps, 1))
+
+            def on_epoch_end(self, args, state, control, model=None, **kwargs):
+                tracker.end_epoch(model)
+
+        return _Callback()
+
+    def end_epoch(self, model) -> None:
+        self.epochs += 1
+        if self.evaluate is None:
+            self.best_epoch = self.epochs
+            return
+        was_training = model.training
+        score = self.evaluate(model)
+        model.train(was_training)
+        self.figures.append(score)
+        if self.best_state is None or score > self.figures[self.best_epoch]:
+            self.best_epoch = self.epochs
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def restore_best(self, model) -> int:
+        if self.best_state is not None and self.best_epoch != self.epochs:
+            model.load_state_dict(self.best_state)
+        return self.best_epoch

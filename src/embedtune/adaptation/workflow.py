@@ -2,13 +2,17 @@
 
 1. Pairs come from a collection's qrels (``split``), from a collection's corpus alone (a query
    generator, then the consistency filter), or from a JSONL file (texts, or ids in ``corpus``).
-2. Hard negatives are mined when asked (BM25 or the base model), which needs the corpus.
-3. A seeded tenth of the queries is held out as the dev split that picks the epoch.
-4. ``finetune`` trains the model's weights (a local model only); ``adapter`` learns a query
-   adapter on the frozen model (any model, API ones included); ``reranker`` trains a
-   cross-encoder from a local model's weights (see ``reranker.py``; figures are BM25's top 20
+2. A dev split that can see whether adaptation generalises (``devsplit``): the collection's own
+   dev split, else whole queries whose documents are never trained on, written by another
+   generator when the pairs are generated (a gain on generated queries is labelled unverified).
+3. ``max_pairs`` samples the training pairs, every query kept before any query gets a second.
+4. Hard negatives are mined when asked (BM25 or the base model), which needs the corpus.
+5. ``finetune`` trains the model's weights (a local model only), keeping the best dev checkpoint,
+   the base model included, within ``max_minutes`` from the start of the command; ``adapter``
+   learns a query adapter on the frozen model (any model, API ones included); ``reranker`` trains
+   a cross-encoder from a local model's weights (see ``reranker.py``; figures are BM25's top 20
    before and after reranking).
-5. Before/after nDCG@10 on the collection's ``test`` split when it has one (and it was not
+6. Before/after nDCG@10 on the collection's ``test`` split when it has one (and it was not
    trained on), else on the dev split.
 
 Every check a user can fail runs before anything slow: the model, the output folder, the pairs.
@@ -16,6 +20,7 @@ Every check a user can fail runs before anything slow: the model, the output fol
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,7 +30,9 @@ from ..engine import OverLimit
 from ..errors import ConfigError, InputError
 from ..evaluation.collections import Collection
 from ..factory import EmbedderSpec
-from .pairs import Pair, pairs_from_qrels, read_pairs, split_dev
+from .devsplit import honest_dev
+from .finetune import FineTuneResult
+from .pairs import Pair, pairs_from_qrels, read_pairs, sample_pairs
 
 __all__ = ["HARD_NEGATIVES", "METHODS", "AdaptOutcome", "adapt", "load_pairs"]
 
@@ -40,7 +47,9 @@ ProgressFn = Callable[[str, int, int], None]
 @dataclass(frozen=True, kw_only=True)
 class AdaptOutcome:
     """What was trained and how it scored: ``figures[split] = (before, after)`` nDCG@10 (None for a
-    figure there was nothing to measure on: a fine-tune without a dev set)."""
+    figure there was nothing to measure on: a fine-tune without a dev set). ``dev_kind`` says where the
+    dev queries came from; ``dev_verified`` is False when they are generated (their gain is unverified).
+    ``finetune`` is the fine-tune's own result (steps, checkpoints, weights hash, whether the base was kept)."""
 
     method: str
     out_dir: Path
@@ -50,6 +59,9 @@ class AdaptOutcome:
     train_seconds: float
     figures: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    dev_kind: str = ""
+    dev_verified: bool = True
+    finetune: FineTuneResult | None = None
 
 
 def load_pairs(
@@ -109,12 +121,16 @@ def adapt(
     loss: str = "mnrl",
     matryoshka_dims: list[int] | None = None,
     max_seq_length: int | None = None,
+    max_pairs: int | None = None,
+    max_minutes: float | None = None,
     seed: int = 0,
     cache: Path | None = None,
     on_progress: ProgressFn | None = None,
 ) -> AdaptOutcome:
     """Run the steps of the module docstring; see ``embedtune adapt --help`` for the options."""
     from . import finetune
+
+    started = time.monotonic()  # --max-minutes counts from here: loading and mining pairs take time too
 
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; use {' or '.join(METHODS)}")
@@ -132,10 +148,23 @@ def adapt(
         if provider == "fake":
             raise ConfigError(f"{spec.model} has no weights to fine-tune; give a local model")
         finetune.base_folder(spec.model)  # a folder that is not a model fails now, not after the data
+    elif max_minutes is not None:
+        raise ConfigError("--max-minutes bounds a fine-tune; the query adapter trains in seconds without it")
+    if max_pairs is not None and max_pairs < MIN_PAIRS:
+        raise ConfigError(f"--max-pairs must be at least {MIN_PAIRS}, not {max_pairs}")
+    if max_minutes is not None and not max_minutes > 0:
+        raise ConfigError(f"--max-minutes must be a positive number of minutes, not {max_minutes}")
     out = finetune.check_out_dir(out_dir)
 
     pairs, collection, note = load_pairs(source, split=split, generate=generate, corpus=corpus, chat=chat, seed=seed)
-    train, dev = split_dev(pairs, 0.1, seed=seed) if len(pairs) > 1 else (pairs, [])
+    held = honest_dev(pairs, collection=collection, split=split, seed=seed)
+    train, dev = held.train, held.dev
+    notes: list[str] = []
+    if max_pairs is not None and len(train) > max_pairs:
+        queries = len({p.query for p in train})
+        train = sample_pairs(train, max_pairs, seed=seed)
+        if max_pairs < queries:
+            notes.append(f"--max-pairs {max_pairs} is below the {queries} training queries: {max_pairs} of them kept")
     if len(train) < MIN_PAIRS:
         how = "" if generate else "; generate queries from a collection's corpus with --generate title (or span)"
         raise InputError(
@@ -153,7 +182,7 @@ def adapt(
         if collection is None:
             raise ConfigError("--hard-negatives needs the documents to mine: give a collection (or --corpus)")
         train = _mine(train, collection, hard_negatives, spec, cache)
-    note = {**note, "hard_negatives": hard_negatives}
+    note = {**note, "hard_negatives": hard_negatives, "max_pairs": max_pairs}
 
     test_split = "test" if collection is not None and "test" in collection.qrels and split != "test" else None
     figures: dict[str, tuple[float | None, float | None]]
@@ -169,13 +198,25 @@ def adapt(
             loss=loss,
             matryoshka_dims=matryoshka_dims,
             max_seq_length=max_seq_length,
+            max_minutes=_minutes_left(max_minutes, started),
             seed=seed,
             on_progress=on_progress,
             data_note=note,
         )
+        finetune.label_dev(out, held.kind, held.verified)
         adapted = EmbedderSpec(model=result.uri)
         figures = {"dev": (result.dev_before, result.dev_after)}
         seconds = result.train_seconds
+        if result.time_up:
+            notes.append(
+                f"--max-minutes {max_minutes:g} stopped training at step {result.steps} of "
+                f"{result.card.get('planned_steps')}; kept the best checkpoint so far"
+            )
+        if result.kept_base:
+            notes.append(
+                f"no checkpoint beat the base model on dev ({result.dev_before:.4f}): the folder holds "
+                f"{spec.model}'s weights unchanged; keep using {spec.model}"
+            )
     elif method == "reranker":
         assert collection is not None
         return _train_reranker(
@@ -195,20 +236,25 @@ def adapt(
         )
     else:
         adapted, figures, seconds = _train_adapter(spec, train, dev, out, seed, cache)
-    notes: list[str] = []
-    if method == "finetune" and result.steps < _FEW_STEPS:
+    if method == "finetune" and result.steps < _FEW_STEPS and not result.time_up:
         notes.append(
             f"only {result.steps} training steps ({len(train)} pairs, batch {batch_size}): too few to move the model "
             "much; add pairs (--generate title or span) or raise --epochs"
         )
     if test_split is not None and collection is not None:  # (a test split is one of the collection's)
         before = _ndcg(collection, spec, test_split, cache, on_progress)
-        after = _ndcg(collection, adapted, test_split, cache, on_progress)
+        kept_base = method == "finetune" and result.kept_base  # same weights: the same figure, not re-embedded
+        after = before if kept_base else _ndcg(collection, adapted, test_split, cache, on_progress)
         figures["test"] = (before, after)
         if method == "finetune":
             finetune.record_figures(out, "test", {"ndcg@10": before}, {"ndcg@10": after})
     elif collection is not None and split == "test":
         notes.append("trained on the test split: no untouched test figure to report")
+    if "test" not in figures and not held.verified:
+        notes.append(
+            "the only gain measured is on generated queries: unverified; "
+            "judge the model on real queries (a collection's test split) before trusting it"
+        )
     return AdaptOutcome(
         method=method,
         out_dir=out,
@@ -218,7 +264,22 @@ def adapt(
         train_seconds=seconds,
         figures=figures,
         notes=tuple(notes),
+        dev_kind=held.kind,
+        dev_verified=held.verified,
+        finetune=result if method == "finetune" else None,
     )
+
+
+def _minutes_left(max_minutes: float | None, started: float) -> float | None:
+    if max_minutes is None:
+        return None
+    left = max_minutes - (time.monotonic() - started) / 60
+    if left <= 0:
+        raise InputError(
+            f"--max-minutes {max_minutes:g} was spent before training began (loading and mining the pairs); "
+            "raise it, or lower --max-pairs"
+        )
+    return left
 
 
 def _mine(pairs, collection: Collection, how: str, spec: EmbedderSpec, cache):
