@@ -983,6 +983,11 @@ def index(
     embedder = None
     if strategy.embedder is not None:
         embedder = build_embedder(strategy.embedder, cache=default_home() / "embeddings.sqlite", ray=_ray(ray))
+    sparse = None
+    if strategy.sparse is not None:
+        from .sparse.encoder import open_sparse_encoder
+
+        sparse = open_sparse_encoder(strategy.sparse, cache=default_home() / "embeddings.sqlite")
     images = embedder is not None and takes_images(embedder)
     try:  # the documents first: an unusable input opens no store
         source = read_documents(corpus, text_field=text_field, id_field=id_field, images=images)
@@ -1006,6 +1011,7 @@ def index(
                 delete_missing=not keep_missing,
                 keep=source.failed_ids,
                 on_progress=on_progress,
+                sparse=sparse,
             )
         cache_layer = find_layer(embedder, CachingEmbedder) if embedder is not None else None
         chunks = store.count_chunks()
@@ -1020,6 +1026,9 @@ def index(
         new = cache_layer.stats.misses if cache_layer is not None else report.texts_embedded
         what = "texts and images" if images else "texts"
         embedded = f"; {report.texts_embedded} {what} to embed, {new} new to the cache"
+    if sparse is not None:
+        new = sparse.stats.misses
+        embedded = f"; {report.sparse_encoded} documents to encode, {new} new to the cache"
     out.print(
         f"{store.location}: {report.documents} documents ({report.added} added, {report.updated} updated, "
         f"{report.unchanged} unchanged, {report.deleted} deleted), {chunks} chunks with {strategy.name}{embedded}"

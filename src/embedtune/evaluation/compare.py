@@ -342,6 +342,12 @@ def evaluate_strategies(
     only the first embeds), each reporting its own index size.
     """
     hybrid = _check_request(models, bm25, hybrid, k)
+    from embedtune.evaluation.sparse_rows import evaluate_sparse, is_sparse
+
+    sparse = [spec for spec in models if is_sparse(spec)]  # learned sparse models: a row each, never fused
+    models = [spec for spec in models if not is_sparse(spec)]
+    if hybrid and not models:
+        raise ConfigError("a hybrid fuses a dense model with BM25; give at least one dense model")
     chunkers = _check_chunking(chunkers, chunk_score, chunk_over_limit)
     variants = _check_vectors(vectors)
     queries, qrels = collection.split(split)
@@ -411,6 +417,12 @@ def evaluate_strategies(
             finally:
                 if given is None:  # an HTTP provider's connections; one handed in stays the caller's
                     close_stack(provider)
+        for spec in sparse:
+            results.append(
+                evaluate_sparse(
+                    spec, space, documents, all_queries, judged.score, k, cache=cache, on_progress=on_progress
+                )
+            )
         if bm25:
             assert lexical is not None
             results.insert(0, lexical.result(judged))
