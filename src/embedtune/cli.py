@@ -1408,7 +1408,10 @@ def main() -> None:
     try:
         app(args=_optional_values(sys.argv[1:]))
     except EmbedtuneError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        # escaped: a message naming a table ("[sparse]", "[embedder]") is text, not rich markup
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted; what was embedded so far is in the cache, rerun to continue")

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..embedder import Embedder
 from ..factory import EmbedderSpec
 from ..stores.base import Store
 from ..strategy import Strategy
+
+if TYPE_CHECKING:
+    from ..sparse.encoder import SparseEncoder
 
 __all__ = ["Served", "load_served"]
 
@@ -17,11 +21,12 @@ __all__ = ["Served", "load_served"]
 class Served:
     """``embedder`` is the library's full stack (length policy, cache, batching, provider), or
     ``None`` for a BM25 store; ``strategy`` and ``store`` are set together, by :func:`load_served`
-    from a store's manifest."""
+    from a store's manifest. ``sparse`` is the encoder of a sparse strategy's model."""
 
     embedder: Embedder | None
     strategy: Strategy | None = None
     store: Store | None = None
+    sparse: SparseEncoder | None = None
 
     def __post_init__(self) -> None:
         if (self.strategy is None) != (self.store is None):
@@ -58,4 +63,4 @@ def load_served(
     except BaseException:
         store.close()
         raise
-    return Served(embedder=retriever.embedder, strategy=retriever.strategy, store=store)
+    return Served(embedder=retriever.embedder, strategy=retriever.strategy, store=store, sparse=retriever.sparse)
