@@ -119,6 +119,10 @@ def models() -> None:
         "Any sentence-transformers folder works too, and a static model from embedtune distill: --model local:/path/to/model"
     )
     out.print("A CLIP-style folder embeds images as well as text: --model local:/path/to/clip-ViT-B-32")
+    out.print(
+        "A sparse: model (SPLADE; dims = its vocabulary) serves a strategy's \\[sparse] table with mode = 'sparse', "
+        "and compare --models sparse:splade-tiny; any SparseEncoder folder: sparse:/path/to/folder"
+    )
 
 
 def _short(prefix: str) -> str:

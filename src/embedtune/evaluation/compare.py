@@ -318,7 +318,8 @@ def evaluate_strategies(
     """Score BM25, each model's dense retrieval and their hybrids on ``split`` of ``collection``.
 
     ``hybrid`` names fusion methods (a subset of ``"rrf"``, ``"convex"``); each fuses every model
-    with BM25. ``tune_split`` tunes the convex weight and picks the winner (default: ``dev``,
+    with BM25. A ``sparse:`` model among ``models`` is a learned sparse strategy, a row of its own
+    (:mod:`~embedtune.evaluation.sparse_rows`), never fused. ``tune_split`` tunes the convex weight and picks the winner (default: ``dev``,
     else ``train``); it is never ``split``. When the collection has no such split, convex is
     left out, RRF (which needs no tuning) is reported instead, the winner is picked on ``split``,
     and ``notes`` says both. ``cache`` is the embedding cache file (``None``: no cache).
