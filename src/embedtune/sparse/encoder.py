@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
@@ -112,8 +112,8 @@ class SpladeEncoder:
         self.revision = weights_revision(self.folder)
         self.vocab_size = _vocab_size(self.folder)
         self.stats = EncodeStats()
-        self._model = None
-        self._tokenizer = None
+        self._model: Any = None  # sentence-transformers SparseEncoder, loaded on first use
+        self._tokenizer: Any = None  # tokenizers.Tokenizer
         self._lock = threading.Lock()
 
     @classmethod
