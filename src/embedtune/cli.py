@@ -1044,7 +1044,7 @@ def index(
     skipped_images = _count_images(corpus) if corpus.is_dir() and source.kind.value == "folder" and not images else 0
     if source.skipped and not skipped_images:
         err.print(f"[yellow]note:[/] skipped {source.skipped} files of types index does not read", highlight=False)
-    model = strategy.model or "a bm25 strategy"
+    model = strategy.model or (strategy.sparse.model if strategy.sparse is not None else "a bm25 strategy")
     _print_unread(source.skipped if skipped_images else 0, skipped_images, source.failures, model)
 
 
