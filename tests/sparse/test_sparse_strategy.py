@@ -75,3 +75,14 @@ def test_bad_sparse_strategies_are_one_line(text, says):
 def test_a_sparse_model_is_no_embedder():
     with pytest.raises(ConfigError, match=r"learned sparse model, not an embedder"):
         open_provider(EmbedderSpec(model="sparse:splade-tiny"))
+
+
+def test_a_store_that_cannot_keep_the_sparse_index_is_refused_in_one_line(tmp_path):
+    from types import SimpleNamespace
+
+    from embedtune.sparse.side import check_sparse_store
+    from embedtune.stores.embedded import EmbeddedStore
+
+    assert check_sparse_store(EmbeddedStore(tmp_path / "store")) == tmp_path / "store" / "sparse"
+    with pytest.raises(ConfigError, match=r"keeps its index in an embedded store .* index into --store FOLDER$"):
+        check_sparse_store(SimpleNamespace(location="postgresql://db/x"))  # type: ignore[arg-type]
