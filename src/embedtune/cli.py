@@ -119,6 +119,10 @@ def models() -> None:
         "Any sentence-transformers folder works too, and a static model from embedtune distill: --model local:/path/to/model"
     )
     out.print("A CLIP-style folder embeds images as well as text: --model local:/path/to/clip-ViT-B-32")
+    out.print(
+        "A sparse: model (SPLADE; dims = its vocabulary) serves a strategy's \\[sparse] table with mode = 'sparse', "
+        "and compare --models sparse:splade-tiny; any SparseEncoder folder: sparse:/path/to/folder"
+    )
 
 
 def _short(prefix: str) -> str:
@@ -1030,6 +1034,11 @@ def index(
     embedder = None
     if strategy.embedder is not None:
         embedder = build_embedder(strategy.embedder, cache=default_home() / "embeddings.sqlite", ray=_ray(ray))
+    sparse = None
+    if strategy.sparse is not None:
+        from .sparse.encoder import open_sparse_encoder
+
+        sparse = open_sparse_encoder(strategy.sparse, cache=default_home() / "embeddings.sqlite")
     images = embedder is not None and takes_images(embedder)
     store = None
     try:  # the documents first: an unusable input opens no store
@@ -1061,6 +1070,7 @@ def index(
                 delete_missing=not keep_missing,
                 keep=source.failed_ids,
                 on_progress=on_progress,
+                sparse=sparse,
             )
         cache_layer = find_layer(embedder, CachingEmbedder) if embedder is not None else None
         chunks = store.count_chunks()
@@ -1075,6 +1085,9 @@ def index(
         new = cache_layer.stats.misses if cache_layer is not None else report.texts_embedded
         what = "texts and images" if images else "texts"
         embedded = f"; {report.texts_embedded} {what} to embed, {new} new to the cache"
+    if sparse is not None:
+        new = sparse.stats.misses
+        embedded = f"; {report.sparse_encoded} documents to encode, {new} new to the cache"
     out.print(
         f"{store.location}: {report.documents} documents ({report.added} added, {report.updated} updated, "
         f"{report.unchanged} unchanged, {report.deleted} deleted), {chunks} chunks with {strategy.name}{embedded}"
@@ -1086,7 +1099,7 @@ def index(
     skipped_images = _count_images(corpus) if corpus.is_dir() and source.kind.value == "folder" and not images else 0
     if source.skipped and not skipped_images:
         err.print(f"[yellow]note:[/] skipped {source.skipped} files of types index does not read", highlight=False)
-    model = strategy.model or "a bm25 strategy"
+    model = strategy.model or (strategy.sparse.model if strategy.sparse is not None else "a bm25 strategy")
     _print_unread(source.skipped if skipped_images else 0, skipped_images, source.failures, model)
 
 
@@ -1514,7 +1527,10 @@ def main() -> None:
     try:
         app(args=_optional_values(sys.argv[1:]))
     except EmbedtuneError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        # escaped: a message naming a table ("[sparse]", "[embedder]") is text, not rich markup
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted; what was embedded so far is in the cache, rerun to continue")

@@ -187,6 +187,11 @@ def resolve_spec(model: str, config: Mapping[str, EmbedderSpec] | None = None) -
 def open_provider(spec: EmbedderSpec) -> Embedder:
     """The bare provider for a spec, with no batching or cache around it."""
     provider, name = split_uri(spec.model)
+    if provider == "sparse":  # term weights, not vectors: embedtune.sparse runs it
+        raise ConfigError(
+            f"{spec.model} is a learned sparse model, not an embedder; use it in a strategy's [sparse] table "
+            "with retrieval mode = 'sparse', or in compare --models"
+        )
     if provider in ("openai", "ollama"):
         return _open_http(spec, provider, name)
     card = find_card(spec.model)

@@ -46,6 +46,7 @@ from .strategy import Precision, Strategy
 if TYPE_CHECKING:
     from .ensemble import EnsembleRetriever
     from .factory import EmbedderSpec
+    from .sparse.encoder import SparseEncoder
 
 __all__ = ["IndexReport", "index_documents", "open_retriever", "prepare_store", "store_manifest"]
 
@@ -90,6 +91,7 @@ class IndexReport:
     chunks_written: int = 0
     texts_embedded: int = 0
     truncated: int = 0
+    sparse_encoded: int = 0  # documents handed to the sparse encoder (0: its index was current)
     notices: list[str] = field(default_factory=list)
 
     @property
@@ -202,6 +204,7 @@ def index_documents(
     keep: Sequence[str] = (),
     on_progress: ProgressFn | None = None,
     over_model_limit: str = "error",
+    sparse: SparseEncoder | None = None,
 ) -> IndexReport:
     """Bring ``store`` to hold exactly ``documents`` as ``strategy`` cuts and embeds them.
 
@@ -209,9 +212,16 @@ def index_documents(
     ``None`` for a BM25 strategy. ``keep`` names documents the store holds that must not be
     deleted although the input lacks them (files that could not be read this time).
     ``over_model_limit`` is passed to the chunker (``"allow"`` lets chunks over the model's limit
-    through to be truncated, as ``compare`` may ask).
+    through to be truncated, as ``compare`` may ask). ``sparse`` is the encoder of a sparse
+    strategy's model: its index is brought up to date after the documents are written.
     """
     _check_ids(documents)
+    if strategy.uses_sparse:
+        from .sparse.side import check_sparse_store
+
+        if sparse is None:
+            raise ConfigError(f"strategy {strategy.name!r} encodes documents; give its sparse encoder")
+        check_sparse_store(store)  # a store that cannot keep the index is refused before a write
     store_manifest(strategy, embedder)  # a bad strategy (dims over the model's) fails before any work
     fitting = needs_fit(strategy)
     manifest: StoreManifest | None = None
@@ -267,6 +277,10 @@ def index_documents(
     if chunker is not None:
         report.notices.extend(chunker.notices)
     store.finish()
+    if sparse is not None and strategy.uses_sparse:
+        from .sparse.side import sync_sparse_index
+
+        report.sparse_encoded = sync_sparse_index(store, sparse)
     return report
 
 
@@ -434,10 +448,15 @@ def open_retriever(
     strategy = Strategy.from_dict(manifest.strategy, source=f"the manifest of {store.location}")
     if strategy.embedder is not None and embedder is None:
         embedder = build_embedder(follow_store_engine(strategy.embedder, store), cache=cache)
+    sparse = None
+    if strategy.sparse is not None:
+        from .sparse.encoder import open_sparse_encoder
+
+        sparse = open_sparse_encoder(strategy.sparse, cache=cache)
     if embedder is not None and manifest.embedder_fingerprint is not None:
         if embedder.fingerprint("document") != manifest.embedder_fingerprint:
             raise ConfigError(
                 f"{store.location} was built by another revision or setting of {manifest.model} than this "
                 "machine's; rebuild it with embedtune index, or search where that model is installed"
             )
-    return Retriever(strategy, store, embedder)
+    return Retriever(strategy, store, embedder, sparse=sparse)

@@ -9,7 +9,8 @@ strategies that differ only in the second:
 1. :meth:`Retriever.runs`: the runs the strategy's mode needs, each ``depth`` deep: ``dense``
    (query vectors against the store's chunk vectors, each document scored from its chunks by
    the strategy's chunk score, see :mod:`embedtune.search.chunks`) and ``bm25`` (the store's
-   lexical index over whole documents).
+   lexical index over whole documents), or ``sparse`` (the query's learned term weights against
+   the store's sparse index, see :mod:`embedtune.sparse`).
 2. :meth:`Retriever.combine`: the mode's answer from those runs: the dense or BM25 run as it is,
    or their fusion (reciprocal rank fusion with ``rrf_k``, or the convex combination of
    normalised scores with weight ``alpha`` on the dense run), cut to ``k``.
@@ -34,7 +35,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -50,10 +51,15 @@ from .search.runs import Run, cut, ranked
 from .stores.base import Filter, Store, check_filter, doc_of_chunk, is_first_chunk
 from .strategy import Fusion, Mode, Strategy
 
+if TYPE_CHECKING:
+    from .sparse.encoder import SparseEncoder
+    from .sparse.index import SparseIndex
+
 __all__ = ["Hit", "Retriever"]
 
 DENSE = "dense"
 BM25 = "bm25"
+SPARSE = "sparse"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,7 +98,9 @@ class Retriever:
     fingerprint against the store's manifest: :func:`embedtune.indexer.open_retriever` does).
     A BM25 strategy needs no embedder. ``reranker`` scores (query, document) pairs for a strategy
     with a ``[rerank]`` table; by default its cross-encoder folder is checked now and loaded on
-    first use (pass one to share a loaded model between retrievers).
+    first use (pass one to share a loaded model between retrievers). A sparse strategy needs
+    ``sparse``, the encoder of its ``[sparse]`` model, whose index the store keeps
+    (:mod:`embedtune.sparse.side`).
     """
 
     def __init__(
@@ -102,15 +110,20 @@ class Retriever:
         embedder: Embedder | None = None,
         *,
         reranker: PairScorer | None = None,
+        sparse: SparseEncoder | None = None,
     ) -> None:
         if strategy.uses_vectors and embedder is None:
             raise ConfigError(f"strategy {strategy.name!r} embeds queries; give the retriever an embedder")
+        if strategy.uses_sparse and sparse is None:
+            raise ConfigError(f"strategy {strategy.name!r} encodes queries; give the retriever its sparse encoder")
         self.strategy = strategy
         self.store = store
         self.embedder = embedder
         self.reranker = reranker
         if strategy.rerank is not None and reranker is None:
             self.reranker = CrossEncoderScorer(strategy.rerank.model, batch=strategy.rerank.batch)
+        self.sparse = sparse
+        self._sparse_index: SparseIndex | None = None  # read from the store once
         self._executor: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._reducer: tuple[Reducer | None] | None = None  # read from the manifest once
@@ -133,6 +146,8 @@ class Retriever:
             lexical = self._pool().submit(self.lexical_run, queries, depth, where=where)
         elif self.strategy.uses_lexical:
             runs[BM25] = self.lexical_run(queries, depth, where=where)
+        if self.strategy.uses_sparse:
+            runs[SPARSE] = self.sparse_run(queries, depth, where=where)
         if self.strategy.uses_vectors:
             query_ids = list(queries)
             vectors = self._embed_queries([queries[qid] for qid in query_ids])
@@ -269,6 +284,21 @@ class Retriever:
         """The documents' texts as the lexical index was built from them."""
         return {record.doc_id: record.text for record in self.store.read_records(doc_ids)}
 
+    def sparse_run(self, queries: Mapping[str, str], depth: int, *, where: Filter | None = None) -> Run:
+        """Each query's ``depth`` best documents by its learned term weights against the store's sparse index."""
+        if self.sparse is None:
+            raise ConfigError(f"strategy {self.strategy.name!r} has no sparse model, so no sparse run")
+        where = check_filter(where)
+        with self._pool_lock:
+            if self._sparse_index is None:
+                from .sparse.side import open_sparse_index
+
+                self._sparse_index = open_sparse_index(self.store, self.sparse)
+        only = self.store.documents_matching(where) if where is not None else None
+        query_ids = list(queries)
+        rows = self.sparse.encode([queries[qid] for qid in query_ids], "query")
+        return self._sparse_index.search(query_ids, rows, depth, only=only)
+
     # -- step 2: the answer ----------------------------------------------------------------
 
     def combine(self, runs: Mapping[str, Run], k: int) -> Run:
@@ -278,6 +308,8 @@ class Retriever:
             return cut(runs[DENSE], k)
         if strategy.mode is Mode.BM25:
             return cut(runs[BM25], k)
+        if strategy.mode is Mode.SPARSE:
+            return cut(runs[SPARSE], k)
         dense, lexical = runs[DENSE], runs[BM25]
         query_ids = list(dict.fromkeys([*dense, *lexical]))
         pair = [{q: dense.get(q, {}) for q in query_ids}, {q: lexical.get(q, {}) for q in query_ids}]
@@ -328,7 +360,9 @@ class Retriever:
         for chunk, _ in chunk_hits.get("q", []):  # best first: a document's first is its best
             if not first_only or is_first_chunk(chunk):
                 best.setdefault(doc_of_chunk(chunk), chunk)
-        wanted = {doc: best.get(doc, f"{doc}#0") for doc in found_docs}  # found by BM25 alone: its first chunk
+        wanted = {
+            doc: best.get(doc, f"{doc}#0") for doc in found_docs
+        }  # found by BM25 or sparse alone: its first chunk
         found = self.store.chunks(sorted(set(wanted.values())))
         hits = []
         for doc_id, score in found_docs.items():

@@ -16,12 +16,16 @@ The file::
     over_limit = "truncate"
     engine = "onnx"                 # local models: auto (default) | torch | onnx | onnx-int8 | openvino
 
+    [sparse]                        # mode = "sparse" only: a learned sparse (SPLADE) model, instead of [embedder]
+    model = "sparse:splade-tiny"    # or sparse:/path/to/a/SparseEncoder/folder
+    max_batch = 32                  # texts per model call
+
     [chunking]
     chunker = "none"                # whole documents, or a chunker spec: recursive, fixed:size=200,overlap=50
     score = "max"                   # a document's score from its chunks: first, max, or sumN
 
     [retrieval]
-    mode = "hybrid"                 # dense | bm25 | hybrid
+    mode = "hybrid"                 # dense | bm25 | hybrid | sparse
     fusion = "convex"               # hybrid only: rrf | convex
     alpha = 0.45                    # convex: the dense run's weight
     normalization = "minmax"        # convex: minmax | zscore
@@ -80,6 +84,7 @@ from .errors import ConfigError, InputError, UnknownModelError
 from .factory import EmbedderSpec
 from .search.feedback import Feedback, FeedbackMethod
 from .search.rerank import RerankSpec
+from .sparse.spec import SparseSpec
 
 __all__ = ["STRATEGY_VERSION", "Fusion", "Mode", "Precision", "Reduction", "Strategy", "vector_options"]
 
@@ -91,6 +96,7 @@ class Mode(str, Enum):
     DENSE = "dense"
     BM25 = "bm25"
     HYBRID = "hybrid"
+    SPARSE = "sparse"  # a learned sparse model's inverted index (the [sparse] table)
 
 
 class Fusion(str, Enum):
@@ -120,11 +126,13 @@ _NORMALIZATIONS = ("minmax", "zscore")
 class Strategy:
     """One retrieval strategy, complete enough to rebuild and serve.
 
-    ``embedder`` is ``None`` exactly when ``mode`` is BM25. ``fusion`` is set exactly when
+    ``embedder`` is ``None`` exactly when ``mode`` is BM25 or sparse; ``sparse`` (the learned
+    sparse model) is set exactly when ``mode`` is sparse. ``fusion`` is set exactly when
     ``mode`` is hybrid; ``alpha`` (the dense run's weight, in [0, 1]) is required by convex fusion.
     """
 
     embedder: EmbedderSpec | None = None
+    sparse: SparseSpec | None = None
     chunker: str = WHOLE_DOCUMENTS
     chunk_score: str = "max"
     mode: Mode = Mode.DENSE
@@ -154,10 +162,11 @@ class Strategy:
             raise ConfigError("vectors.rescore applies to binary vectors only; drop it or set precision = 'binary'")
         if self.mode is Mode.BM25 and (self.dims is not None or self.precision is not Precision.FLOAT32):
             raise ConfigError("a bm25 strategy stores no vectors; drop its [vectors] settings or choose mode dense")
+        _check_sparse(self)
         if self.fusion is not None:
             object.__setattr__(self, "fusion", _choice(Fusion, self.fusion, "retrieval.fusion"))
-        if self.mode is Mode.BM25:
-            if self.embedder is not None:
+        if self.mode in (Mode.BM25, Mode.SPARSE):
+            if self.embedder is not None and self.mode is Mode.BM25:
                 raise ConfigError("a bm25 strategy embeds nothing; drop its [embedder] table or choose mode dense")
         elif self.embedder is None:
             raise ConfigError(f"a {self.mode.value} strategy needs an [embedder] table with a model")
@@ -186,7 +195,9 @@ class Strategy:
 
             parse_chunker_spec(self.chunker)  # one line naming a bad chunker or option
             if self.embedder is None:
-                raise ConfigError("chunks are embedded: a bm25 strategy indexes whole documents; set chunker = 'none'")
+                raise ConfigError(
+                    f"chunks are embedded: a {self.mode.value} strategy indexes whole documents; set chunker = 'none'"
+                )
         chunk_score_depth(self.chunk_score)
         if self.feedback is not None:
             if not isinstance(self.feedback, Feedback):
@@ -208,16 +219,22 @@ class Strategy:
 
     @property
     def uses_vectors(self) -> bool:
-        return self.mode is not Mode.BM25
+        return self.mode not in (Mode.BM25, Mode.SPARSE)
 
     @property
     def uses_lexical(self) -> bool:
-        return self.mode is not Mode.DENSE
+        return self.mode in (Mode.BM25, Mode.HYBRID)
+
+    @property
+    def uses_sparse(self) -> bool:
+        return self.sparse is not None
 
     @property
     def name(self) -> str:
         """A label for tables: ``local:all-MiniLM-L6-v2 @ recursive + bm25 (convex)``."""
         rerank = "" if self.rerank is None else f" > {self.rerank.label}"
+        if self.sparse is not None:
+            return self.sparse.model + rerank
         if self.embedder is None:
             return ("bm25" if self.feedback is None else f"bm25 + {self.feedback.method.value}") + rerank
         name = self.embedder.label if not self.chunked else f"{self.embedder.label} @ {self.chunker}"
@@ -250,7 +267,8 @@ class Strategy:
         Fusion, its weights and the depth are chosen at query time and may change freely.
         """
         embedder = None if self.embedder is None else _spec_dict(self.embedder, vectors_only=True)
-        return {
+        settings: dict[str, Any] = {} if self.sparse is None else {"sparse": self.sparse.model}
+        return settings | {
             "embedder": embedder,
             "chunker": self.chunker,
             "precision": self.precision.value if self.uses_vectors else None,
@@ -274,6 +292,8 @@ class Strategy:
         data: dict[str, Any] = {"version": STRATEGY_VERSION}
         if self.embedder is not None:
             data["embedder"] = _spec_dict(self.embedder)
+        if self.sparse is not None:
+            data["sparse"] = {"model": self.sparse.model, "max_batch": self.sparse.max_batch}
         data["chunking"] = {"chunker": self.chunker, "score": self.chunk_score}
         data["retrieval"] = retrieval
         vectors: dict[str, Any] = {"precision": self.precision.value}
@@ -338,6 +358,7 @@ class Strategy:
 
 _TABLES = {
     "embedder": None,  # checked against EmbedderSpec's fields
+    "sparse": {"model", "max_batch"},
     "chunking": {"chunker", "score"},
     "retrieval": {"mode", "fusion", "alpha", "normalization", "rrf_k", "depth"},
     "vectors": {"precision", "dims", "reduction", "rescore"},
@@ -389,6 +410,11 @@ def _from_dict(data: Mapping[str, Any]) -> Strategy:
             raise ConfigError(f"embedder.model: {exc}") from None
         except TypeError as exc:  # a value of the wrong type that EmbedderSpec cannot take
             raise ConfigError(f"[embedder]: {exc}") from None
+    sparse = None
+    if tables["sparse"]:
+        if "model" not in tables["sparse"]:
+            raise ConfigError('[sparse] needs a model = "sparse:NAME" line, e.g. sparse:splade-tiny')
+        sparse = SparseSpec(**tables["sparse"])
     vectors = tables["vectors"]
     if "reduction" in vectors and "dims" not in vectors:
         raise ConfigError("vectors.reduction needs vectors.dims, the size to reduce to")
@@ -399,9 +425,11 @@ def _from_dict(data: Mapping[str, Any]) -> Strategy:
         if "model" not in tables["rerank"]:
             raise ConfigError('[rerank] needs a model = "FOLDER" line, the cross-encoder\'s folder')
         rerank = RerankSpec(**tables["rerank"])
-    mode = retrieval.get("mode", Mode.DENSE.value if embedder is not None else Mode.BM25.value)
+    default = Mode.DENSE if embedder is not None else Mode.SPARSE if sparse is not None else Mode.BM25
+    mode = retrieval.get("mode", default.value)
     return Strategy(
         embedder=embedder,
+        sparse=sparse,
         chunker=tables["chunking"].get("chunker", WHOLE_DOCUMENTS),
         chunk_score=tables["chunking"].get("score", "max"),
         mode=mode,
@@ -460,6 +488,28 @@ def _spec_dict(spec: EmbedderSpec, *, vectors_only: bool = False) -> dict[str, A
         if value is not None:
             out[f.name] = value
     return out
+
+
+def _check_sparse(strategy: Strategy) -> None:
+    """A sparse strategy names its model in [sparse], and nothing it would not use."""
+    if strategy.sparse is not None and not isinstance(strategy.sparse, SparseSpec):
+        raise ConfigError(f"sparse must be a SparseSpec, not {type(strategy.sparse).__name__}")
+    if strategy.embedder is not None and strategy.embedder.model.startswith("sparse:"):
+        raise ConfigError(
+            f"{strategy.embedder.model} is a learned sparse model: name it in a [sparse] table with "
+            "retrieval.mode = 'sparse', not in [embedder]"
+        )
+    if strategy.mode is Mode.SPARSE:
+        if strategy.sparse is None:
+            raise ConfigError(
+                'a sparse strategy needs a [sparse] table with a model, e.g. model = "sparse:splade-tiny"'
+            )
+        if strategy.embedder is not None:
+            raise ConfigError("a sparse strategy encodes with its [sparse] model; drop its [embedder] table")
+        if strategy.dims is not None or strategy.precision is not Precision.FLOAT32:
+            raise ConfigError("a sparse strategy stores no dense vectors; drop its [vectors] settings")
+    elif strategy.sparse is not None:
+        raise ConfigError(f"the [sparse] table applies to retrieval.mode = 'sparse', not {strategy.mode.value}")
 
 
 def _choice(enum: type[Enum], value: Any, key: str) -> Any:

@@ -328,7 +328,8 @@ def evaluate_strategies(
     """Score BM25, each model's dense retrieval and their hybrids on ``split`` of ``collection``.
 
     ``hybrid`` names fusion methods (a subset of ``"rrf"``, ``"convex"``); each fuses every model
-    with BM25. ``tune_split`` tunes the convex weight and picks the winner (default: ``dev``,
+    with BM25. A ``sparse:`` model among ``models`` is a learned sparse strategy, a row of its own
+    (:mod:`~embedtune.evaluation.sparse_rows`), never fused. ``tune_split`` tunes the convex weight and picks the winner (default: ``dev``,
     else ``train``); it is never ``split``. When the collection has no such split, convex is
     left out, RRF (which needs no tuning) is reported instead, the winner is picked on ``split``,
     and ``notes`` says both. ``cache`` is the embedding cache file (``None``: no cache).
@@ -365,6 +366,12 @@ def evaluate_strategies(
     :mod:`~embedtune.evaluation.reranking`); ``reranker`` scores pairs instead of each spec's model.
     """
     hybrid = _check_request(models, bm25, hybrid, k)
+    from embedtune.evaluation.sparse_rows import evaluate_sparse, is_sparse
+
+    sparse = [spec for spec in models if is_sparse(spec)]  # learned sparse models: a row each, never fused
+    models = [spec for spec in models if not is_sparse(spec)]
+    if hybrid and not models:
+        raise ConfigError("a hybrid fuses a dense model with BM25; give at least one dense model")
     feedback_methods = _check_feedback(feedback, models, bm25 or bool(hybrid))
     chunkers, scores = _check_chunking(chunkers, chunk_score, chunk_over_limit)
     variants = _check_vectors(vectors)
@@ -456,6 +463,12 @@ def evaluate_strategies(
         if fuse:
             assert lexical is not None
             results.extend(_fused(lexical, fuse_bases, judged, k, len(documents), notes))
+        for spec in sparse:
+            results.append(
+                evaluate_sparse(
+                    spec, space, documents, all_queries, judged.score, k, cache=cache, on_progress=on_progress
+                )
+            )
         if bm25:
             assert lexical is not None
             if FeedbackMethod.RM3 in feedback_methods:

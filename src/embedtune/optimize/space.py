@@ -49,7 +49,9 @@ DEFAULT_CHUNKERS: tuple[str, ...] = (WHOLE_DOCUMENTS, "recursive", "fixed:size=1
 
 def offline_models() -> list[EmbedderSpec]:
     """Every catalogue model this machine runs without a network (the fake hashing model left out)."""
-    return [EmbedderSpec(model=c.uri) for c in CATALOGUE if c.provider != "fake" and c.available_offline()]
+    return [
+        EmbedderSpec(model=c.uri) for c in CATALOGUE if c.provider not in ("fake", "sparse") and c.available_offline()
+    ]
 
 
 @dataclass(frozen=True, kw_only=True)

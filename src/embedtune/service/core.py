@@ -80,7 +80,7 @@ class EmbeddingService:
             self.batcher = _batcher(self.embedder, config, self.metrics)
         if served.strategy is not None and served.store is not None:
             queued = QueuedEmbedder(self.embedder, self.batcher) if self.embedder and self.batcher else None
-            self.retriever = Retriever(served.strategy, served.store, queued)
+            self.retriever = Retriever(served.strategy, served.store, queued, sparse=served.sparse)
         self._gauges()
 
     # -- life ----------------------------------------------------------------------------------
@@ -101,6 +101,8 @@ class EmbeddingService:
                 self.batcher.submit([WARM_UP_TEXT], [count], "document").result()
             if self.served.store is not None:
                 self.served.store.count_chunks()
+            if self.retriever is not None and self.served.sparse is not None:  # loads the sparse model and its index
+                self.retriever.sparse_run({"warm-up": WARM_UP_TEXT}, 1)
         except Exception as exc:  # noqa: BLE001 (kept, logged and handed on, not hidden)
             self.failure = f"{type(exc).__name__}: {exc}"
             log.error("cannot serve: %s", self.failure)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..embedder import Embedder
 from ..errors import ConfigError
 from ..factory import EmbedderSpec
 from ..stores.base import Store
 from ..strategy import Strategy
+
+if TYPE_CHECKING:
+    from ..sparse.encoder import SparseEncoder
 
 __all__ = ["Served", "load_served"]
 
@@ -18,11 +22,12 @@ __all__ = ["Served", "load_served"]
 class Served:
     """``embedder`` is the library's full stack (length policy, cache, batching, provider), or
     ``None`` for a BM25 store; ``strategy`` and ``store`` are set together, by :func:`load_served`
-    from a store's manifest."""
+    from a store's manifest. ``sparse`` is the encoder of a sparse strategy's model."""
 
     embedder: Embedder | None
     strategy: Strategy | None = None
     store: Store | None = None
+    sparse: SparseEncoder | None = None
 
     def __post_init__(self) -> None:
         if (self.strategy is None) != (self.store is None):
@@ -66,4 +71,4 @@ def load_served(
         raise ConfigError(
             f"{store_uri} holds an ensemble; serve does not serve ensembles yet: search it with embedtune search"
         )
-    return Served(embedder=retriever.embedder, strategy=retriever.strategy, store=store)
+    return Served(embedder=retriever.embedder, strategy=retriever.strategy, store=store, sparse=retriever.sparse)
