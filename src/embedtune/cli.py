@@ -732,7 +732,8 @@ def compare(
         bool,
         typer.Option(
             "--fuse",
-            help="Also fuse BM25 and every model's whole-document run: N-way RRF, and convex with weights tuned on dev/train.",
+            help="Also fuse BM25, every model's whole-document run and every sparse: model's run: N-way RRF, "
+            "and convex with weights tuned on dev/train.",
         ),
     ] = False,
     rerank: Annotated[
@@ -1044,8 +1045,8 @@ def index(
     try:  # the documents first: an unusable input opens no store
         source = read_documents(corpus, text_field=text_field, id_field=id_field, images=images)
         store = _open_store(store_uri)
-        if strategy.embedder is not None:
-            spec = follow_store_engine(strategy.embedder, store)
+        if strategy.embedder is not None and embedder is not None:
+            spec = follow_store_engine(strategy.embedder, store, embedder)
             if spec != strategy.embedder:  # a rerun embeds on the engine the store was built with
                 close_stack(embedder)
                 embedder = build_embedder(spec, cache=default_home() / "embeddings.sqlite", ray=_ray(ray))

@@ -380,6 +380,7 @@ def index_ensemble(
     from .engine import close_stack
     from .factory import build_embedder
     from .indexer import index_documents
+    from .sparse.encoder import open_sparse_encoder
     from .stores import is_postgres_uri
     from .stores.embedded import EmbeddedStore
 
@@ -404,6 +405,7 @@ def index_ensemble(
     for i, (member, name) in enumerate(zip(ensemble.members, ensemble.member_folders())):
         progress = on_member(i, member) if on_member is not None else None
         embedder = None if member.embedder is None else build_embedder(member.embedder, cache=cache, ray=ray)
+        sparse = None if member.sparse is None else open_sparse_encoder(member.sparse, cache=cache)
         store = EmbeddedStore(folder / MEMBERS_FOLDER / name)
         try:
             reports.append(
@@ -415,6 +417,7 @@ def index_ensemble(
                     delete_missing=delete_missing,
                     keep=keep,
                     on_progress=progress,
+                    sparse=sparse,
                 )
             )
         finally:

@@ -113,8 +113,10 @@ class EmbedderSpec:
 
     @property
     def label(self) -> str:
-        """The model URI, with its engine when one is chosen (``local:x?engine=onnx``)."""
-        return self.model if self.engine is Engine.AUTO else f"{self.model}?engine={self.engine.value}"
+        """The model URI, with its engine when one is chosen (``local:x?engine=onnx``) and its query
+        adapter's folder name when it has one, so a model and its adapted self compare side by side."""
+        label = self.model if self.engine is Engine.AUTO else f"{self.model}?engine={self.engine.value}"
+        return label if self.adapter is None else f"{label} (adapter {Path(self.adapter).name})"
 
 
 # OpenAI's per-request limits: 2,048 inputs and 300,000 tokens (8,191 per input is the catalogue's

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -34,7 +35,7 @@ import numpy as np
 
 from .chunking.base import Chunker, chunk_documents
 from .embedder import Embedder, embed_images, empty_vectors, image_fingerprint, takes_images
-from .engine import LengthPolicy, find_layer, whole_calls
+from .engine import LengthPolicy, close_stack, find_layer, whole_calls
 from .errors import ConfigError
 from .providers.engines import Engine, engine_of_label
 from .retriever import Retriever
@@ -406,19 +407,31 @@ def _embed_units(
     return l2_normalize(out)
 
 
-def follow_store_engine(spec: EmbedderSpec, store: Store) -> EmbedderSpec:
-    """``spec``, running on the engine the store's vectors were made with when it leaves that to ``auto``.
+def follow_store_engine(spec: EmbedderSpec, store: Store, embedder: Embedder) -> EmbedderSpec:
+    """``spec``, on the engine the store's vectors were made with, when ``auto`` chose another here.
 
     ``auto`` picks the fastest faithful engine on this machine, and that choice may differ from the
     one made when the store was built (another machine, a newer embedtune, a store built on torch
-    before engines existed); the store's fingerprint settles it, so its vectors stay searchable.
+    before engines existed). ``embedder`` is ``spec`` built here; when its fingerprint differs from
+    the store's in the engine alone, the store's engine is the one to run, so its vectors stay
+    searchable. Any other difference is left for the caller to refuse.
     """
     manifest = store.read_manifest()
-    fingerprint = None if manifest is None else manifest.embedder_fingerprint
-    if spec.engine is not Engine.AUTO or fingerprint is None or not fingerprint.startswith("local|"):
+    held = None if manifest is None else manifest.embedder_fingerprint
+    if spec.engine is not Engine.AUTO or held is None:
         return spec
-    _, _, label = fingerprint.rpartition("|engine=") if "|engine=" in fingerprint else ("", "", "torch")
-    return replace(spec, engine=engine_of_label(label))
+    now = embedder.fingerprint("document")
+    if now == held or _without_engine(now) != _without_engine(held):
+        return spec
+    match = _ENGINE_SUFFIX.search(held)
+    return replace(spec, engine=engine_of_label(match.group(1) if match else "torch"))
+
+
+_ENGINE_SUFFIX = re.compile(r"\|engine=([\w.-]+)$")  # a local model's fingerprint ends with it, unless torch
+
+
+def _without_engine(fingerprint: str) -> str:
+    return _ENGINE_SUFFIX.sub("", fingerprint)
 
 
 def open_retriever(
@@ -447,7 +460,11 @@ def open_retriever(
         raise ConfigError(f"{store.location} holds no index; build one with embedtune index CORPUS --store ...")
     strategy = Strategy.from_dict(manifest.strategy, source=f"the manifest of {store.location}")
     if strategy.embedder is not None and embedder is None:
-        embedder = build_embedder(follow_store_engine(strategy.embedder, store), cache=cache)
+        embedder = build_embedder(strategy.embedder, cache=cache)
+        spec = follow_store_engine(strategy.embedder, store, embedder)
+        if spec != strategy.embedder:
+            close_stack(embedder)
+            embedder = build_embedder(spec, cache=cache)
     sparse = None
     if strategy.sparse is not None:
         from .sparse.encoder import open_sparse_encoder

@@ -359,7 +359,8 @@ def evaluate_strategies(
     beside every strategy it applies to (Rocchio: dense runs, alone and in hybrids; RM3: the BM25
     run, alone and in hybrids), its parameters tuned on the tuning split (a convex hybrid's weight
     tuned again with the feedback run); without a tuning split, the defaults, said in ``notes``.
-    ``fuse`` adds two rows fusing BM25 and every model's whole-document float32 run: N-way RRF,
+    ``fuse`` adds two rows fusing BM25, every model's whole-document float32 run and every sparse
+    model's run: N-way RRF,
     and N-way convex with weights tuned on the tuning split (equal when there is none, and the
     notes say so); see :mod:`~embedtune.evaluation.fused`.
     Each of ``rerank`` adds every strategy again with that ``[rerank]`` table (see
@@ -375,9 +376,9 @@ def evaluate_strategies(
     feedback_methods = _check_feedback(feedback, models, bm25 or bool(hybrid))
     chunkers, scores = _check_chunking(chunkers, chunk_score, chunk_over_limit)
     variants = _check_vectors(vectors)
-    if fuse and not models:
+    if fuse and not models and not sparse:
         raise ConfigError("--fuse fuses BM25 with models' runs; give at least one model")
-    fuse_bases: list[Any] = []  # FuseBase: BM25 and each model's whole-document float32 run
+    fuse_bases: list[Any] = []  # FuseBase: each model's whole-document float32 run, each sparse run
     queries, qrels = collection.split(split)
     notes: list[str] = []
     tune_split = _pick_tune_split(collection, split, tune_split)
@@ -460,15 +461,15 @@ def evaluate_strategies(
             finally:
                 if given is None:  # an HTTP provider's connections; one handed in stays the caller's
                     close_stack(provider)
+        for spec in sparse:
+            sparse_base = evaluate_sparse(
+                spec, space, documents, all_queries, judged.score, k, cache=cache, on_progress=on_progress
+            )
+            results.append(sparse_base.result)
+            fuse_bases.append(sparse_base)
         if fuse:
             assert lexical is not None
             results.extend(_fused(lexical, fuse_bases, judged, k, len(documents), notes))
-        for spec in sparse:
-            results.append(
-                evaluate_sparse(
-                    spec, space, documents, all_queries, judged.score, k, cache=cache, on_progress=on_progress
-                )
-            )
         if bm25:
             assert lexical is not None
             if FeedbackMethod.RM3 in feedback_methods:
@@ -856,7 +857,8 @@ def _fuse_base(dense: _Dense, k: int) -> Any:
 def _fused(
     lexical: _Lexical, dense: Sequence[Any], judged: _Judged, k: int, documents: int, notes: list[str]
 ) -> list[StrategyResult]:
-    """``--fuse``'s rows: BM25 and every whole-document float32 dense run, fused by RRF and by tuned convex."""
+    """``--fuse``'s rows: BM25, every whole-document float32 dense run and every sparse run, fused by
+    RRF and by tuned convex."""
     from embedtune.evaluation.fused import FuseBase, fused_results
 
     if not dense:

@@ -5,7 +5,7 @@ The strategy (mode ``sparse``) is indexed into its own embedded store by
 lexical one, and every query is answered by :meth:`Retriever.sparse_run`: the code ``index`` and
 ``search`` run. Its cost is counted like a dense model's: tokens the model reads, texts it
 encoded in this run (cache misses) and the seconds it took, and the index's bytes on disk.
-Fusing the sparse run with BM25 or a dense run is not done here.
+``compare --fuse`` fuses the sparse run with BM25 and the dense runs (:mod:`.fused`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from embedtune.catalogue import lookup_card
 from embedtune.evaluation.compare import ModelCost, ProgressFn, StrategyResult
+from embedtune.evaluation.fused import FuseBase
 from embedtune.factory import EmbedderSpec
 from embedtune.indexer import index_documents
 from embedtune.retriever import SPARSE, Retriever
@@ -45,11 +46,12 @@ def evaluate_sparse(
     *,
     cache: str | Path | None,
     on_progress: ProgressFn | None = None,
-) -> StrategyResult:
+) -> FuseBase:
     """Build ``spec``'s sparse strategy into a store of ``space``, answer ``queries``, score the run.
 
     ``space`` is compare's workspace (``store(name, strategy, None)``) and ``score`` its judged
-    splits (``score(run) -> figures``).
+    splits (``score(run) -> figures``). The result comes with its retriever and run, so that
+    ``compare --fuse`` can fuse it without searching again.
     """
     strategy = Strategy(
         mode=Mode.SPARSE, sparse=SparseSpec(model=spec.model, max_batch=spec.max_batch or DEFAULT_BATCH), depth=k
@@ -85,7 +87,7 @@ def evaluate_sparse(
         truncated_queries=sum(n > limit for n in query_tokens),
         usd_per_million_tokens=None,
     )
-    return StrategyResult(
+    result = StrategyResult(
         name=name,
         kind="sparse",
         model=name,
@@ -95,6 +97,7 @@ def evaluate_sparse(
         cost=cost,
         strategy=strategy,
     )
+    return FuseBase(result=result, retriever=retriever, runs={SPARSE: run})
 
 
 def _slug(name: str) -> str:
