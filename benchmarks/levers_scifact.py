@@ -36,6 +36,13 @@ def main() -> None:
     parser.add_argument("--adapter", action="store_true", help="train a query adapter on train and add it")
     parser.add_argument("--sparse", default="sparse:splade-tiny", help="the learned sparse model ('' for none)")
     parser.add_argument("--feedback", default="", help="feedback rows too: rocchio, rm3 (slow: a grid on train)")
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        help="another model to add (repeatable), e.g. a fine-tuned folder; one trained on train also "
+        "sways the weights tuned there",
+    )
     args = parser.parse_args()
 
     home = Path(os.environ.get("EMBEDTUNE_HOME") or Path.home() / ".cache" / "embedtune")
@@ -44,6 +51,7 @@ def main() -> None:
     models = [EmbedderSpec(model=MINILM)]
     if args.adapter:
         models.append(EmbedderSpec(model=MINILM, adapter=str(train_adapter(home, cache))))
+    models += [EmbedderSpec(model=uri) for uri in args.model]
     if args.sparse:
         models.append(EmbedderSpec(model=args.sparse))
 
