@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from _cli import one_error_line, run_cli
+from _slices import write_scifact_slice
 from embedtune.ensemble import Ensemble, EnsembleRetriever, load_strategy
 from embedtune.errors import ConfigError
-from embedtune.evaluation import evaluate, load_beir
+from embedtune.evaluation import evaluate
 from embedtune.evaluation.tuning import tune_fusion_weights
 from embedtune.factory import EmbedderSpec
 from embedtune.retriever import Retriever
@@ -179,24 +180,8 @@ def test_an_ensemble_is_not_built_over_another_store(tmp_path):
 @pytest.fixture(scope="module")
 def scifact_slice(shared_datasets, tmp_path_factory) -> Path:
     """30 test and 30 train queries of SciFact, their documents and others, 200 in all."""
-    source = load_beir(shared_datasets / "scifact")
     folder = tmp_path_factory.mktemp("scifact-slice")
-    tests = dict(sorted(source.qrels["test"].items())[:30])
-    trains = dict(sorted(source.qrels["train"].items())[:30])
-    judged = sorted({doc for qrels in (tests, trains) for judged in qrels.values() for doc in judged})
-    others = [doc for doc in sorted(source.corpus) if doc not in set(judged)]
-    with (folder / "corpus.jsonl").open("w") as out:
-        for doc_id in judged + others[: 200 - len(judged)]:
-            doc = source.corpus[doc_id]
-            out.write(json.dumps({"_id": doc_id, "title": doc.title, "text": doc.text}) + "\n")
-    with (folder / "queries.jsonl").open("w") as out:
-        for qid in [*tests, *trains]:
-            out.write(json.dumps({"_id": qid, "text": source.queries[qid]}) + "\n")
-    (folder / "qrels").mkdir()
-    for split, qrels in (("test", tests), ("train", trains)):
-        rows = [f"{q}\t{d}\t{r}" for q, judged in qrels.items() for d, r in judged.items()]
-        (folder / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows) + "\n")
-    return folder
+    return write_scifact_slice(shared_datasets, folder, tests=30, trains=30, documents=200)
 
 
 def test_an_ensemble_compare_scored_is_what_index_and_search_answer(scifact_slice, tmp_path):

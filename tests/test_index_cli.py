@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from _cli import one_error_line, run_cli
-from embedtune.evaluation import load_beir
+from _slices import write_scifact_slice
 from embedtune.stores import open_store
 
 MINILM = "local:all-MiniLM-L6-v2"
@@ -28,25 +28,8 @@ MINILM = "local:all-MiniLM-L6-v2"
 @pytest.fixture(scope="module")
 def scifact_slice(shared_datasets, tmp_path_factory) -> Path:
     """A BEIR folder: 60 test and 60 train queries of SciFact, their documents and others, 400 in all."""
-    source = load_beir(shared_datasets / "scifact")
     folder = tmp_path_factory.mktemp("scifact-slice")
-    tests = dict(sorted(source.qrels["test"].items())[:60])
-    trains = dict(sorted(source.qrels["train"].items())[:60])
-    judged = sorted({doc for qrels in (tests, trains) for judged in qrels.values() for doc in judged})
-    others = [doc for doc in sorted(source.corpus) if doc not in set(judged)]
-    kept = judged + others[: 400 - len(judged)]
-    with (folder / "corpus.jsonl").open("w") as out:
-        for doc_id in kept:
-            doc = source.corpus[doc_id]
-            out.write(json.dumps({"_id": doc_id, "title": doc.title, "text": doc.text}) + "\n")
-    with (folder / "queries.jsonl").open("w") as out:
-        for qid in [*tests, *trains]:
-            out.write(json.dumps({"_id": qid, "text": source.queries[qid]}) + "\n")
-    (folder / "qrels").mkdir()
-    for split, qrels in (("test", tests), ("train", trains)):
-        rows = [f"{q}\t{d}\t{r}" for q, judged in qrels.items() for d, r in judged.items()]
-        (folder / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows) + "\n")
-    return folder
+    return write_scifact_slice(shared_datasets, folder, tests=60, trains=60, documents=400)
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,6 @@ import json
 import math
 import os
 import re
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -49,7 +48,16 @@ from .retriever import Hit, Retriever
 from .search.fusion import convex, rrf
 from .search.runs import Run, cut
 from .stores.base import Filter
-from .strategy import _NORMALIZATIONS, STRATEGY_VERSION, Fusion, Strategy, _toml_value
+from .strategy import (
+    _NORMALIZATIONS,
+    STRATEGY_VERSION,
+    Fusion,
+    Strategy,
+    _toml_value,
+    read_strategy_file,
+    read_toml,
+    write_file,
+)
 
 if TYPE_CHECKING:
     from .indexer import IndexReport, SourceLike
@@ -166,45 +174,26 @@ class Ensemble:
         lines = [f"# {line}".rstrip() for line in (comment or "").splitlines()]
         data = self.to_dict()
         lines += [f"version = {data['version']}", "", "[fusion]"]
-        lines += [f"{key} = {_value(value)}" for key, value in data["fusion"].items()]
+        lines += [f"{key} = {_toml_value(value)}" for key, value in data["fusion"].items()]
         for member in data["members"]:
             lines += ["", "[[members]]"]
             for table, values in member.items():
                 lines += [f"[members.{table}]"]
-                lines += [f"{key} = {_value(value)}" for key, value in values.items()]
+                lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
         return "\n".join(lines) + "\n"
 
     @classmethod
     def from_toml(cls, text: str, *, source: str = "ensemble") -> Ensemble:
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{source} is not valid TOML: {exc}") from None
-        return cls.from_dict(data, source=source)
+        return cls.from_dict(read_toml(text, source), source=source)
 
     def save(self, path: str | os.PathLike[str], *, comment: str | None = None) -> Path:
-        """Write the TOML file (to a temporary name, then renamed: never half written)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(self.to_toml(comment=comment), encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        """Write the TOML file (never half written)."""
+        return write_file(path, self.to_toml(comment=comment))
 
 
 def load_strategy(path: str | os.PathLike[str]) -> Strategy | Ensemble:
     """The strategy or ensemble a TOML file holds (an ensemble has ``[[members]]``)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"strategy file {path} does not exist; write one with embedtune compare") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read strategy file {path}: {exc}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    data = read_strategy_file(path)
     if "members" in data or "fusion" in data:
         return Ensemble.from_dict(data, source=str(path))
     return Strategy.from_dict(data, source=str(path))
@@ -462,9 +451,3 @@ def _slug(text: str) -> str:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _value(value: Any) -> str:
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return _toml_value(value)

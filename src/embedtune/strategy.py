@@ -329,31 +329,15 @@ class Strategy:
 
     @classmethod
     def from_toml(cls, text: str, *, source: str = "strategy") -> Strategy:
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{source} is not valid TOML: {exc}") from None
-        return cls.from_dict(data, source=source)
+        return cls.from_dict(read_toml(text, source), source=source)
 
     def save(self, path: str | os.PathLike[str], *, comment: str | None = None) -> Path:
-        """Write the TOML file (to a temporary name, then renamed: never half written)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(self.to_toml(comment=comment), encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        """Write the TOML file (never half written: see :func:`write_file`)."""
+        return write_file(path, self.to_toml(comment=comment))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Strategy:
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"strategy file {path} does not exist; write one with embedtune compare") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read strategy file {path}: {exc}") from None
-        return cls.from_toml(text, source=str(path))
+        return cls.from_dict(read_strategy_file(path), source=str(path))
 
 
 _TABLES = {
@@ -524,7 +508,39 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def read_strategy_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A strategy (or ensemble) file's tables, or one line saying why it cannot be read."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"strategy file {path} does not exist; write one with embedtune compare") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read strategy file {path}: {exc}") from None
+    return read_toml(text, str(path))
+
+
+def read_toml(text: str, source: str) -> dict[str, Any]:
+    """``text`` parsed, or one line saying ``source`` is not valid TOML."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source} is not valid TOML: {exc}") from None
+
+
+def write_file(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to a temporary name beside ``path``, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 def _toml_value(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):

@@ -15,13 +15,12 @@ refused in one line (their lexical index lives in tables; the sparse one is not 
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
-import uuid
 from pathlib import Path
 
 from ..errors import ConfigError, InputError
 from ..stores.base import Store
+from ..stores.embedded import save_folder_once
 from .encoder import SparseEncoder
 from .index import SparseIndex, folder_bytes
 
@@ -60,16 +59,7 @@ def sync_sparse_index(store: Store, encoder: SparseEncoder) -> int:
     import scipy.sparse as sp
 
     index = SparseIndex(ids, sp.vstack(parts, format="csr"), about={"model": encoder.name})
-    root.mkdir(exist_ok=True)
-    tmp = root / f".{name}.{uuid.uuid4().hex}.tmp"
-    index.save(tmp)
-    try:
-        os.rename(tmp, root / name)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (root / name).is_dir():
-            raise
-        # another process saved the same index first
+    save_folder_once(root, name, index.save)
     for older in root.iterdir():
         if older.name != name:
             shutil.rmtree(older, ignore_errors=True)

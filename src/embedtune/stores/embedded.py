@@ -1040,16 +1040,7 @@ class EmbeddedStore:
         root = self.path / _LEXICAL
         name = f"g{generation}"
         try:
-            root.mkdir(exist_ok=True)
-            tmp = root / f".{name}.{uuid.uuid4().hex}.tmp"
-            index.save(tmp)
-            try:
-                os.rename(tmp, root / name)
-            except OSError:
-                shutil.rmtree(tmp, ignore_errors=True)
-                if not (root / name).is_dir():
-                    raise
-                # another process saved this generation first: its index is the same
+            save_folder_once(root, name, index.save)
         except OSError as exc:
             _log.warning("could not save the lexical index of %s (%s); keeping it in memory", self.location, exc)
             return generation, index
@@ -1377,3 +1368,17 @@ def _remove_older(folder: Path, pattern: re.Pattern[str], current: str) -> None:
                 entry.unlink()
         except FileNotFoundError:  # another process cleaned it up first
             pass
+
+
+def save_folder_once(root: Path, name: str, save: Callable[[Path], object]) -> None:
+    """``save`` a folder as ``root/name``: written under a temporary name, then renamed, so a reader
+    never sees half of it. A process that finds the name taken leaves it: the same content, saved first."""
+    root.mkdir(exist_ok=True)
+    tmp = root / f".{name}.{uuid.uuid4().hex}.tmp"
+    save(tmp)
+    try:
+        os.rename(tmp, root / name)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (root / name).is_dir():
+            raise
