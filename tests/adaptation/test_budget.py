@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from embedtune.adaptation.devsplit import hold_out_documents, honest_dev
-from embedtune.adaptation.finetune import CARD_FILE, base_folder, fine_tune, weights_hash
+from embedtune.adaptation.finetune import CARD_FILE, fine_tune
 from embedtune.adaptation.generate import generate_pairs
 from embedtune.adaptation.pairs import Pair, pairs_from_qrels, sample_pairs
+from embedtune.adaptation.training import base_folder, weights_hash
 from embedtune.errors import ConfigError
 from embedtune.evaluation import load_beir
 

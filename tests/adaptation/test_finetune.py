@@ -13,9 +13,9 @@ from embedtune.adaptation.finetune import (
     dev_set,
     fine_tune,
     record_figures,
-    weights_hash,
 )
 from embedtune.adaptation.pairs import Pair, pairs_from_qrels, split_dev
+from embedtune.adaptation.training import weights_hash
 from embedtune.errors import ConfigError, InputError, ModelLoadError
 from embedtune.evaluation import load_beir
 from embedtune.factory import EmbedderSpec, open_provider

@@ -106,6 +106,6 @@ def test_a_folder_that_is_missing_or_not_a_cross_encoder_is_refused(tmp_path, mi
 
 @pytest.fixture(scope="module")
 def minilm_folder():
-    from embedtune.adaptation.finetune import base_folder
+    from embedtune.adaptation.training import base_folder
 
     return base_folder("local:all-MiniLM-L6-v2")[0]

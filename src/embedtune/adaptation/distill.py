@@ -24,7 +24,8 @@ from pathlib import Path
 from ..errors import ConfigError, ModelLoadError, require
 from ..providers.local import weights_revision
 from ..providers.static import is_static_folder
-from .finetune import CARD_FILE, _no_hub_bars, base_folder, check_out_dir
+from .finetune import CARD_FILE
+from .training import base_folder, check_out_dir, no_hub_bars
 
 __all__ = ["DEFAULT_DIMS", "DistillOutcome", "distill"]
 
@@ -80,7 +81,7 @@ def distill(
     transformers = require("transformers", "local")
 
     start = time.perf_counter()
-    with _no_hub_bars():
+    with no_hub_bars():
         try:
             network = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True)
             tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True, use_fast=True)

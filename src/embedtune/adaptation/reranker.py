@@ -43,6 +43,7 @@ import numpy as np
 from ..errors import ConfigError, InputError, ModelLoadError, require
 from ..evaluation.collections import Document
 from .pairs import Pair
+from .training import base_folder, deterministic, empty_out_dir, no_hub_bars, pairs_hash, weights_hash
 
 __all__ = ["MANIFEST_FILE", "RerankDev", "RerankerResult", "rerank_dev", "train_reranker"]
 
@@ -131,24 +132,15 @@ def train_reranker(
 ) -> RerankerResult:
     """Train a cross-encoder from ``base_model`` (``local:NAME``, ``local:/folder`` or a folder)
     on ``train_pairs`` (each with its hard negatives) and save it in ``out_dir`` (new or empty)."""
-    from .finetune import (
-        _deterministic,
-        _empty_out_dir,
-        _no_hub_bars,
-        _pairs_hash,
-        base_folder,
-        weights_hash,
-    )
-
     source, _ = base_folder(base_model, done="trained into a reranker", api_hint="a reranker needs a local model")
     _check_settings(train_pairs, epochs, batch_size, lr, max_length, warmup)
-    out = _empty_out_dir(out_dir)
+    out = empty_out_dir(out_dir)
     torch = require("torch", "local")
     st = require("sentence_transformers", "local")
     require("datasets", "adapt", import_now=False)
     require("accelerate", "adapt", import_now=False)
 
-    with _deterministic(torch, seed), _one_thread(torch):  # the new head's weights are drawn as the model loads
+    with deterministic(torch, seed), _one_thread(torch):  # the new head's weights are drawn as the model loads
         model = _load(st, source, max_length)
         dataset, positives, negatives = _dataset(train_pairs)
         evaluate = _dev_scorer(dev, batch_size) if dev is not None else None
@@ -174,7 +166,7 @@ def train_reranker(
         train_seconds = time.perf_counter() - started
         best_epoch = tracker.restore_best(model)
         weights = weights_hash(model)
-        with _no_hub_bars():
+        with no_hub_bars():
             model.save_pretrained(str(out))
 
     manifest = {
@@ -187,7 +179,7 @@ def train_reranker(
             "positives": positives,
             "negatives": negatives,
             "sources": dict(Counter(p.source for p in train_pairs)),
-            "pairs_sha256": _pairs_hash(train_pairs),
+            "pairs_sha256": pairs_hash(train_pairs),
             "dev_queries": len(dev.qrels) if dev is not None else 0,
             "dev_depth": max((len(c) for c in dev.candidates.values()), default=0) if dev is not None else 0,
             **dict(data_note or {}),

@@ -129,6 +129,7 @@ def adapt(
 ) -> AdaptOutcome:
     """Run the steps of the module docstring; see ``embedtune adapt --help`` for the options."""
     from . import finetune
+    from .training import base_folder, check_out_dir
 
     started = time.monotonic()  # --max-minutes counts from here: loading and mining pairs take time too
 
@@ -138,7 +139,7 @@ def adapt(
         raise ConfigError(f"unknown --hard-negatives {hard_negatives!r}; use {', '.join(HARD_NEGATIVES)}")
     provider = split_uri(spec.model)[0]
     if method == "reranker":
-        finetune.base_folder(spec.model, done="trained into a reranker", api_hint="give a local model")
+        base_folder(spec.model, done="trained into a reranker", api_hint="give a local model")
     if method == "finetune":
         if provider in ("openai", "ollama"):
             raise ConfigError(
@@ -147,14 +148,14 @@ def adapt(
             )
         if provider == "fake":
             raise ConfigError(f"{spec.model} has no weights to fine-tune; give a local model")
-        finetune.base_folder(spec.model)  # a folder that is not a model fails now, not after the data
+        base_folder(spec.model)  # a folder that is not a model fails now, not after the data
     elif max_minutes is not None:
         raise ConfigError("--max-minutes bounds a fine-tune; the query adapter trains in seconds without it")
     if max_pairs is not None and max_pairs < MIN_PAIRS:
         raise ConfigError(f"--max-pairs must be at least {MIN_PAIRS}, not {max_pairs}")
     if max_minutes is not None and not max_minutes > 0:
         raise ConfigError(f"--max-minutes must be a positive number of minutes, not {max_minutes}")
-    out = finetune.check_out_dir(out_dir)
+    out = check_out_dir(out_dir)
 
     pairs, collection, note = load_pairs(source, split=split, generate=generate, corpus=corpus, chat=chat, seed=seed)
     held = honest_dev(pairs, collection=collection, split=split, seed=seed)
