@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+from collections import Counter
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -11,12 +12,13 @@ import pytest
 from rich.console import Console
 
 from _cli import run_cli as cli
+from embedtune.chunking import make_chunker
 from embedtune.engine import CountingEmbedder
 from embedtune.errors import ConfigError, InputError
 from embedtune.evaluation import evaluate, load_beir
 from embedtune.evaluation.compare import ComparisonResult, ModelCost, StrategyResult, evaluate_strategies
 from embedtune.evaluation.report import comparison_table, comparison_to_dict, plot_comparison
-from embedtune.factory import EmbedderSpec
+from embedtune.factory import EmbedderSpec, open_provider
 
 SAMPLE = Path(str(resources.files("embedtune") / "data" / "sample"))
 FAKE = EmbedderSpec(model="fake:hash-256")
@@ -83,6 +85,43 @@ def test_texts_over_the_limit_are_truncated_and_counted(sample):
     assert cost.truncated_documents >= over > 0
     assert any(f"{cost.truncated_documents} of 120 documents are over its 30-token limit" in n for n in result.notes)
     assert cost.corpus_tokens <= 120 * 30
+
+
+class TokenCounting(CountingEmbedder):
+    """Also counts the tokenizer's calls, by text."""
+
+    def __init__(self, inner) -> None:
+        super().__init__(inner)
+        self.counted: Counter[str] = Counter()
+
+    def count_tokens(self, text: str, kind="document") -> int:
+        if kind == "document":
+            self.counted[text] += 1
+        return self.inner.count_tokens(text, kind)
+
+
+def test_each_document_is_tokenized_once_and_its_tokens_counted_as_the_model_counts_them(sample):
+    model = open_provider(FAKE)
+    counting = TokenCounting(model)
+    cost = evaluate_strategies(sample, [FAKE], bm25=False, providers={FAKE.label: counting}).strategies[0].cost
+    texts = [doc.full_text for doc in sample.corpus.values()]
+    assert cost.corpus_tokens == sum(min(model.count_tokens(t), model.max_tokens) for t in texts)
+    assert {counting.counted[t] for t in texts} == {1}
+
+
+def test_with_a_chunker_each_chunk_is_tokenized_once_by_the_chunker_and_its_tokens_counted_once(sample):
+    model = open_provider(FAKE)
+    counting = TokenCounting(model)
+    result = evaluate_strategies(
+        sample, [FAKE], bm25=False, chunkers=["fixed:size=40"], providers={FAKE.label: counting}
+    )
+    row = result.strategies[0]
+    chunker = make_chunker("fixed:size=40", model)
+    chunks = [c.text for doc in sample.corpus.values() for c in chunker.chunk(doc.full_text)]
+    assert row.chunks == len(chunks) > len(sample.corpus)
+    assert row.cost.corpus_tokens == sum(min(model.count_tokens(c), model.max_tokens) for c in chunks)
+    assert {counting.counted[c] for c in chunks} == {1}  # the chunker's count served the cost too
+    assert {counting.counted[doc.full_text] for doc in sample.corpus.values()} == {1}  # the over-limit note
 
 
 def test_bm25_row_matches_bm25_alone(sample):

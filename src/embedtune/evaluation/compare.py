@@ -421,7 +421,9 @@ def evaluate_strategies(
             lexical.submit(pool, all_queries, k)
         for spec in models:
             given = (providers or {}).get(spec.label)
-            provider = given if given is not None else open_provider(spec)
+            # The over-limit note, the chunker, the length policy, the batcher and the cost all
+            # count the same texts: the model's tokenizer runs once a text.
+            provider = _CountedOnce(given if given is not None else open_provider(spec))
             try:
                 if any(c != WHOLE_DOCUMENTS for c in chunkers):
                     notes.append(_over_limit_note(provider, documents))
@@ -646,7 +648,7 @@ def _evaluate_dense(
             documents, strategy, store, embedder, on_progress=progress, over_model_limit=chunk_over_limit
         )
         texts = _unit_texts(documents, store)
-        # Counted once: for the cost, and for the truncation note when the store was already built.
+        # For the cost and the truncation note (also when the store was already built).
         lengths = [embedder.count_tokens(t, "document") for t in texts]
         query_ids = list(queries)
         vectors, query_truncated = _embed_all(embedder, [queries[q] for q in query_ids], "query", label, on_progress)
@@ -1051,6 +1053,22 @@ def _workspace(root: str | Path | None, name: str, documents: Sequence[SourceDoc
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:80] or "index"
+
+
+class _CountedOnce(Wrapper):
+    """Remembers each text's token count while one model is compared, so the layers that each
+    count a text (chunker, length policy, batcher, cost) run the tokenizer on it once."""
+
+    def __init__(self, inner: Embedder) -> None:
+        super().__init__(inner)
+        self._counts: dict[tuple[str, Kind], int] = {}
+
+    def count_tokens(self, text: str, kind: Kind = "document") -> int:
+        key = (text, kind)
+        count = self._counts.get(key)
+        if count is None:
+            count = self._counts[key] = self.inner.count_tokens(text, kind)
+        return count
 
 
 class _TimedEmbedder(Wrapper):
