@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from importlib import resources
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from embedtune.documents import SourceDocument
 from embedtune.errors import ConfigError
+from embedtune.evaluation import load_beir
 from embedtune.evaluation.tuning import feedback_grid, tune_feedback
 from embedtune.factory import EmbedderSpec
 from embedtune.indexer import index_documents
@@ -14,6 +18,7 @@ from embedtune.providers.fake import HashEmbedder
 from embedtune.retriever import Retriever
 from embedtune.search.bm25 import BM25Index
 from embedtune.search.feedback import Feedback, FeedbackMethod, relevance_model, rm3_query, rm3_run, rocchio
+from embedtune.search.runs import ranked
 from embedtune.stores.embedded import EmbeddedStore
 from embedtune.strategy import Mode, Strategy
 
@@ -129,6 +134,51 @@ def test_weighted_search_with_unit_weights_scores_as_bm25_does(tiny):
     weighted = tiny.search_weighted({"q": {"solar": 1.0, "electr": 1.0, "panel": 1.0}}, 4)["q"]
     assert list(weighted) == list(plain)
     assert list(weighted.values()) == pytest.approx(list(plain.values()), rel=1e-6)
+
+
+def rm3_by_hand(index: BM25Index, queries, depth, feedback, texts) -> dict:
+    """RM3 with every fed-back document's text tokenized again for each query (the first way it ran)."""
+    first = index.search(queries, feedback.docs)
+    weighted = {}
+    for qid, text in queries.items():
+        hits = [(doc, first[qid][doc]) for doc in ranked(first[qid], feedback.docs)]
+        doc_terms = index.tokenize([texts[doc] for doc, _ in hits])
+        expansion = relevance_model(doc_terms, [score for _, score in hits], feedback.terms)
+        weighted[qid] = rm3_query(index.tokenize([text])[0], expansion, feedback.weight)
+    return index.search_weighted(weighted, depth)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return load_beir(Path(str(resources.files("embedtune") / "data" / "sample")))
+
+
+@pytest.mark.parametrize("saved", [False, True], ids=["built", "loaded"])
+def test_rm3_tokenizes_a_fed_back_document_at_most_once_in_the_indexs_life(sample, tmp_path, saved, monkeypatch):
+    texts = {doc_id: doc.full_text for doc_id, doc in sample.corpus.items()}
+    index = BM25Index.build(list(texts), list(texts.values()))
+    if saved:
+        index = BM25Index.load(index.save(tmp_path / "bm25"))
+    queries = dict(list(sample.queries.items())[:10])
+    rm3 = Feedback(method="rm3", docs=5, terms=10, weight=0.5)
+    expected = rm3_by_hand(index, queries, 10, rm3, texts)
+    asked: list[str] = []
+    tokenized: list[str] = []
+    real = index.tokenize
+    monkeypatch.setattr(index, "tokenize", lambda given: tokenized.extend(given) or real(given))
+
+    def texts_of(ids):
+        asked.extend(ids)
+        return {doc: texts[doc] for doc in ids}
+
+    assert rm3_run(index, queries, 10, rm3, texts_of) == expected
+    fed_back = {doc for run in index.search(queries, rm3.docs).values() for doc in run}
+    assert sorted(asked) == sorted(fed_back)  # each fed-back document's text asked for once
+    assert sorted(tokenized) == sorted([*queries.values(), *(texts[doc] for doc in asked)])
+    asked.clear()
+    tokenized.clear()
+    assert rm3_run(index, queries, 10, rm3, texts_of) == expected
+    assert asked == [] and sorted(tokenized) == sorted(queries.values())  # only the queries, this time
 
 
 def test_the_retriever_runs_rm3_over_the_stores_own_texts(tmp_path):

@@ -20,7 +20,7 @@ of a matching document is positive, so runs leave out documents with score 0 (no
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ class BM25Index:
         self._k1 = k1
         self._b = b
         self._positions: dict[str, int] | None = None
+        self._doc_terms: dict[str, list[str]] = {}  # documents tokenized for feedback, kept for the index's life
 
     @classmethod
     def build(cls, ids: Sequence[str], texts: Sequence[str], *, k1: float = 1.5, b: float = 0.75) -> BM25Index:
@@ -118,6 +119,22 @@ class BM25Index:
             list(texts), stopwords=_STOPWORDS, stemmer=_stemmer(), return_ids=False, show_progress=False
         )
         return [list(t) for t in tokens]
+
+    def document_terms(
+        self, doc_ids: Sequence[str], texts_of: Callable[[Sequence[str]], Mapping[str, str]]
+    ) -> dict[str, list[str]]:
+        """Each document's tokens as :meth:`tokenize` reads its text (what RM3 feeds back).
+
+        ``texts_of(ids)`` gives the texts of documents not asked for before; each is tokenized
+        once for the index's life: its documents' texts are the ones it was built from (a store
+        opens a new index when they change). A document without a text has no tokens.
+        """
+        missing = [doc for doc in dict.fromkeys(doc_ids) if doc not in self._doc_terms]
+        if missing:
+            texts = texts_of(missing)
+            known = [doc for doc in missing if doc in texts]
+            self._doc_terms.update(zip(known, self.tokenize([texts[doc] for doc in known])))
+        return {doc: self._doc_terms.get(doc, []) for doc in doc_ids}
 
     def search_weighted(
         self, queries: Mapping[str, Mapping[str, float]], k: int = 100, *, only: Collection[str] | None = None

@@ -176,15 +176,16 @@ def rm3_run(
 ) -> Run:
     """Each query's ``depth`` best documents by BM25 with RM3 expansion (see the module docstring).
 
-    ``texts_of(doc_ids)`` gives the feedback documents' texts as the index was built from them.
+    ``texts_of(doc_ids)`` gives the feedback documents' texts as the index was built from them;
+    it is asked only for documents the index has not tokenized before
+    (:meth:`~embedtune.search.bm25.BM25Index.document_terms`).
     """
     if not feedback.active:
         return index.search(queries, depth, only=only)
     first = index.search(queries, feedback.docs, only=only)
     top = {qid: [(doc, run[doc]) for doc in ranked(run, feedback.docs)] for qid, run in first.items()}
     wanted = sorted({doc for hits in top.values() for doc, _ in hits})
-    texts = texts_of(wanted)
-    doc_tokens = dict(zip(wanted, index.tokenize([texts.get(doc, "") for doc in wanted])))
+    doc_tokens = index.document_terms(wanted, texts_of)
     query_ids = list(queries)
     weighted = {}
     for qid, tokens in zip(query_ids, index.tokenize([queries[q] for q in query_ids])):
