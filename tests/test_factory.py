@@ -177,3 +177,12 @@ def test_a_label_names_the_query_adapter_so_a_model_and_its_adapted_self_compare
     adapted = EmbedderSpec(model="local:all-MiniLM-L6-v2", adapter="/tmp/runs/scifact-adapter")
     assert base.label == "local:all-MiniLM-L6-v2"
     assert adapted.label == "local:all-MiniLM-L6-v2 (adapter scifact-adapter)"
+
+
+def test_config_folders_are_relative_to_the_config_file(tmp_path, monkeypatch):
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "embedtune.toml").write_text('[embedders.tuned]\nmodel = "local:./ft"\nadapter = "adapter"\n')
+    monkeypatch.chdir(tmp_path)
+    spec = load_config("conf/embedtune.toml")["tuned"]
+    assert spec == EmbedderSpec(model=f"local:{conf / 'ft'}", adapter=str(conf / "adapter"))

@@ -203,3 +203,68 @@ def test_an_unknown_vector_setting_is_one_line(text):
     with pytest.raises(ConfigError, match="unknown vector setting") as caught:
         vector_options(text)
     assert "\n" not in str(caught.value)
+
+
+# -- folders a file names ------------------------------------------------------------------------
+
+FOLDERS = """version = 1
+[embedder]
+model = "local:./models/ft"
+adapter = "adapter"
+[rerank]
+model = "reranker/"
+"""
+
+
+def test_relative_folders_in_a_strategy_file_are_the_files_folders_wherever_it_is_read(tmp_path, monkeypatch):
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "s.toml").write_text(FOLDERS)
+    monkeypatch.chdir(tmp_path)  # elsewhere than the file: the working directory plays no part
+    strategy = Strategy.load("conf/s.toml")
+    assert strategy.rerank is not None and strategy.embedder is not None
+    assert strategy.rerank.model == str(conf / "reranker")
+    assert strategy.embedder.model == f"local:{conf / 'models' / 'ft'}"
+    assert strategy.embedder.adapter == str(conf / "adapter")
+
+
+def test_absolute_folders_and_catalogued_names_in_a_strategy_file_are_kept(tmp_path):
+    ce, adapter = tmp_path / "elsewhere" / "ce", tmp_path / "a"
+    path = tmp_path / "conf" / "s.toml"
+    path.parent.mkdir()
+    path.write_text(
+        f'version = 1\n[embedder]\nmodel = "local:all-MiniLM-L6-v2"\nadapter = "{adapter}"\n[rerank]\nmodel = "{ce}"\n'
+    )
+    strategy = Strategy.load(path)
+    assert strategy.rerank is not None and strategy.rerank.model == str(ce)
+    assert strategy.embedder == EmbedderSpec(model="local:all-MiniLM-L6-v2", adapter=str(adapter))
+
+
+def test_a_strategy_saved_elsewhere_writes_its_folders_relative_to_the_file(tmp_path, monkeypatch):
+    from embedtune.search.rerank import RerankSpec
+
+    monkeypatch.chdir(tmp_path)
+    held = Strategy(
+        embedder=EmbedderSpec(model="local:runs/ft", adapter="runs/adapter"),
+        rerank=RerankSpec(model="runs/reranker"),
+    )
+    path = held.save(tmp_path / "out" / "s.toml")
+    data = tomllib.loads(path.read_text())
+    assert data["rerank"]["model"] == "../runs/reranker"
+    assert data["embedder"]["model"] == "local:../runs/ft" and data["embedder"]["adapter"] == "../runs/adapter"
+    again = Strategy.load(path)
+    assert again.rerank is not None and again.rerank.model == str(tmp_path / "runs" / "reranker")
+    assert again.embedder == EmbedderSpec(model=f"local:{tmp_path}/runs/ft", adapter=str(tmp_path / "runs" / "adapter"))
+
+
+def test_an_ensemble_files_members_name_folders_relative_to_it_too(tmp_path):
+    from embedtune.ensemble import Ensemble, load_strategy
+
+    path = tmp_path / "e.toml"
+    path.write_text(
+        'version = 1\n[fusion]\nmethod = "rrf"\n[[members]]\n[members.retrieval]\nmode = "bm25"\n'
+        '[[members]]\n[members.embedder]\nmodel = "local:./ft"\n'
+    )
+    ensemble = load_strategy(path)
+    assert isinstance(ensemble, Ensemble)
+    assert ensemble.members[1].embedder == EmbedderSpec(model=f"local:{tmp_path / 'ft'}")

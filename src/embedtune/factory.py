@@ -34,6 +34,7 @@ import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,7 @@ from .catalogue import CATALOGUE, ModelCard, find_card, lookup_card, split_uri
 from .embedder import TEXT_ONLY, Embedder
 from .engine import BatchingEmbedder, CachingEmbedder, LengthPolicy, OverLimit
 from .errors import ConfigError, ModelLoadError, UnknownModelError
+from .filepaths import map_model_folder, path_in_file
 from .providers.engines import Engine, parse_engine
 
 if TYPE_CHECKING:
@@ -157,8 +159,11 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, EmbedderSpec]:
                 f"{path}: [embedders.{name}] has unknown keys {', '.join(sorted(unknown))}; "
                 f"known keys: {', '.join(sorted(known))}"
             )
-        if isinstance(table.get("adapter"), str):  # a relative adapter path is relative to the file
-            table = {**table, "adapter": str(Path(path).parent / Path(table["adapter"]).expanduser())}
+        folder = Path(path).parent  # a relative folder (an adapter, a model by path) is the file's folder's
+        if isinstance(table.get("adapter"), str):
+            table = {**table, "adapter": path_in_file(table["adapter"], folder)}
+        if isinstance(table.get("model"), str):
+            table = {**table, "model": map_model_folder(table["model"], partial(path_in_file, folder=folder))}
         try:
             specs[name] = EmbedderSpec(**table)
         except UnknownModelError as exc:

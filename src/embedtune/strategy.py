@@ -74,14 +74,16 @@ import json
 import math
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, InputError, UnknownModelError
 from .factory import EmbedderSpec
+from .filepaths import map_model_folder, path_for_file, path_in_file
 from .search.feedback import Feedback, FeedbackMethod
 from .search.rerank import RerankSpec
 from .sparse.spec import SparseSpec
@@ -317,10 +319,13 @@ class Strategy:
         except (ConfigError, InputError) as exc:
             raise ConfigError(f"{source}: {exc}") from None
 
-    def to_toml(self, *, comment: str | None = None) -> str:
-        """The TOML text; ``comment`` lines (say, how the strategy was chosen) go on top."""
+    def to_toml(self, *, comment: str | None = None, folder: str | os.PathLike[str] | None = None) -> str:
+        """The TOML text; ``comment`` lines (say, how the strategy was chosen) go on top. For a file
+        in ``folder``, relative folders it names are written relative to that folder (:mod:`~embedtune.filepaths`)."""
         lines = [f"# {line}".rstrip() for line in (comment or "").splitlines()]
         data = self.to_dict()
+        if folder is not None:
+            data = _with_folders(data, partial(path_for_file, folder=Path(folder)))
         lines.append(f"version = {_toml_value(data.pop('version'))}")
         for table, values in data.items():
             lines += ["", f"[{table}]"]
@@ -333,10 +338,11 @@ class Strategy:
 
     def save(self, path: str | os.PathLike[str], *, comment: str | None = None) -> Path:
         """Write the TOML file (never half written: see :func:`write_file`)."""
-        return write_file(path, self.to_toml(comment=comment))
+        return write_file(path, self.to_toml(comment=comment, folder=Path(path).parent))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Strategy:
+        """The strategy a file holds; folders it names by relative path are the file's folder's."""
         return cls.from_dict(read_strategy_file(path), source=str(path))
 
 
@@ -509,7 +515,8 @@ def _is_number(value: Any) -> bool:
 
 
 def read_strategy_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A strategy (or ensemble) file's tables, or one line saying why it cannot be read."""
+    """A strategy (or ensemble) file's tables, or one line saying why it cannot be read; the
+    folders it names by relative path made absolute against the file's folder."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -517,7 +524,29 @@ def read_strategy_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"strategy file {path} does not exist; write one with embedtune compare") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read strategy file {path}: {exc}") from None
-    return read_toml(text, str(path))
+    return _with_folders(read_toml(text, str(path)), partial(path_in_file, folder=path.parent))
+
+
+# The folders a strategy's tables name: (table, key, whether the value is a model URI).
+_FOLDER_KEYS = (
+    ("embedder", "model", True),
+    ("embedder", "adapter", False),
+    ("sparse", "model", True),
+    ("rerank", "model", False),
+)
+
+
+def _with_folders(data: Mapping[str, Any], change: Callable[[str], str]) -> dict[str, Any]:
+    """``data`` (a strategy's tables, or an ensemble's with its ``members``) with ``change`` applied
+    to each folder it names (a cross-encoder, an adapter, a model given by path)."""
+    out = dict(data)
+    for table, key, uri in _FOLDER_KEYS:
+        values = out.get(table)
+        if isinstance(values, dict) and isinstance(values.get(key), str):
+            out[table] = {**values, key: map_model_folder(values[key], change) if uri else change(values[key])}
+    if isinstance(out.get("members"), list):
+        out["members"] = [_with_folders(m, change) if isinstance(m, dict) else m for m in out["members"]]
+    return out
 
 
 def read_toml(text: str, source: str) -> dict[str, Any]:
