@@ -118,7 +118,7 @@ def test_kill_9_then_rerun_continues_from_the_cache(tmp_path, monkeypatch):
     ("make_args", "message"),
     [
         (lambda p: ["embed", p / "missing.txt"], "missing.txt does not exist"),
-        (lambda p: ["embed", p / "empty.txt"], "holds no texts"),
+        (lambda p: ["embed", p / "empty.txt"], "holds no documents"),
         (lambda p: ["embed", p / "bad.jsonl"], "bad.jsonl:2: not valid JSON"),
         (
             lambda p: ["embed", p / "long.txt", "--model", "tiny"],

@@ -34,10 +34,10 @@ def test_beir_folder_reads_its_corpus(tmp_path):
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("empty.txt", "\n\n", "holds no texts"),
+        ("empty.txt", "\n\n", "holds no documents"),
         ("bad.jsonl", '{"text": "ok"}\n{"text": oops}\n', r"bad.jsonl:2: not valid JSON"),
         ("nofield.jsonl", '{"body": "x"}\n', "string 'text' field"),
-        ("dupes.jsonl", '{"id": 1, "text": "a"}\n{"id": 1, "text": "b"}\n', "ids are not unique"),
+        ("dupes.jsonl", '{"id": 1, "text": "a"}\n{"id": 1, "text": "b"}\n', "appears more than once"),
         ("t.csv", "a,b\n", "unknown input format"),
     ],
 )

@@ -47,7 +47,6 @@ from typing import Any
 from .errors import InputError, require
 from .evaluation.collections import Document, read_corpus
 from .images import IMAGE_SUFFIXES, Image
-from .textio import _read_lines
 
 __all__ = ["FOLDER_TYPES", "INPUT_FORMATS", "DocumentSource", "SourceDocument", "SourceKind", "read_documents"]
 
@@ -183,8 +182,20 @@ def _image_document(doc_id: str, image: Image, size: tuple[int, int] | None = No
 
 
 def _read_txt(path: Path) -> DocumentSource:
-    lines = _read_lines(path)
-    documents = [SourceDocument(id=i, text=text) for i, text in zip(lines.ids, lines.texts)]
+    """One document a non-blank line, its line number its id."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not UTF-8 text (byte {exc.start}); convert it to UTF-8") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+    # Lines as files end them (read in universal-newline mode), not at U+2028 and the other breaks
+    # ``str.splitlines`` also cuts at.
+    documents = [
+        SourceDocument(id=str(number), text=line)
+        for number, line in enumerate(text.split("\n"), start=1)
+        if line.strip()
+    ]
     return DocumentSource(path=path, kind=SourceKind.TXT, documents=documents)
 
 

@@ -34,101 +34,20 @@ class Texts:
 
 
 def read_texts(path: str | os.PathLike[str], *, text_field: str = "text", id_field: str | None = None) -> Texts:
-    """Read the texts of one input; raises ``InputError`` with one line saying what is wrong."""
+    """Read the texts of one input; raises ``InputError`` with one line saying what is wrong.
+
+    The documents :func:`~embedtune.documents.read_documents` reads (one reader for ``embed`` and
+    ``index``), less a folder of files: a folder here is a BEIR collection."""
+    from .documents import read_documents
+
     path = Path(path)
-    if path.is_dir():
-        corpus = path / "corpus.jsonl"
-        if not corpus.exists():
-            raise InputError(f"{path} is a folder without corpus.jsonl; give a BEIR collection folder or a file")
-        path = corpus
-    elif not path.exists():
-        raise InputError(f"input {path} does not exist")
+    if path.is_dir() and not (path / "corpus.jsonl").exists():
+        raise InputError(f"{path} is a folder without corpus.jsonl; give a BEIR collection folder or a file")
     suffix = path.suffix.lower()
-    if suffix == ".txt":
-        result = _read_lines(path)
-    elif suffix in (".jsonl", ".ndjson"):
-        result = _read_jsonl(path, text_field, id_field)
-    elif suffix == ".parquet":
-        result = _read_parquet(path, text_field, id_field)
-    else:
+    if path.is_file() and suffix not in (".txt", ".jsonl", ".ndjson", ".parquet"):
         raise InputError(f"{path}: unknown input format {suffix or '(none)'}; use one of {', '.join(INPUT_FORMATS)}")
-    if not result.texts:
-        raise InputError(f"{path} holds no texts to embed")
-    if len(set(result.ids)) != len(result.ids):
-        raise InputError(f"{path}: ids are not unique; give each text its own id")
-    return result
-
-
-def _read_text_file(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path} is not UTF-8 text (byte {exc.start}); convert it to UTF-8") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from None
-
-
-def _lines(text: str) -> list[str]:
-    """Lines as files end them (the text was read in universal-newline mode), not at U+2028 and
-    the other breaks ``str.splitlines`` also cuts at, which may stand inside a JSON string."""
-    lines = text.split("\n")
-    return lines[:-1] if lines and lines[-1] == "" else lines
-
-
-def _read_lines(path: Path) -> Texts:
-    ids, texts = [], []
-    for number, line in enumerate(_lines(_read_text_file(path)), start=1):
-        if line.strip():
-            ids.append(str(number))
-            texts.append(line)
-    return Texts(ids, texts)
-
-
-def _read_jsonl(path: Path, text_field: str, id_field: str | None) -> Texts:
-    ids, texts = [], []
-    for number, line in enumerate(_lines(_read_text_file(path)), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{number}: not valid JSON ({exc.msg}); fix or remove that line") from None
-        if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
-            raise InputError(f"{path}:{number}: expected an object with a string {text_field!r} field")
-        text = row[text_field]
-        if row.get("title") and text_field == "text":  # BEIR: title and text embedded together
-            text = f"{row['title']} {text}"
-        ids.append(_row_id(row, id_field, number, path))
-        texts.append(text)
-    return Texts(ids, texts)
-
-
-def _row_id(row: dict, id_field: str | None, number: int, path: Path) -> str:
-    for field in (id_field,) if id_field else ("_id", "id"):
-        if field in row:
-            return str(row[field])
-    if id_field:
-        raise InputError(f"{path}:{number}: no {id_field!r} field")
-    return str(number)
-
-
-def _read_parquet(path: Path, text_field: str, id_field: str | None) -> Texts:
-    pq = require("pyarrow.parquet", "parquet")
-    try:
-        table = pq.read_table(path)
-    except OSError as exc:
-        raise InputError(f"cannot read {path} as parquet: {exc}") from None
-    if text_field not in table.column_names:
-        raise InputError(f"{path} has no {text_field!r} column (columns: {', '.join(table.column_names)})")
-    texts = [str(t) if t is not None else "" for t in table.column(text_field).to_pylist()]
-    id_column = id_field or next((c for c in ("_id", "id") if c in table.column_names), None)
-    if id_column and id_column in table.column_names:
-        ids = [str(i) for i in table.column(id_column).to_pylist()]
-    elif id_field:
-        raise InputError(f"{path} has no {id_field!r} column")
-    else:
-        ids = [str(i) for i in range(1, len(texts) + 1)]
-    return Texts(ids, texts)
+    documents = read_documents(path, text_field=text_field, id_field=id_field).documents
+    return Texts([document.id for document in documents], [document.text for document in documents])
 
 
 def write_vectors(path: str | os.PathLike[str], ids: list[str], vectors: np.ndarray, *, model: str) -> list[Path]:
