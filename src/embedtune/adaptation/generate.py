@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..embedder import Embedder
-from ..engine.http import RetryPolicy, call_with_retries, error_detail, redact_url, status_error
+from ..engine.http import RetryPolicy, call_with_retries, check_status, post, redact_url
 from ..errors import ConfigError, InputError, TransientError, require
 from ..evaluation.collections import Collection, Document
 from ._ranking import rank_with_positives
@@ -146,7 +146,6 @@ class ChatQueryGenerator:
 
     def queries(self, text: str, n: int) -> list[str]:
         """Up to ``n`` distinct queries for a document (fewer when the model gives fewer lines)."""
-        httpx = require("httpx", "openai")
         config = self.config
         client = self._client()
         what = f"chat model {config.model} at {redact_url(str(client.base_url))}"
@@ -164,19 +163,8 @@ class ChatQueryGenerator:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
         def attempt() -> str:
-            try:
-                response = client.post("chat/completions", json=payload, headers=headers)
-            except httpx.TimeoutException:
-                raise TransientError(f"{what}: the request timed out") from None
-            except httpx.TransportError as exc:
-                raise TransientError(f"{what}: connection failed ({type(exc).__name__})") from None
-            if response.status_code != 200:
-                raise status_error(
-                    response.status_code,
-                    error_detail(response),
-                    what=what,
-                    retry_after=response.headers.get("retry-after"),
-                )
+            response = post(client, "chat/completions", json=payload, headers=headers, what=what)
+            check_status(response, what=what)
             try:
                 content = response.json()["choices"][0]["message"]["content"]
                 if not isinstance(content, str):

@@ -17,12 +17,21 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import AuthenticationError, ProviderError, TransientError
+from ..errors import AuthenticationError, ProviderError, TransientError, require
 
-__all__ = ["RateLimiter", "RetryPolicy", "call_with_retries", "error_detail", "redact_url", "status_error"]
+__all__ = [
+    "RateLimiter",
+    "RetryPolicy",
+    "call_with_retries",
+    "check_status",
+    "error_detail",
+    "post",
+    "redact_url",
+    "status_error",
+]
 
 T = TypeVar("T")
 
@@ -162,6 +171,26 @@ def redact_url(url: str) -> str:
             host += f":{parts.port}"
         parts = parts._replace(netloc=host)
     return urlunsplit(parts)
+
+
+def post(client: Any, path: str, *, json: Any, headers: dict[str, str], what: str) -> Any:
+    """``client.post`` (an ``httpx.Client``); a timeout or a failed connection is a
+    ``TransientError`` (retried), named by ``what``."""
+    httpx = require("httpx", "openai")
+    try:
+        return client.post(path, json=json, headers=headers)
+    except httpx.TimeoutException:
+        raise TransientError(f"{what}: the request timed out") from None
+    except httpx.TransportError as exc:
+        raise TransientError(f"{what}: connection failed ({type(exc).__name__})") from None
+
+
+def check_status(response: Any, *, what: str) -> None:
+    """Nothing for a 200 answer; else the :func:`status_error` it is."""
+    if response.status_code != 200:
+        raise status_error(
+            response.status_code, error_detail(response), what=what, retry_after=response.headers.get("retry-after")
+        )
 
 
 def status_error(status: int, detail: str, *, what: str, retry_after: str | None = None) -> ProviderError:

@@ -22,7 +22,15 @@ from typing import Any
 import numpy as np
 
 from ..embedder import TEXT_ONLY, Kind, check_kind, empty_vectors
-from ..engine.http import RateLimiter, RetryPolicy, call_with_retries, error_detail, redact_url, status_error
+from ..engine.http import (
+    RateLimiter,
+    RetryPolicy,
+    call_with_retries,
+    check_status,
+    error_detail,
+    post,
+    redact_url,
+)
 from ..errors import InputError, InvalidInputError, MissingDependencyError, ProviderError, TransientError, require
 from ..images import Image, ImageLimits, ImageStats
 
@@ -187,28 +195,16 @@ class HttpEmbedder:
         return np.concatenate([left, right])
 
     def _request(self, inputs: list[str], counts: list[int] | None = None) -> np.ndarray:
-        httpx = require("httpx", "openai")
         estimate = sum(counts) if counts is not None else sum(self._count(t) for t in inputs)
         what = f"{self.name} at {redact_url(str(self._client.base_url))}"
 
         def attempt() -> np.ndarray:
             limiter = self.limiter
             ticket = limiter.acquire(estimate) if limiter else None
-            try:
-                response = self._client.post(self.path, json=self._payload(inputs), headers=self._headers)
-            except httpx.TimeoutException:
-                raise TransientError(f"{what}: the request timed out") from None
-            except httpx.TransportError as exc:
-                raise TransientError(f"{what}: connection failed ({type(exc).__name__})") from None
+            response = post(self._client, self.path, json=self._payload(inputs), headers=self._headers, what=what)
             if response.status_code == 400:
                 raise _BadRequest(error_detail(response))
-            if response.status_code != 200:
-                raise status_error(
-                    response.status_code,
-                    error_detail(response),
-                    what=what,
-                    retry_after=response.headers.get("retry-after"),
-                )
+            check_status(response, what=what)
             try:
                 body = response.json()
                 rows, tokens = self._parse(body, len(inputs))
