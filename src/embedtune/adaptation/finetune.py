@@ -42,7 +42,16 @@ import numpy as np
 
 from ..errors import ConfigError, InputError, ModelLoadError, require
 from .pairs import Pair
-from .training import base_folder, deterministic, empty_out_dir, no_hub_bars, pairs_hash, weights_hash
+from .training import (
+    base_folder,
+    deterministic,
+    empty_out_dir,
+    no_hub_bars,
+    pairs_hash,
+    quiet_trainer,
+    trainer_settings,
+    weights_hash,
+)
 
 __all__ = [
     "CARD_FILE",
@@ -417,33 +426,14 @@ def _loss(st, model, loss: str, mini_batch_size: int, matryoshka_dims):
 
 def _trainer(st, model, dataset, scratch: str, *, loss, epochs, batch_size, lr, warmup_steps, seed, callback):
     from sentence_transformers.base.sampler import BatchSamplers
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    class _Trainer(st.SentenceTransformerTrainer):
-        def add_model_card_callback(self, default_args_dict):
-            pass  # we write our own card; theirs samples the data and renders a long README
-
-    args = st.SentenceTransformerTrainingArguments(
-        output_dir=scratch,
-        num_train_epochs=epochs,
-        per_device_train_batch_size=batch_size,
-        learning_rate=lr,
-        warmup_steps=warmup_steps,
-        seed=seed,
-        data_seed=seed,
-        batch_sampler=BatchSamplers.NO_DUPLICATES,
-        save_strategy="no",
-        eval_strategy="no",
-        logging_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,  # single-process loading: one RNG, one order
-        use_cpu=True,
+    settings = trainer_settings(
+        scratch, epochs=epochs, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, seed=seed
     )
-    trainer = _Trainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[callback])
-    for noisy in (PrinterCallback, ProgressCallback):  # our progress bar replaces theirs
-        trainer.remove_callback(noisy)
-    return trainer
+    args = st.SentenceTransformerTrainingArguments(**settings, batch_sampler=BatchSamplers.NO_DUPLICATES)
+    return quiet_trainer(
+        st.SentenceTransformerTrainer, model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[callback]
+    )
 
 
 def _checkpoint_spacing(dev: DevSet, batch_size: int, columns: int) -> int:

@@ -43,7 +43,16 @@ import numpy as np
 from ..errors import ConfigError, InputError, ModelLoadError, require
 from ..evaluation.collections import Document
 from .pairs import Pair
-from .training import base_folder, deterministic, empty_out_dir, no_hub_bars, pairs_hash, weights_hash
+from .training import (
+    base_folder,
+    deterministic,
+    empty_out_dir,
+    no_hub_bars,
+    pairs_hash,
+    quiet_trainer,
+    trainer_settings,
+    weights_hash,
+)
 
 __all__ = ["MANIFEST_FILE", "RerankDev", "RerankerResult", "rerank_dev", "train_reranker"]
 
@@ -280,34 +289,18 @@ def _dataset(pairs: Sequence[Pair]):
 def _trainer(st, model, dataset, scratch: str, *, epochs, batch_size, lr, warmup_steps, seed, callback):
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    class _Trainer(CrossEncoderTrainer):
-        def add_model_card_callback(self, default_args_dict):
-            pass  # the manifest says what was trained; theirs samples the data into a long README
-
-    args = CrossEncoderTrainingArguments(
-        output_dir=scratch,
-        num_train_epochs=epochs,
-        per_device_train_batch_size=batch_size,
-        learning_rate=lr,
-        warmup_steps=warmup_steps,
-        seed=seed,
-        data_seed=seed,
-        save_strategy="no",
-        eval_strategy="no",
-        logging_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,  # single-process loading: one RNG, one order
-        use_cpu=True,
+    settings = trainer_settings(
+        scratch, epochs=epochs, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, seed=seed
     )
-    trainer = _Trainer(
-        model=model, args=args, train_dataset=dataset, loss=BinaryCrossEntropyLoss(model), callbacks=[callback]
+    return quiet_trainer(
+        CrossEncoderTrainer,
+        model=model,
+        args=CrossEncoderTrainingArguments(**settings),
+        train_dataset=dataset,
+        loss=BinaryCrossEntropyLoss(model),
+        callbacks=[callback],
     )
-    for noisy in (PrinterCallback, ProgressCallback):
-        trainer.remove_callback(noisy)
-    return trainer
 
 
 def _dev_scorer(dev: RerankDev, batch_size: int):

@@ -25,6 +25,8 @@ __all__ = [
     "empty_out_dir",
     "no_hub_bars",
     "pairs_hash",
+    "quiet_trainer",
+    "trainer_settings",
     "weights_hash",
 ]
 
@@ -136,3 +138,40 @@ def deterministic(torch, seed: int):
         random.setstate(state[0])
         np.random.set_state(state[1])
         torch.random.set_rng_state(state[2])
+
+
+def trainer_settings(scratch: str, *, epochs: int, batch_size: int, lr: float, warmup_steps: int, seed: int) -> dict:
+    """The training arguments every trainer here shares: seeded, on the CPU, loading in one process
+    (one RNG, one order), saving, scoring and logging nothing (the caller keeps the best weights
+    and shows its own progress)."""
+    return {
+        "output_dir": scratch,
+        "num_train_epochs": epochs,
+        "per_device_train_batch_size": batch_size,
+        "learning_rate": lr,
+        "warmup_steps": warmup_steps,
+        "seed": seed,
+        "data_seed": seed,
+        "save_strategy": "no",
+        "eval_strategy": "no",
+        "logging_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        "use_cpu": True,
+    }
+
+
+def quiet_trainer(trainer_class, **kwargs):
+    """A ``trainer_class`` (a sentence-transformers trainer) built from ``kwargs`` that writes no
+    model card (ours says what was trained; theirs samples the data into a long README) and prints
+    no progress of its own (the caller's replaces it)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    def no_card(self, default_args_dict) -> None:
+        pass
+
+    trainer = type(f"Quiet{trainer_class.__name__}", (trainer_class,), {"add_model_card_callback": no_card})(**kwargs)
+    for noisy in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(noisy)
+    return trainer
