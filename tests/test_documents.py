@@ -134,7 +134,7 @@ def test_beir_title_joined_like_full_text_and_left_out_of_metadata_when_empty(tm
 
 def test_beir_corpus_not_utf8_is_one_clear_line(tmp_path):
     write(tmp_path / "corpus.jsonl", b'{"_id": "a", "text": "caf\xe9"}\n')
-    with pytest.raises(InputError, match=r"corpus\.jsonl is not UTF-8"):
+    with pytest.raises(InputError, match=r"corpus\.jsonl:1: not UTF-8"):
         read_documents(tmp_path)
 
 

@@ -38,14 +38,14 @@ import math
 import os
 import re
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .errors import InputError, require
-from .evaluation.collections import Document, read_corpus
+from .evaluation.collections import Document, read_corpus, read_jsonl
 from .images import IMAGE_SUFFIXES, Image
 
 __all__ = ["FOLDER_TYPES", "INPUT_FORMATS", "DocumentSource", "SourceDocument", "SourceKind", "read_documents"]
@@ -150,12 +150,7 @@ def read_documents(
 
 
 def _read_beir(folder: Path) -> DocumentSource:
-    try:
-        corpus = read_corpus(folder)
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{folder / 'corpus.jsonl'} is not UTF-8 text ({exc.reason}); convert it to UTF-8") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {folder / 'corpus.jsonl'}: {exc.strerror or exc}") from None
+    corpus = read_corpus(folder)  # a bad line or byte is one InputError naming it
     return DocumentSource(path=folder, kind=SourceKind.BEIR, documents=corpus_documents(corpus))
 
 
@@ -204,34 +199,10 @@ def _read_txt(path: Path) -> DocumentSource:
 
 def _read_jsonl(path: Path, text_field: str, id_field: str | None) -> DocumentSource:
     documents = [
-        _row_document(row, f"{path}:{number}", number, text_field, id_field) for number, row in _jsonl_rows(path)
+        _row_document(row, f"{path}:{number}", number, text_field, id_field) for number, row in read_jsonl(path)
     ]
     _check_unique(path, documents, "line")
     return DocumentSource(path=path, kind=SourceKind.JSONL, documents=documents)
-
-
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line number, object)`` for each non-blank line (UTF-8, read as it streams); one clear line for a bad one."""
-    try:
-        with path.open("rb") as lines:
-            for number, raw in enumerate(lines, start=1):
-                try:
-                    line = raw.decode("utf-8-sig")
-                except UnicodeDecodeError as exc:
-                    raise InputError(
-                        f"{path}:{number}: not UTF-8 text (byte {exc.start}); convert the file to UTF-8"
-                    ) from None
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"{path}:{number}: not valid JSON ({exc.msg}); fix or remove that line") from None
-                if not isinstance(row, dict):
-                    raise InputError(f"{path}:{number}: not a JSON object; each line must be one object")
-                yield number, row
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _read_parquet(path: Path, text_field: str, id_field: str | None) -> DocumentSource:

@@ -81,7 +81,7 @@ def test_read_pairs_ids_without_a_collection(tmp_path):
 @pytest.mark.parametrize(
     "line, message",
     [
-        ("{not json", "line 2 is not JSON"),
+        ("{not json", "p.jsonl:2: not valid JSON"),
         ('{"positive": "x"}', 'line 2 has no "query"'),
         ('{"query": "q"}', 'neither a "positive"'),
         ('{"query": "q", "positive": "p", "negatives": "one"}', "must be a list"),

@@ -128,10 +128,10 @@ def test_missing_qrels(tmp_path: Path) -> None:
 def test_line_that_is_not_json_names_file_and_line(tmp_path: Path) -> None:
     corpus = json.dumps(GOOD_CORPUS[0]) + "\n{not json\n"
     folder = write_beir(tmp_path / "c", corpus=corpus)
-    with pytest.raises(InputError, match=r"corpus\.jsonl line 2 is not JSON"):
+    with pytest.raises(InputError, match=r"corpus\.jsonl:2: not valid JSON"):
         load_beir(folder)
     folder = write_beir(tmp_path / "d", queries='["a list"]\n')
-    with pytest.raises(InputError, match=r"queries\.jsonl line 1 is not a JSON object"):
+    with pytest.raises(InputError, match=r"queries\.jsonl:1: not a JSON object"):
         load_beir(folder)
     folder = write_beir(tmp_path / "e", corpus=[{"title": "no id", "text": "x"}])
     with pytest.raises(InputError, match=r"corpus\.jsonl line 1 has no '_id'"):

@@ -58,11 +58,7 @@ def read_pairs(path: str | Path, corpus: Collection | None = None) -> list[Pair]
         raise InputError(f"pairs file {path} does not exist")
     pairs: list[Pair] = []
     unknown: list[str] = []
-    try:
-        rows = list(read_jsonl(path))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read pairs file {path}: {exc}") from exc
-    for line_no, row in rows:
+    for line_no, row in read_jsonl(path):  # a bad line or an unreadable file is one InputError
         if not isinstance(row.get("query"), str) or not row["query"].strip():
             raise InputError(f'{path} line {line_no} has no "query" text; each line needs one')
         if "positive_id" in row:

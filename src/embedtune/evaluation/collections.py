@@ -267,20 +267,28 @@ def _read_corpus(path: Path) -> tuple[dict[str, Document], list[str]]:
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """``(line number, object)`` for each non-blank line of a JSONL file; one clear line for a bad one."""
-    with path.open(encoding="utf-8") as lines:
-        for line_no, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(
-                    f"{path} line {line_no} is not JSON ({exc.msg}); each line must be one JSON object"
-                ) from exc
-            if not isinstance(row, dict):
-                raise InputError(f"{path} line {line_no} is not a JSON object; each line must be one object")
-            yield line_no, row
+    """``(line number, object)`` for each non-blank line of a JSONL file (UTF-8, a leading BOM
+    allowed, read as it streams); one clear line for a bad line or an unreadable file."""
+    try:
+        with path.open("rb") as lines:
+            for line_no, raw in enumerate(lines, start=1):
+                try:
+                    line = raw.decode("utf-8-sig")
+                except UnicodeDecodeError as exc:
+                    raise InputError(
+                        f"{path}:{line_no}: not UTF-8 text (byte {exc.start}); convert the file to UTF-8"
+                    ) from None
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InputError(f"{path}:{line_no}: not valid JSON ({exc.msg}); fix or remove that line") from None
+                if not isinstance(row, dict):
+                    raise InputError(f"{path}:{line_no}: not a JSON object; each line must be one object")
+                yield line_no, row
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _field(row: dict, key: str, path: Path, line_no: int) -> str:
