@@ -1,4 +1,5 @@
-"""Helpers for testing and benchmarking embedtune against real HTTP: a fault-injecting embedding server.
+"""Helpers for testing and benchmarking embedtune against real HTTP: a fault-injecting embedding server;
+and (``embedtune.testing.resume``) ``optimize`` killed mid-search and run again.
 
 Names are imported lazily, so ``python -m embedtune.testing.fault_server`` runs without a warning.
 """
