@@ -41,15 +41,10 @@ the cache measures no speed and says so. A run served wholly from the cache neve
 
 from __future__ import annotations
 
-import hashlib
 import math
-import re
-import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from embedtune.catalogue import find_card
-from embedtune.embedder import Embedder, Kind, embed_images
+from embedtune.embedder import Embedder, Kind
 from embedtune.engine import (
     BatchingEmbedder,
     CachingEmbedder,
@@ -68,16 +63,15 @@ from embedtune.engine import (
     whole_calls,
 )
 from embedtune.engine.ray import RayEmbedder, RayOptions, ray_session
-from embedtune.engine.wrapper import Wrapper
 from embedtune.errors import ConfigError, InputError
 from embedtune.evaluation.collections import Collection, Qrels
 from embedtune.evaluation.metrics import evaluate_per_query
 from embedtune.evaluation.reranking import RerankBase, reranked_rows
 from embedtune.evaluation.significance import Recommendation, bootstrap_ci, paired_test, recommend
 from embedtune.evaluation.tuning import feedback_grid, tune_convex_weight, tune_feedback
+from embedtune.evaluation.workspace import TimedEmbedder, Workspace, bm25_bytes, slug, workspace
 from embedtune.factory import EmbedderSpec, build_embedder, open_provider
-from embedtune.images import Image
-from embedtune.indexer import index_documents, store_manifest
+from embedtune.indexer import index_documents
 from embedtune.retriever import Retriever
 from embedtune.search.bm25 import BM25Index
 from embedtune.search.chunks import chunk_score_depth
@@ -409,7 +403,7 @@ def evaluate_strategies(
     bm25_seconds = None
     with (
         ray_session(ray),  # one connection for every model: `auto` starts its cluster once
-        _workspace(index_dir, collection.name, documents) as space,
+        workspace(index_dir, collection.name, documents) as space,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedtune-bm25") as pool,
     ):
         lexical: _Lexical | None = None
@@ -561,11 +555,11 @@ class _Lexical:
 
     def __init__(self, retriever: Retriever, index: BM25Index) -> None:
         self.retriever = retriever
-        self.index_bytes = _bm25_bytes(index)
+        self.index_bytes = bm25_bytes(index)
         self._future: Future[Run] | None = None
 
     @classmethod
-    def open(cls, space: _Workspace, documents: Sequence[SourceDocument], depth: int) -> _Lexical:
+    def open(cls, space: Workspace, documents: Sequence[SourceDocument], depth: int) -> _Lexical:
         strategy = Strategy(mode=Mode.BM25, depth=depth)
         store = space.store("bm25", strategy, None)
         index_documents(documents, strategy, store, None)
@@ -610,7 +604,7 @@ class _Dense:
 def _evaluate_dense(
     strategy: Strategy,
     provider: Embedder,
-    space: _Workspace,
+    space: Workspace,
     documents: Sequence[SourceDocument],
     queries: Mapping[str, str],
     judged: _Judged,
@@ -627,15 +621,15 @@ def _evaluate_dense(
     result per chunk score (named ``... by SCORE`` when there are several), all from one store."""
     assert strategy.embedder is not None
     model, named = strategy.embedder.model, strategy.embedder.label  # named: with its engine when one is asked
-    timer = _TimedEmbedder(provider)  # one per strategy: each strategy's own cost
+    timer = TimedEmbedder(provider)  # one per strategy: each strategy's own cost
     embedder = build_embedder(strategy.embedder, cache=cache, provider=timer, ray=ray)
     try:
         chunker_name = _chunker_name(strategy, embedder, chunk_over_limit)
         label = named if chunker_name is None else f"{model} @ {chunker_name}"
-        folder = _slug(named) + ("" if chunker_name is None else f"@{_slug(chunker_name)}")
+        folder = slug(named) + ("" if chunker_name is None else f"@{slug(chunker_name)}")
         if strategy.vectors_label != Precision.FLOAT32.value:
             label += f" [{strategy.vectors_label}]"
-            folder += f"#{_slug(strategy.vectors_label)}"
+            folder += f"#{slug(strategy.vectors_label)}"
         store = space.store(folder, strategy, embedder)
 
         def progress(done: int, total: int) -> None:
@@ -960,7 +954,7 @@ def _embed_all(
 def _cost(
     model: str,
     embedder: Embedder,
-    timer: _TimedEmbedder,
+    timer: TimedEmbedder,
     doc_lengths: list[int],
     query_texts: list[str],
     query_truncated: int,
@@ -985,99 +979,3 @@ def _cost(
         truncated_queries=query_truncated,
         usd_per_million_tokens=None if card is None else card.usd_per_million_tokens,
     )
-
-
-def _bm25_bytes(index: BM25Index) -> int:
-    """Bytes of the BM25 index as saved on disk (score matrix, vocabulary, ids, manifest)."""
-    with tempfile.TemporaryDirectory(prefix="embedtune-bm25-") as folder:
-        index.save(folder)
-        return sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file())
-
-
-class _Workspace:
-    """The stores of one corpus: ``ROOT/<collection>-<hash of its documents>/<model>[@<chunker>]``.
-
-    The folder name changes whenever a document does, so a store never outlives its corpus. A
-    kept store built another way (another revision of the model, other dims) is rebuilt: these
-    stores are compare's own, a cache of its work.
-    """
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self._opened: list[Store] = []
-
-    def store(self, name: str, strategy: Strategy, embedder: Embedder | None) -> Store:
-        from embedtune.stores.embedded import EmbeddedStore
-
-        path = self.folder / name
-        store = EmbeddedStore(path)
-        try:
-            held = store.read_manifest()
-            stale = held is not None and held.conflicts(store_manifest(strategy, embedder)) is not None
-        except InputError:  # not a store this embedtune reads (an older layout, a damaged file)
-            stale = True
-        if stale:
-            store.close()
-            shutil.rmtree(path)
-            store = EmbeddedStore(path)
-        self._opened.append(store)
-        return store
-
-    def close(self) -> None:
-        for store in self._opened:
-            store.close()
-        self._opened.clear()
-
-
-@contextmanager
-def _workspace(root: str | Path | None, name: str, documents: Sequence[SourceDocument]) -> Iterator[_Workspace]:
-    if root is None:
-        with tempfile.TemporaryDirectory(prefix="embedtune-compare-") as folder:
-            space = _Workspace(Path(folder))
-            try:
-                yield space
-            finally:
-                space.close()
-        return
-    digest = hashlib.sha256()
-    for doc in documents:
-        digest.update(doc.id.encode() + b"\x00" + doc.text.encode() + b"\x00")
-    space = _Workspace(Path(root) / f"{_slug(name)}-{digest.hexdigest()[:12]}")
-    try:
-        yield space
-    finally:
-        space.close()
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:80] or "index"
-
-
-class _TimedEmbedder(Wrapper):
-    """Times the model's own calls; the first call is preceded by an untimed one-text warm-up.
-
-    It sits under the cache, so it sees (and times) only texts the model really embeds, and a run
-    served from the cache never calls it, so never loads the model.
-    """
-
-    def __init__(self, inner: Embedder) -> None:
-        super().__init__(inner)
-        self.seconds = 0.0
-        self.texts = 0
-        self._warm = False
-
-    def embed(self, texts: Sequence[str], kind: Kind = "document") -> np.ndarray:
-        if not self._warm and texts:
-            self.inner.embed(list(texts[:1]), kind)  # loads weights, warms caches: not timed
-            self._warm = True
-        start = time.perf_counter()
-        vectors = self.inner.embed(texts, kind)
-        self.seconds += time.perf_counter() - start
-        self.texts += len(texts)
-        return vectors
-
-    def embed_images(self, images: Sequence[Image], kind: Kind = "document") -> np.ndarray:
-        start = time.perf_counter()
-        vectors = embed_images(self.inner, images, kind)
-        self.seconds += time.perf_counter() - start
-        return vectors

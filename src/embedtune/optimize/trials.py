@@ -32,9 +32,10 @@ from embedtune.catalogue import find_card
 from embedtune.embedder import Embedder
 from embedtune.engine import CachingEmbedder, close_stack, find_layer
 from embedtune.evaluation.collections import Qrels
-from embedtune.evaluation.compare import METRICS, SELECT_METRIC, _bm25_bytes, _slug, _TimedEmbedder, _Workspace
+from embedtune.evaluation.compare import METRICS, SELECT_METRIC
 from embedtune.evaluation.metrics import evaluate, evaluate_per_query
 from embedtune.evaluation.tuning import tune_convex_weight
+from embedtune.evaluation.workspace import TimedEmbedder, Workspace, bm25_bytes, slug
 from embedtune.factory import EmbedderSpec, build_embedder, open_provider
 from embedtune.indexer import index_documents
 from embedtune.retriever import BM25, DENSE, Retriever
@@ -136,7 +137,7 @@ class TrialScorer:
     def __init__(
         self,
         rungs: Sequence[Rung],
-        space: _Workspace,
+        space: Workspace,
         *,
         cache: str | os.PathLike[str] | None,
         providers: Mapping[str, Embedder] | None = None,
@@ -148,7 +149,7 @@ class TrialScorer:
         self._given = dict(providers or {})
         self._latency_queries = latency_queries
         self._providers: dict[str, Embedder] = {}
-        self._timers: dict[str, _TimedEmbedder] = {}
+        self._timers: dict[str, TimedEmbedder] = {}
         self._stacks: dict[str, Embedder] = {}
         self._stores: dict[str, Store] = {}
         self._runs: dict[tuple[str, str], Run] = {}
@@ -263,7 +264,7 @@ class TrialScorer:
         if strategy.uses_lexical:
             lexical = f"bm25.{rung.label}"
             if lexical not in self._bytes:
-                self._bytes[lexical] = _bm25_bytes(store.lexical_index())
+                self._bytes[lexical] = bm25_bytes(store.lexical_index())
             lexical_bytes = round(self._bytes[lexical] * scale)
         return Costs(
             index_bytes=vectors_bytes + lexical_bytes,
@@ -322,7 +323,7 @@ class TrialScorer:
             return "bm25"
         spec = strategy.embedder
         dims = "" if spec.dims is None else f"@d{spec.dims}"
-        return f"{_slug(spec.model)}{dims}@{_slug(strategy.chunker)}@{_slug(strategy.vectors_label)}"
+        return f"{slug(spec.model)}{dims}@{slug(strategy.chunker)}@{slug(strategy.vectors_label)}"
 
     def _store(self, strategy: Strategy, rung: Rung) -> Store:
         name = f"{self._unit(strategy)}.{rung.label}"
@@ -352,7 +353,7 @@ class TrialScorer:
         assert spec is not None
         key = repr(spec)
         if key not in self._stacks:
-            timer = _TimedEmbedder(self._provider(spec))
+            timer = TimedEmbedder(self._provider(spec))
             self._timers[key] = timer
             self._stacks[key] = build_embedder(spec, cache=self._cache, provider=timer)
         return self._stacks[key]

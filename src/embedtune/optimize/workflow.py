@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 from embedtune.errors import ConfigError, MissingDependencyError
 from embedtune.evaluation.collections import Collection
-from embedtune.evaluation.compare import TUNE_SPLITS, _workspace
+from embedtune.evaluation.compare import TUNE_SPLITS
 from embedtune.evaluation.significance import bootstrap_ci, recommend
+from embedtune.evaluation.workspace import workspace
 from embedtune.optimize.pareto import Budget, choose, pareto_front
 from embedtune.optimize.space import SearchSpace
 from embedtune.optimize.trials import Rung, TrialScorer, plan_rungs
@@ -203,8 +204,8 @@ def optimize(
     before = len(study.trials)  # a trial queued again below is a new trial of this call
     _retry_interrupted(optuna, study)
     started = time.monotonic()
-    with _workspace(out / "stores", collection.name, documents) as workspace:
-        scorer = TrialScorer(rungs, workspace, cache=cache, providers=providers)
+    with workspace(out / "stores", collection.name, documents) as stores:
+        scorer = TrialScorer(rungs, stores, cache=cache, providers=providers)
         try:
             objective = _Objective(space, scorer, rungs, budget, _records(optuna, study))
             remaining = trials - _finished(optuna, study)
