@@ -237,3 +237,44 @@ def test_an_ensemble_compare_scored_is_what_index_and_search_answer(scifact_slic
     bad = tmp_path / "bad.toml"
     bad.write_text('version = 1\n[fusion]\nmethod = "rrf"\n[[members]]\n[members.retrieval]\nmode = "bm25"\n')
     assert "at least two" in one_error_line(run_cli("index", scifact_slice, "--strategy", bad, "--store", store))
+
+
+def test_an_ensemble_with_a_rerank_table_reorders_its_fused_head_by_the_reranker(
+    scifact_slice, tmp_path, tiny_cross_encoder
+):
+    from embedtune.documents import corpus_documents
+    from embedtune.ensemble import index_ensemble, open_ensemble
+    from embedtune.evaluation import load_beir
+    from embedtune.search.feedback import Feedback, FeedbackMethod
+    from embedtune.search.rerank import CrossEncoderScorer, RerankSpec
+
+    rm3 = Strategy(mode=Mode.BM25, feedback=Feedback(method=FeedbackMethod.RM3))
+    plain = Ensemble(members=(BM25, rm3), method=Fusion.RRF, depth=20)
+    ensemble = Ensemble(
+        members=(BM25, rm3), method=Fusion.RRF, depth=20, rerank=RerankSpec(model=str(tiny_cross_encoder), top=8)
+    )
+    assert ensemble.name.endswith(" > rerank@8")
+    again = Ensemble.from_toml(ensemble.to_toml())
+    assert again == ensemble and "[rerank]" in ensemble.to_toml()
+    collection = load_beir(scifact_slice)
+    texts = {doc.id: doc.text for doc in corpus_documents(collection.corpus)}
+    index_ensemble(corpus_documents(collection.corpus), ensemble, str(tmp_path / "store"))
+    queries = dict(list(collection.split("test")[0].items())[:5])
+    retriever = open_ensemble(tmp_path / "store")
+    unranked = EnsembleRetriever(plain, retriever.members)
+    try:
+        fused = unranked.search(queries, 8)
+        reranked = retriever.search(queries, 8)
+        one = retriever.search_one(queries[next(iter(queries))], 8)
+    finally:
+        retriever.close()
+    scorer = CrossEncoderScorer(tiny_cross_encoder)
+    moved = 0
+    for qid, scores in fused.items():
+        head = list(scores)  # the fused top 8, best first
+        by_model = scorer([(queries[qid], texts[doc]) for doc in head])
+        expected = [doc for _, doc in sorted(zip(-by_model, head))]
+        assert list(reranked[qid]) == expected and set(expected) == set(head)
+        moved += expected != head
+    assert moved  # the reranker's order, not the fusion's
+    assert [hit.doc_id for hit in one] == list(reranked[next(iter(queries))])

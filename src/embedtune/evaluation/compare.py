@@ -101,6 +101,7 @@ SELECT_METRIC = "ndcg@10"
 HYBRID_METHODS: tuple[str, ...] = ("rrf", "convex")
 TUNE_SPLITS: tuple[str, ...] = ("dev", "train")  # dev first: train queries may be unlike the test ones
 RRF_K = 60
+LATENCY_QUERIES = 10  # queries timed one at a time for a row's query latency (after one untimed)
 _SLICE = 256  # query texts per call into the stack: the progress bar moves and the cache commits per slice
 
 ProgressFn = Callable[[str, int, int], None]
@@ -170,6 +171,8 @@ class StrategyResult:
     p-values against the winner on the reported and on the tuning split (1.0 for the winner).
     ``engine`` is what ran a local model (``auto`` resolved, e.g. ``openvino-bf16``); ``None`` for
     other providers and BM25. ``rerank_ms`` is a reranked row's rerank step, ms per query (batched).
+    ``query_ms`` is a fused (``--fuse``) row's median latency, ms per query, one query at a time
+    through its EnsembleRetriever with the models embedding (no cache), as a served one answers.
     """
 
     name: str
@@ -192,6 +195,7 @@ class StrategyResult:
     vector_bytes: int = 0
     engine: str | None = None
     rerank_ms: float | None = None
+    query_ms: float | None = None
 
     @property
     def embedding(self) -> str | None:
@@ -463,7 +467,9 @@ def evaluate_strategies(
             fuse_bases.append(sparse_base)
         if fuse:
             assert lexical is not None
-            results.extend(_fused(lexical, fuse_bases, judged, k, len(documents), notes))
+            fused = _fused(lexical, fuse_bases, judged, k, len(documents), notes, list(all_queries.values()))
+            results.extend(fused)
+            bases.extend(_fused_rerank_bases(fused, lexical, fuse_bases, k))
         if bm25:
             assert lexical is not None
             if FeedbackMethod.RM3 in feedback_methods:
@@ -849,10 +855,16 @@ def _fuse_base(dense: _Dense, k: int) -> Any:
 
 
 def _fused(
-    lexical: _Lexical, dense: Sequence[Any], judged: _Judged, k: int, documents: int, notes: list[str]
+    lexical: _Lexical,
+    dense: Sequence[Any],
+    judged: _Judged,
+    k: int,
+    documents: int,
+    notes: list[str],
+    texts: Sequence[str],
 ) -> list[StrategyResult]:
     """``--fuse``'s rows: BM25, every whole-document float32 dense run and every sparse run, fused by
-    RRF and by tuned convex."""
+    RRF and by tuned convex; each row's query latency measured on a few of ``texts``."""
     from embedtune.evaluation.fused import FuseBase, fused_results
 
     if not dense:
@@ -861,7 +873,28 @@ def _fused(
     bm25 = FuseBase(result=lexical.result(judged), retriever=lexical.retriever, runs={"bm25": lexical.run})
     if not judged.tune_qrels:
         notes.append("the fused convex row has equal weights, untuned: the collection has no dev or train split")
-    return fused_results([bm25, *dense], judged.score, k, tune_qrels=judged.tune_qrels, documents=documents)
+    return fused_results(
+        [bm25, *dense],
+        judged.score,
+        k,
+        tune_qrels=judged.tune_qrels,
+        documents=documents,
+        latency_texts=texts[: LATENCY_QUERIES + 1],
+    )
+
+
+def _fused_rerank_bases(
+    rows: Sequence[StrategyResult], lexical: _Lexical, dense: Sequence[Any], k: int
+) -> list[RerankBase]:
+    """What reranking the fused rows needs: the members' retrievers and answers, as :func:`_fused` fused them."""
+    from embedtune.ensemble import EnsembleRetriever
+
+    if not rows:
+        return []
+    members = [lexical.retriever, *(base.retriever for base in dense)]
+    answers = [lexical.retriever.combine({"bm25": lexical.run}, k), *(base.answer(k) for base in dense)]
+    runs = {EnsembleRetriever.key(i): answer for i, answer in enumerate(answers)}
+    return [RerankBase(row, lexical.retriever.store, None, runs, members=members) for row in rows]
 
 
 def _check_request(models: Sequence, bm25: bool, hybrid: Sequence[str], k: int) -> list[str]:

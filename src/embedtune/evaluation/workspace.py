@@ -3,7 +3,8 @@
 :class:`Workspace` keeps the stores of one corpus (a folder named by a hash of its documents, so
 a store never outlives its corpus); :func:`workspace` opens one, kept under a root or temporary.
 :class:`TimedEmbedder` times the model's own calls under the cache; :func:`bm25_bytes` is the
-size of a BM25 index as saved; :func:`slug` turns a name into a folder name.
+size of a BM25 index as saved; :func:`slug` turns a name into a folder name. :func:`uncached` and
+:func:`median_query_ms` measure a query's latency as a served retriever answers it.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import statistics
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +26,7 @@ from embedtune.embedder import Embedder, Kind, embed_images
 from embedtune.engine.wrapper import Wrapper
 from embedtune.errors import InputError
 from embedtune.indexer import store_manifest
+from embedtune.retriever import Retriever
 from embedtune.search.bm25 import BM25Index
 from embedtune.stores.base import Store
 from embedtune.strategy import Strategy
@@ -32,7 +35,7 @@ if TYPE_CHECKING:
     from embedtune.documents import SourceDocument
     from embedtune.images import Image
 
-__all__ = ["TimedEmbedder", "Workspace", "bm25_bytes", "slug", "workspace"]
+__all__ = ["TimedEmbedder", "Workspace", "bm25_bytes", "median_query_ms", "slug", "uncached", "workspace"]
 
 
 def bm25_bytes(index: BM25Index) -> int:
@@ -131,3 +134,38 @@ class TimedEmbedder(Wrapper):
         vectors = embed_images(self.inner, images, kind)
         self.seconds += time.perf_counter() - start
         return vectors
+
+
+def uncached(retriever: Retriever) -> Retriever:
+    """``retriever`` as a served one answers: its queries embedded (or encoded) by the model, no cache.
+
+    The model behind the cache is the one already opened (the timed provider's, or the sparse
+    encoder's inner one), so nothing is loaded twice. The store is shared.
+    """
+    from embedtune.engine import find_layer
+    from embedtune.factory import build_embedder
+
+    strategy = retriever.strategy
+    embedder = retriever.embedder
+    if embedder is not None and strategy.embedder is not None:
+        timer = find_layer(embedder, TimedEmbedder)
+        if timer is not None:
+            embedder = build_embedder(strategy.embedder, cache=None, provider=timer.inner)
+    sparse = retriever.sparse
+    sparse = getattr(sparse, "inner", sparse)  # a CachingSparseEncoder's model
+    return Retriever(strategy, retriever.store, embedder, reranker=retriever.reranker, sparse=sparse)
+
+
+def median_query_ms(retriever: Any, texts: Sequence[str], k: int = 10) -> float:
+    """Median milliseconds of ``retriever.search_one(text, k)`` over ``texts``, the first untimed.
+
+    The served path: a Retriever or an EnsembleRetriever, one query at a time (embedded, searched,
+    fused, reranked). The first query loads weights and warms the store, so it is not counted.
+    """
+    times = []
+    for i, text in enumerate(texts):
+        start = time.perf_counter()
+        retriever.search_one(text, k)
+        if i:
+            times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times) if times else 0.0
