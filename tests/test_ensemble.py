@@ -184,7 +184,7 @@ def scifact_slice(shared_datasets, tmp_path_factory) -> Path:
     return write_scifact_slice(shared_datasets, folder, tests=30, trains=30, documents=200)
 
 
-def test_an_ensemble_compare_scored_is_what_index_and_search_answer(scifact_slice, tmp_path):
+def test_an_ensemble_compare_scored_is_what_index_and_search_answer(scifact_slice, tmp_path, tiny_cross_encoder):
     home, out = tmp_path / "home", tmp_path / "report"
     # Timeouts for a loaded machine: the first call exports and probes MiniLM's engine.
     compared = run_cli(
@@ -194,6 +194,8 @@ def test_an_ensemble_compare_scored_is_what_index_and_search_answer(scifact_slic
         f"{MINILM},{SPLADE}",
         "--bm25",
         "--fuse",
+        "--rerank",
+        f"{tiny_cross_encoder}:5",
         "--out-dir",
         out,
         home=home,
@@ -202,8 +204,14 @@ def test_an_ensemble_compare_scored_is_what_index_and_search_answer(scifact_slic
     assert compared.returncode == 0, compared.stderr
     report = json.loads((out / "comparison.json").read_text())
     rows = {row["name"]: row for row in report["strategies"]}
-    fused = [row for row in report["strategies"] if row["kind"] == "ensemble"]
+    fused = [row for row in report["strategies"] if row["kind"] == "ensemble" and "rerank" not in row["strategy"]]
     assert [row["name"].split("(")[0] for row in fused] == ["rrf", "convex"]
+    # Only the fused rows are timed one query at a time, through their EnsembleRetriever.
+    assert all(row["query_ms"] > 0 for row in fused)
+    assert all(row["query_ms"] is None for row in report["strategies"] if row["kind"] != "ensemble")
+    reranked = [row for row in report["strategies"] if row["kind"] == "ensemble" and "rerank" in row["strategy"]]
+    assert [row["name"] for row in reranked] == [f"{row['name']} > rerank@5" for row in fused]
+    assert all(row["strategy"]["rerank"]["top"] == 5 for row in reranked)
     assert fused[0]["name"] == f"rrf(bm25, {MINILM}, {SPLADE})"  # BM25, dense and learned sparse runs
     convex_row = fused[1]
     weights = convex_row["strategy"]["fusion"]["weights"]
