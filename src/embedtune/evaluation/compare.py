@@ -45,6 +45,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -409,6 +410,7 @@ def evaluate_strategies(
         ray_session(ray),  # one connection for every model: `auto` starts its cluster once
         workspace(index_dir, collection.name, documents) as space,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedtune-bm25") as pool,
+        ExitStack() as opened,  # providers this call opened: closed after the fused rows' timing
     ):
         lexical: _Lexical | None = None
         if bm25 or hybrid or fuse:
@@ -420,45 +422,43 @@ def evaluate_strategies(
         for spec in models:
             given = (providers or {}).get(spec.label)
             provider = given if given is not None else open_provider(spec)
-            try:
-                if any(c != WHOLE_DOCUMENTS for c in chunkers):
-                    notes.append(_over_limit_note(provider, documents))
-                for chunker_spec, options in ((c, v) for c in chunkers for v in variants):
-                    strategy = Strategy(
-                        embedder=replace(spec, over_limit=OverLimit.TRUNCATE),
-                        chunker=chunker_spec,
-                        chunk_score=scores[0],
-                        depth=k,  # each run is k deep here, as in the file the winner becomes
-                        **options,
-                    )
-                    for dense in _evaluate_dense(
-                        strategy,
-                        provider,
-                        space,
-                        documents,
-                        all_queries,
-                        judged,
-                        k,
-                        cache=cache,
-                        chunk_over_limit=chunk_over_limit,
-                        on_progress=on_progress,
-                        notes=notes,
-                        ray=ray,
-                        scores=scores if chunker_spec != WHOLE_DOCUMENTS else scores[:1],
-                    ):
-                        results.append(dense.result)
-                        if fuse and not strategy.chunked and strategy.vectors_label == Precision.FLOAT32.value:
-                            fuse_bases.append(_fuse_base(dense, k))
-                        bases.append(RerankBase(dense.result, dense.store, dense.embedder, {"dense": dense.run}))
-                        for method in hybrid:
-                            assert lexical is not None  # a hybrid always builds BM25
-                            results.append(_hybrid(method, dense, lexical, judged, k))
-                            runs = {"dense": dense.run, "bm25": lexical.run}
-                            bases.append(RerankBase(results[-1], dense.store, dense.embedder, runs))
-                        results += _feedback_rows(feedback_methods, tuner, dense, lexical, hybrid, judged)
-            finally:
-                if given is None:  # an HTTP provider's connections; one handed in stays the caller's
-                    close_stack(provider)
+            if given is None:  # an HTTP provider's connections; one handed in stays the caller's
+                opened.callback(close_stack, provider)
+            if any(c != WHOLE_DOCUMENTS for c in chunkers):
+                notes.append(_over_limit_note(provider, documents))
+            for chunker_spec, options in ((c, v) for c in chunkers for v in variants):
+                strategy = Strategy(
+                    embedder=replace(spec, over_limit=OverLimit.TRUNCATE),
+                    chunker=chunker_spec,
+                    chunk_score=scores[0],
+                    depth=k,  # each run is k deep here, as in the file the winner becomes
+                    **options,
+                )
+                for dense in _evaluate_dense(
+                    strategy,
+                    provider,
+                    space,
+                    documents,
+                    all_queries,
+                    judged,
+                    k,
+                    cache=cache,
+                    chunk_over_limit=chunk_over_limit,
+                    on_progress=on_progress,
+                    notes=notes,
+                    ray=ray,
+                    scores=scores if chunker_spec != WHOLE_DOCUMENTS else scores[:1],
+                ):
+                    results.append(dense.result)
+                    if fuse and not strategy.chunked and strategy.vectors_label == Precision.FLOAT32.value:
+                        fuse_bases.append(_fuse_base(dense, k))
+                    bases.append(RerankBase(dense.result, dense.store, dense.embedder, {"dense": dense.run}))
+                    for method in hybrid:
+                        assert lexical is not None  # a hybrid always builds BM25
+                        results.append(_hybrid(method, dense, lexical, judged, k))
+                        runs = {"dense": dense.run, "bm25": lexical.run}
+                        bases.append(RerankBase(results[-1], dense.store, dense.embedder, runs))
+                    results += _feedback_rows(feedback_methods, tuner, dense, lexical, hybrid, judged)
         for spec in sparse:
             sparse_base = evaluate_sparse(
                 spec, space, documents, all_queries, judged.score, k, cache=cache, on_progress=on_progress
