@@ -153,6 +153,11 @@ def test_the_file_round_trips_and_either_kind_loads(tmp_path):
             f'[[members]]\n[members.embedder]\nmodel = "{MINILM}"\n',
             "fusion.method must be rrf | convex",
         ),
+        (
+            'version = 1\n[fusion]\nmethod = "rrf"\n[rerank]\ntop = 5\n[[members]]\n[members.retrieval]\nmode = "bm25"\n'
+            f'[[members]]\n[members.embedder]\nmodel = "{MINILM}"\n',
+            "[rerank] needs a model",
+        ),
     ],
 )
 def test_a_bad_file_is_one_line_naming_the_fault(tmp_path, text, says):
