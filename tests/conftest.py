@@ -44,6 +44,14 @@ def tiny_clip(tmp_path_factory) -> Path:
     return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
 
 
+@pytest.fixture(scope="session")
+def tiny_cross_encoder(tmp_path_factory) -> Path:
+    """The folder of a tiny random cross-encoder with MiniLM's tokenizer (see tests/_cross_encoder.py)."""
+    from _cross_encoder import build_tiny_cross_encoder
+
+    return build_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-cross-encoder"))
+
+
 # What a test keeps of MiniLM's vocabulary when it distils it: the special tokens and the lowercase
 # words of up to three letters (about 1,400 tokens of 30,000), so one distillation takes seconds.
 SMALL_VOCABULARY = r"^(?!\[(?:UNK|CLS|SEP|PAD|MASK)\]$)(?![a-z]{1,3}$)"

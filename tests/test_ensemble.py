@@ -153,6 +153,11 @@ def test_the_file_round_trips_and_either_kind_loads(tmp_path):
             f'[[members]]\n[members.embedder]\nmodel = "{MINILM}"\n',
             "fusion.method must be rrf | convex",
         ),
+        (
+            'version = 1\n[fusion]\nmethod = "rrf"\n[rerank]\ntop = 5\n[[members]]\n[members.retrieval]\nmode = "bm25"\n'
+            f'[[members]]\n[members.embedder]\nmodel = "{MINILM}"\n',
+            "[rerank] needs a model",
+        ),
     ],
 )
 def test_a_bad_file_is_one_line_naming_the_fault(tmp_path, text, says):
@@ -184,7 +189,7 @@ def scifact_slice(shared_datasets, tmp_path_factory) -> Path:
     return write_scifact_slice(shared_datasets, folder, tests=30, trains=30, documents=200)
 
 
-def test_an_ensemble_compare_scored_is_what_index_and_search_answer(scifact_slice, tmp_path):
+def test_an_ensemble_compare_scored_is_what_index_and_search_answer(scifact_slice, tmp_path, tiny_cross_encoder):
     home, out = tmp_path / "home", tmp_path / "report"
     # Timeouts for a loaded machine: the first call exports and probes MiniLM's engine.
     compared = run_cli(
@@ -194,6 +199,8 @@ def test_an_ensemble_compare_scored_is_what_index_and_search_answer(scifact_slic
         f"{MINILM},{SPLADE}",
         "--bm25",
         "--fuse",
+        "--rerank",
+        f"{tiny_cross_encoder}:5",
         "--out-dir",
         out,
         home=home,
@@ -202,8 +209,14 @@ def test_an_ensemble_compare_scored_is_what_index_and_search_answer(scifact_slic
     assert compared.returncode == 0, compared.stderr
     report = json.loads((out / "comparison.json").read_text())
     rows = {row["name"]: row for row in report["strategies"]}
-    fused = [row for row in report["strategies"] if row["kind"] == "ensemble"]
+    fused = [row for row in report["strategies"] if row["kind"] == "ensemble" and "rerank" not in row["strategy"]]
     assert [row["name"].split("(")[0] for row in fused] == ["rrf", "convex"]
+    # Only the fused rows are timed one query at a time, through their EnsembleRetriever.
+    assert all(row["query_ms"] > 0 for row in fused)
+    assert all(row["query_ms"] is None for row in report["strategies"] if row["kind"] != "ensemble")
+    reranked = [row for row in report["strategies"] if row["kind"] == "ensemble" and "rerank" in row["strategy"]]
+    assert [row["name"] for row in reranked] == [f"{row['name']} > rerank@5" for row in fused]
+    assert all(row["strategy"]["rerank"]["top"] == 5 for row in reranked)
     assert fused[0]["name"] == f"rrf(bm25, {MINILM}, {SPLADE})"  # BM25, dense and learned sparse runs
     convex_row = fused[1]
     weights = convex_row["strategy"]["fusion"]["weights"]
@@ -237,3 +250,44 @@ def test_an_ensemble_compare_scored_is_what_index_and_search_answer(scifact_slic
     bad = tmp_path / "bad.toml"
     bad.write_text('version = 1\n[fusion]\nmethod = "rrf"\n[[members]]\n[members.retrieval]\nmode = "bm25"\n')
     assert "at least two" in one_error_line(run_cli("index", scifact_slice, "--strategy", bad, "--store", store))
+
+
+def test_an_ensemble_with_a_rerank_table_reorders_its_fused_head_by_the_reranker(
+    scifact_slice, tmp_path, tiny_cross_encoder
+):
+    from embedtune.documents import corpus_documents
+    from embedtune.ensemble import index_ensemble, open_ensemble
+    from embedtune.evaluation import load_beir
+    from embedtune.search.feedback import Feedback, FeedbackMethod
+    from embedtune.search.rerank import CrossEncoderScorer, RerankSpec
+
+    rm3 = Strategy(mode=Mode.BM25, feedback=Feedback(method=FeedbackMethod.RM3))
+    plain = Ensemble(members=(BM25, rm3), method=Fusion.RRF, depth=20)
+    ensemble = Ensemble(
+        members=(BM25, rm3), method=Fusion.RRF, depth=20, rerank=RerankSpec(model=str(tiny_cross_encoder), top=8)
+    )
+    assert ensemble.name.endswith(" > rerank@8")
+    again = Ensemble.from_toml(ensemble.to_toml())
+    assert again == ensemble and "[rerank]" in ensemble.to_toml()
+    collection = load_beir(scifact_slice)
+    texts = {doc.id: doc.text for doc in corpus_documents(collection.corpus)}
+    index_ensemble(corpus_documents(collection.corpus), ensemble, str(tmp_path / "store"))
+    queries = dict(list(collection.split("test")[0].items())[:5])
+    retriever = open_ensemble(tmp_path / "store")
+    unranked = EnsembleRetriever(plain, retriever.members)
+    try:
+        fused = unranked.search(queries, 8)
+        reranked = retriever.search(queries, 8)
+        one = retriever.search_one(queries[next(iter(queries))], 8)
+    finally:
+        retriever.close()
+    scorer = CrossEncoderScorer(tiny_cross_encoder)
+    moved = 0
+    for qid, scores in fused.items():
+        head = list(scores)  # the fused top 8, best first
+        by_model = scorer([(queries[qid], texts[doc]) for doc in head])
+        expected = [doc for _, doc in sorted(zip(-by_model, head))]
+        assert list(reranked[qid]) == expected and set(expected) == set(head)
+        moved += expected != head
+    assert moved  # the reranker's order, not the fusion's
+    assert [hit.doc_id for hit in one] == list(reranked[next(iter(queries))])

@@ -825,8 +825,31 @@ def optimize(
         ),
     ] = None,
     retrieval: Annotated[
-        str, typer.Option("--retrieval", help="Retrieval modes to search: dense, bm25, rrf, convex.")
+        str,
+        typer.Option(
+            "--retrieval",
+            help="Retrieval modes to search: dense, bm25, rrf, convex, and sparse (a sparse: model alone) and "
+            "ensemble (convex fusion of the sparse run with BM25's and/or the dense run).",
+        ),
     ] = "dense,bm25,rrf,convex",
+    feedback: Annotated[
+        str | None,
+        typer.Option(
+            "--feedback",
+            help="Also search pseudo-relevance feedback, comma-separated: rocchio (dense runs), rm3 (BM25 runs); "
+            "its parameters are fitted per trial on the tuning queries.",
+        ),
+    ] = None,
+    reranker: Annotated[
+        Path | None,
+        typer.Option(
+            "--reranker",
+            help="A cross-encoder folder (from adapt --method reranker): also search reranking the first N.",
+        ),
+    ] = None,
+    rerank_top: Annotated[
+        str, typer.Option("--rerank-top", help="With --reranker: the N to search, comma-separated.")
+    ] = "20,50",
     vectors: Annotated[
         str | None,
         typer.Option(
@@ -867,7 +890,7 @@ def optimize(
     from .optimize import Budget, SearchSpace
     from .optimize import optimize as run_optimize
     from .optimize.report import front_table
-    from .optimize.space import DEFAULT_CHUNKERS, DEFAULT_VECTORS
+    from .optimize.space import DEFAULT_CHUNKERS, DEFAULT_VECTORS, parse_list
 
     with contextlib.suppress(ImportError):  # without optuna the search itself says what to install
         import optuna
@@ -875,11 +898,25 @@ def optimize(
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress line says what each trial did
     the_budget = Budget.parse(budget)
     timeout = _seconds(time_limit) if time_limit else None
+    retrievals = tuple(parse_list(retrieval))
+    specs = _search_models(models, config)
+    sparse = [spec.model for spec in specs if spec.model.startswith("sparse:")]
+    if not sparse and {"sparse", "ensemble"} & set(retrievals):
+        from .catalogue import CATALOGUE
+
+        sparse = [c.uri for c in CATALOGUE if c.provider == "sparse" and c.available_offline()]
+    tops = parse_list(rerank_top)
+    if not all(top.isdigit() for top in tops):
+        raise EmbedtuneError(f"--rerank-top takes whole numbers joined by commas, such as 20,50, not {rerank_top!r}")
     space = SearchSpace(
-        models=tuple(_search_models(models, config)),
+        models=tuple(spec for spec in specs if not spec.model.startswith("sparse:")),
         chunkers=tuple(c.strip() for c in chunker or () if c.strip()) or DEFAULT_CHUNKERS,
-        retrievals=tuple(r.strip() for r in retrieval.split(",") if r.strip()),
+        retrievals=retrievals,
         vectors=tuple(v.strip() for v in (vectors or "").split(",") if v.strip()) or DEFAULT_VECTORS,
+        sparse=tuple(sparse),
+        feedback=tuple(parse_list(feedback)),
+        reranker=None if reranker is None else str(reranker),
+        rerank_tops=tuple(int(top) for top in tops),
     )
     data, notes = _selectable_collection(collection or _sample_collection(), generate_queries, queries, seed)
     result = run_optimize(

@@ -14,6 +14,10 @@ documents deep, and those answers are fused. The file::
     rrf_k = 60                      # rrf: the rank constant
     depth = 100                     # documents each member's answer holds before fusion
 
+    [rerank]                        # optional: a cross-encoder reorders the fused answer's first `top`
+    model = "reranker/"             # (the [rerank] table of a strategy file)
+    top = 50
+
     [[members]]                     # each member holds the tables of a strategy file
     [members.retrieval]
     mode = "bm25"
@@ -46,7 +50,8 @@ from typing import TYPE_CHECKING, Any
 from .errors import ConfigError, InputError
 from .retriever import Hit, Retriever
 from .search.fusion import convex, rrf
-from .search.runs import Run, cut
+from .search.rerank import CrossEncoderScorer, PairScorer, RerankSpec, rerank_run
+from .search.runs import Run, cut, ranked
 from .stores.base import Filter
 from .strategy import (
     _NORMALIZATIONS,
@@ -76,7 +81,8 @@ class Ensemble:
 
     ``method`` is RRF (``rrf_k``; ``weights`` optional, 1 each by default) or convex (``weights``
     required, one non-negative number per member, not all 0; scores normalised per query by
-    ``normalization``). ``depth`` is how many documents each member's answer holds.
+    ``normalization``). ``depth`` is how many documents each member's answer holds. ``rerank``
+    reorders the fused answer's head with a cross-encoder, as a strategy's ``[rerank]`` does.
     """
 
     members: tuple[Strategy, ...]
@@ -85,9 +91,12 @@ class Ensemble:
     normalization: str = "minmax"
     rrf_k: int = 60
     depth: int = 100
+    rerank: RerankSpec | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "members", tuple(self.members))
+        if self.rerank is not None and not isinstance(self.rerank, RerankSpec):
+            raise ConfigError("rerank must be a RerankSpec (the [rerank] table)")
         if len(self.members) < 2:
             raise ConfigError(f"an ensemble fuses at least two [[members]], not {len(self.members)}")
         for i, member in enumerate(self.members):
@@ -129,7 +138,8 @@ class Ensemble:
             parts = [member.name for member in self.members]
         else:
             parts = [f"{w:g} {member.name}" for w, member in zip(self.weights, self.members)]
-        return f"{self.method.value}({', '.join(parts)})"
+        rerank = "" if self.rerank is None else f" > {self.rerank.label}"
+        return f"{self.method.value}({', '.join(parts)}){rerank}"
 
     @property
     def model(self) -> str | None:
@@ -161,7 +171,10 @@ class Ensemble:
             data = member.to_dict()
             data.pop("version")
             members.append(data)
-        return {"version": STRATEGY_VERSION, "fusion": fusion, "members": members}
+        out: dict[str, Any] = {"version": STRATEGY_VERSION, "fusion": fusion}
+        if self.rerank is not None:
+            out["rerank"] = self.rerank.to_dict()
+        return out | {"members": members}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "ensemble") -> Ensemble:
@@ -175,6 +188,9 @@ class Ensemble:
         data = self.to_dict()
         lines += [f"version = {data['version']}", "", "[fusion]"]
         lines += [f"{key} = {_toml_value(value)}" for key, value in data["fusion"].items()]
+        if "rerank" in data:
+            lines += ["", "[rerank]"]
+            lines += [f"{key} = {_toml_value(value)}" for key, value in data["rerank"].items()]
         for member in data["members"]:
             lines += ["", "[[members]]"]
             for table, values in member.items():
@@ -205,9 +221,9 @@ def _from_dict(data: Mapping[str, Any], source: str) -> Ensemble:
         raise ConfigError(f"has no version key; add version = {STRATEGY_VERSION} at the top")
     if version != STRATEGY_VERSION:
         raise ConfigError(f"is ensemble version {version!r}; this embedtune reads version {STRATEGY_VERSION}")
-    unknown = sorted(set(data) - {"version", "fusion", "members"})
+    unknown = sorted(set(data) - {"version", "fusion", "rerank", "members"})
     if unknown:
-        raise ConfigError(f"unknown key {unknown[0]!r}; an ensemble holds [fusion] and [[members]]")
+        raise ConfigError(f"unknown key {unknown[0]!r}; an ensemble holds [fusion], [rerank] and [[members]]")
     fusion = data.get("fusion", {})
     if not isinstance(fusion, dict):
         raise ConfigError("fusion must be a table ([fusion])")
@@ -226,6 +242,12 @@ def _from_dict(data: Mapping[str, Any], source: str) -> Ensemble:
     method = fusion.get("method")
     if method is None:
         raise ConfigError("[fusion] needs method = 'rrf' or 'convex'")
+    rerank = data.get("rerank")
+    if rerank is not None:
+        # A strategy file's [rerank] table, checked by the strategy's own reader.
+        rerank = Strategy.from_dict(
+            {"version": STRATEGY_VERSION, "retrieval": {"mode": "bm25"}, "rerank": rerank}
+        ).rerank
     return Ensemble(
         members=tuple(strategies),
         method=method,
@@ -233,6 +255,7 @@ def _from_dict(data: Mapping[str, Any], source: str) -> Ensemble:
         normalization=fusion.get("normalization", "minmax"),
         rrf_k=fusion.get("rrf_k", 60),
         depth=fusion.get("depth", 100),
+        rerank=rerank,
     )
 
 
@@ -241,20 +264,30 @@ class EnsembleRetriever:
 
     It has the :class:`~embedtune.retriever.Retriever`'s interface: :meth:`runs` (each member's
     answer, ``depth`` deep, keyed ``member0``, ``member1``, ...), :meth:`combine` (their fusion,
-    cut to ``k``), :meth:`search`, :meth:`search_one` and :meth:`close`. Members answer in
-    parallel threads (embedding and vector search release the GIL). ``owned`` are things to
-    close with it: the member stores and embedder stacks that :func:`open_ensemble` opened.
+    cut to ``k``), :meth:`rerank` (the ensemble's ``[rerank]`` over the fused answer),
+    :meth:`search`, :meth:`search_one` and :meth:`close`. Members answer in parallel threads
+    (embedding and vector search release the GIL). ``owned`` are things to close with it: the
+    member stores and embedder stacks that :func:`open_ensemble` opened. ``reranker`` scores
+    pairs for a ``[rerank]`` table (by default its folder's cross-encoder, loaded on first use).
     """
 
     embedder = None  # each member embeds its own queries
 
     def __init__(
-        self, ensemble: Ensemble, members: Sequence[Retriever], *, owned: Sequence[Callable[[], None]] = ()
+        self,
+        ensemble: Ensemble,
+        members: Sequence[Retriever],
+        *,
+        owned: Sequence[Callable[[], None]] = (),
+        reranker: PairScorer | None = None,
     ) -> None:
         if len(members) != len(ensemble.members):
             raise ConfigError(f"{len(members)} retrievers for an ensemble of {len(ensemble.members)} members")
         self.strategy = ensemble
         self.members = list(members)
+        self.reranker = reranker
+        if ensemble.rerank is not None and reranker is None:
+            self.reranker = CrossEncoderScorer(ensemble.rerank.model, batch=ensemble.rerank.batch)
         self._owned = list(owned)
         self._pool: ThreadPoolExecutor | None = None
 
@@ -287,12 +320,27 @@ class EnsembleRetriever:
             fused = convex(aligned, ensemble.weights, method=ensemble.normalization)  # type: ignore[arg-type]
         return cut(fused, k)
 
+    def combine_depth(self, k: int) -> int:
+        """How deep :meth:`combine` must cut for a final ``k``: the rerank reads its ``top`` first."""
+        return k if self.strategy.rerank is None else max(k, self.strategy.rerank.top)
+
+    def rerank(self, queries: Mapping[str, str], run: Run, k: int) -> Run:
+        """``run`` (from :meth:`combine`) with its first ``top`` documents reordered by the
+        cross-encoder, reading each document's text from the first member's store; cut to ``k``.
+        Unchanged but cut without a ``[rerank]`` table."""
+        spec = self.strategy.rerank
+        if spec is None or self.reranker is None:
+            return cut(run, k)
+        heads = sorted({doc for scores in run.values() for doc in ranked(scores, spec.top)})
+        texts = {record.doc_id: record.text for record in self.members[0].store.read_records(heads)}
+        return cut(rerank_run(run, queries, texts, self.reranker, top=spec.top), k)
+
     def search(self, queries: Mapping[str, str], k: int = 10, *, where: Filter | None = None) -> Run:
         if k < 1:
             raise ConfigError(f"k must be at least 1, not {k}")
         if not queries:
             return {}
-        return self.combine(self.runs(queries, where=where), k)
+        return self.rerank(queries, self.combine(self.runs(queries, where=where), self.combine_depth(k)), k)
 
     def search_one(self, text: str, k: int = 10, *, where: Filter | None = None) -> list[Hit]:
         """The ``k`` best documents for one query; each shows the chunk of the member that ranked it highest."""
@@ -304,13 +352,13 @@ class EnsembleRetriever:
         # search_one ranks as search does, so these are the members' runs, with their chunks.
         answers: list[list[Hit]] = self._map(lambda member: member.search_one(text, depth, where=where))
         runs = {self.key(i): {"q": {hit.doc_id: hit.score for hit in hits}} for i, hits in enumerate(answers)}
-        ranked = self.combine(runs, k).get("q", {})
+        found = self.rerank({"q": text}, self.combine(runs, self.combine_depth(k)), k).get("q", {})
         shown: dict[str, Hit] = {}
         for rank in range(max((len(hits) for hits in answers), default=0)):
             for hits in answers:  # at equal ranks, the first member's chunk
                 if rank < len(hits):
                     shown.setdefault(hits[rank].doc_id, hits[rank])
-        return [_rescored(shown[doc], score) for doc, score in ranked.items()]
+        return [_rescored(shown[doc], score) for doc, score in found.items()]
 
     def close(self) -> None:
         """Stop the member threads and close every member, and what :func:`open_ensemble` opened for them."""

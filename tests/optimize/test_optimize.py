@@ -213,6 +213,10 @@ def test_the_command_prints_progress_the_front_and_the_choice(tmp_path):
         (("--budget", "latency<=5"), "error: unknown budget key 'latency'; use index_mb, vectors_mb, query_ms, usd"),
         (("--time", "soon"), "error: --time 'soon': give a duration such as 90s, 30m or 1h30m"),
         (("--retrieval", "splade"), "error: unknown retrieval 'splade'"),
+        (("--feedback", "prf"), "error: unknown feedback method 'prf'; use rocchio or rm3"),
+        (("--reranker", "no-such-folder"), "error: reranker folder no-such-folder does not exist"),
+        (("--reranker", ".", "--rerank-top", "ten"), "error: --rerank-top takes whole numbers"),
+        (("--retrieval", "ensemble", "--models", "sparse:splade-tiny"), "error: ensemble retrieval fuses a dense"),
     ],
 )
 def test_bad_requests_are_one_line(tmp_path, args, says):

@@ -41,15 +41,11 @@ the cache measures no speed and says so. A run served wholly from the cache neve
 
 from __future__ import annotations
 
-import hashlib
 import math
-import re
-import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from embedtune.catalogue import find_card
-from embedtune.embedder import Embedder, Kind, embed_images
+from embedtune.embedder import Embedder, Kind
 from embedtune.engine import (
     BatchingEmbedder,
     CachingEmbedder,
@@ -68,16 +64,15 @@ from embedtune.engine import (
     whole_calls,
 )
 from embedtune.engine.ray import RayEmbedder, RayOptions, ray_session
-from embedtune.engine.wrapper import Wrapper
 from embedtune.errors import ConfigError, InputError
 from embedtune.evaluation.collections import Collection, Qrels
 from embedtune.evaluation.metrics import evaluate_per_query
 from embedtune.evaluation.reranking import RerankBase, reranked_rows
 from embedtune.evaluation.significance import Recommendation, bootstrap_ci, paired_test, recommend
 from embedtune.evaluation.tuning import feedback_grid, tune_convex_weight, tune_feedback
+from embedtune.evaluation.workspace import CountedOnce, TimedEmbedder, Workspace, bm25_bytes, slug, workspace
 from embedtune.factory import EmbedderSpec, build_embedder, open_provider
-from embedtune.images import Image
-from embedtune.indexer import index_documents, store_manifest
+from embedtune.indexer import index_documents
 from embedtune.retriever import Retriever
 from embedtune.search.bm25 import BM25Index
 from embedtune.search.chunks import chunk_score_depth
@@ -107,6 +102,7 @@ SELECT_METRIC = "ndcg@10"
 HYBRID_METHODS: tuple[str, ...] = ("rrf", "convex")
 TUNE_SPLITS: tuple[str, ...] = ("dev", "train")  # dev first: train queries may be unlike the test ones
 RRF_K = 60
+LATENCY_QUERIES = 10  # queries timed one at a time for a row's query latency (after one untimed)
 _SLICE = 256  # query texts per call into the stack: the progress bar moves and the cache commits per slice
 
 ProgressFn = Callable[[str, int, int], None]
@@ -176,6 +172,8 @@ class StrategyResult:
     p-values against the winner on the reported and on the tuning split (1.0 for the winner).
     ``engine`` is what ran a local model (``auto`` resolved, e.g. ``openvino-bf16``); ``None`` for
     other providers and BM25. ``rerank_ms`` is a reranked row's rerank step, ms per query (batched).
+    ``query_ms`` is a fused (``--fuse``) row's median latency, ms per query, one query at a time
+    through its EnsembleRetriever with the models embedding (no cache), as a served one answers.
     """
 
     name: str
@@ -198,6 +196,7 @@ class StrategyResult:
     vector_bytes: int = 0
     engine: str | None = None
     rerank_ms: float | None = None
+    query_ms: float | None = None
 
     @property
     def embedding(self) -> str | None:
@@ -409,8 +408,9 @@ def evaluate_strategies(
     bm25_seconds = None
     with (
         ray_session(ray),  # one connection for every model: `auto` starts its cluster once
-        _workspace(index_dir, collection.name, documents) as space,
+        workspace(index_dir, collection.name, documents) as space,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedtune-bm25") as pool,
+        ExitStack() as opened,  # providers this call opened: closed after the fused rows' timing
     ):
         lexical: _Lexical | None = None
         if bm25 or hybrid or fuse:
@@ -423,46 +423,44 @@ def evaluate_strategies(
             given = (providers or {}).get(spec.label)
             # The over-limit note, the chunker, the length policy, the batcher and the cost all
             # count the same texts: the model's tokenizer runs once a text.
-            provider = _CountedOnce(given if given is not None else open_provider(spec))
-            try:
-                if any(c != WHOLE_DOCUMENTS for c in chunkers):
-                    notes.append(_over_limit_note(provider, documents))
-                for chunker_spec, options in ((c, v) for c in chunkers for v in variants):
-                    strategy = Strategy(
-                        embedder=replace(spec, over_limit=OverLimit.TRUNCATE),
-                        chunker=chunker_spec,
-                        chunk_score=scores[0],
-                        depth=k,  # each run is k deep here, as in the file the winner becomes
-                        **options,
-                    )
-                    for dense in _evaluate_dense(
-                        strategy,
-                        provider,
-                        space,
-                        documents,
-                        all_queries,
-                        judged,
-                        k,
-                        cache=cache,
-                        chunk_over_limit=chunk_over_limit,
-                        on_progress=on_progress,
-                        notes=notes,
-                        ray=ray,
-                        scores=scores if chunker_spec != WHOLE_DOCUMENTS else scores[:1],
-                    ):
-                        results.append(dense.result)
-                        if fuse and not strategy.chunked and strategy.vectors_label == Precision.FLOAT32.value:
-                            fuse_bases.append(_fuse_base(dense, k))
-                        bases.append(RerankBase(dense.result, dense.store, dense.embedder, {"dense": dense.run}))
-                        for method in hybrid:
-                            assert lexical is not None  # a hybrid always builds BM25
-                            results.append(_hybrid(method, dense, lexical, judged, k))
-                            runs = {"dense": dense.run, "bm25": lexical.run}
-                            bases.append(RerankBase(results[-1], dense.store, dense.embedder, runs))
-                        results += _feedback_rows(feedback_methods, tuner, dense, lexical, hybrid, judged)
-            finally:
-                if given is None:  # an HTTP provider's connections; one handed in stays the caller's
-                    close_stack(provider)
+            provider = CountedOnce(given if given is not None else open_provider(spec))
+            if given is None:  # an HTTP provider's connections; one handed in stays the caller's
+                opened.callback(close_stack, provider)
+            if any(c != WHOLE_DOCUMENTS for c in chunkers):
+                notes.append(_over_limit_note(provider, documents))
+            for chunker_spec, options in ((c, v) for c in chunkers for v in variants):
+                strategy = Strategy(
+                    embedder=replace(spec, over_limit=OverLimit.TRUNCATE),
+                    chunker=chunker_spec,
+                    chunk_score=scores[0],
+                    depth=k,  # each run is k deep here, as in the file the winner becomes
+                    **options,
+                )
+                for dense in _evaluate_dense(
+                    strategy,
+                    provider,
+                    space,
+                    documents,
+                    all_queries,
+                    judged,
+                    k,
+                    cache=cache,
+                    chunk_over_limit=chunk_over_limit,
+                    on_progress=on_progress,
+                    notes=notes,
+                    ray=ray,
+                    scores=scores if chunker_spec != WHOLE_DOCUMENTS else scores[:1],
+                ):
+                    results.append(dense.result)
+                    if fuse and not strategy.chunked and strategy.vectors_label == Precision.FLOAT32.value:
+                        fuse_bases.append(_fuse_base(dense, k))
+                    bases.append(RerankBase(dense.result, dense.store, dense.embedder, {"dense": dense.run}))
+                    for method in hybrid:
+                        assert lexical is not None  # a hybrid always builds BM25
+                        results.append(_hybrid(method, dense, lexical, judged, k))
+                        runs = {"dense": dense.run, "bm25": lexical.run}
+                        bases.append(RerankBase(results[-1], dense.store, dense.embedder, runs))
+                    results += _feedback_rows(feedback_methods, tuner, dense, lexical, hybrid, judged)
         for spec in sparse:
             sparse_base = evaluate_sparse(
                 spec, space, documents, all_queries, judged.score, k, cache=cache, on_progress=on_progress
@@ -471,7 +469,9 @@ def evaluate_strategies(
             fuse_bases.append(sparse_base)
         if fuse:
             assert lexical is not None
-            results.extend(_fused(lexical, fuse_bases, judged, k, len(documents), notes))
+            fused = _fused(lexical, fuse_bases, judged, k, len(documents), notes, list(all_queries.values()))
+            results.extend(fused)
+            bases.extend(_fused_rerank_bases(fused, lexical, fuse_bases, k))
         if bm25:
             assert lexical is not None
             if FeedbackMethod.RM3 in feedback_methods:
@@ -563,11 +563,11 @@ class _Lexical:
 
     def __init__(self, retriever: Retriever, index: BM25Index) -> None:
         self.retriever = retriever
-        self.index_bytes = _bm25_bytes(index)
+        self.index_bytes = bm25_bytes(index)
         self._future: Future[Run] | None = None
 
     @classmethod
-    def open(cls, space: _Workspace, documents: Sequence[SourceDocument], depth: int) -> _Lexical:
+    def open(cls, space: Workspace, documents: Sequence[SourceDocument], depth: int) -> _Lexical:
         strategy = Strategy(mode=Mode.BM25, depth=depth)
         store = space.store("bm25", strategy, None)
         index_documents(documents, strategy, store, None)
@@ -612,7 +612,7 @@ class _Dense:
 def _evaluate_dense(
     strategy: Strategy,
     provider: Embedder,
-    space: _Workspace,
+    space: Workspace,
     documents: Sequence[SourceDocument],
     queries: Mapping[str, str],
     judged: _Judged,
@@ -629,15 +629,15 @@ def _evaluate_dense(
     result per chunk score (named ``... by SCORE`` when there are several), all from one store."""
     assert strategy.embedder is not None
     model, named = strategy.embedder.model, strategy.embedder.label  # named: with its engine when one is asked
-    timer = _TimedEmbedder(provider)  # one per strategy: each strategy's own cost
+    timer = TimedEmbedder(provider)  # one per strategy: each strategy's own cost
     embedder = build_embedder(strategy.embedder, cache=cache, provider=timer, ray=ray)
     try:
         chunker_name = _chunker_name(strategy, embedder, chunk_over_limit)
         label = named if chunker_name is None else f"{model} @ {chunker_name}"
-        folder = _slug(named) + ("" if chunker_name is None else f"@{_slug(chunker_name)}")
+        folder = slug(named) + ("" if chunker_name is None else f"@{slug(chunker_name)}")
         if strategy.vectors_label != Precision.FLOAT32.value:
             label += f" [{strategy.vectors_label}]"
-            folder += f"#{_slug(strategy.vectors_label)}"
+            folder += f"#{slug(strategy.vectors_label)}"
         store = space.store(folder, strategy, embedder)
 
         def progress(done: int, total: int) -> None:
@@ -857,10 +857,16 @@ def _fuse_base(dense: _Dense, k: int) -> Any:
 
 
 def _fused(
-    lexical: _Lexical, dense: Sequence[Any], judged: _Judged, k: int, documents: int, notes: list[str]
+    lexical: _Lexical,
+    dense: Sequence[Any],
+    judged: _Judged,
+    k: int,
+    documents: int,
+    notes: list[str],
+    texts: Sequence[str],
 ) -> list[StrategyResult]:
     """``--fuse``'s rows: BM25, every whole-document float32 dense run and every sparse run, fused by
-    RRF and by tuned convex."""
+    RRF and by tuned convex; each row's query latency measured on a few of ``texts``."""
     from embedtune.evaluation.fused import FuseBase, fused_results
 
     if not dense:
@@ -869,7 +875,28 @@ def _fused(
     bm25 = FuseBase(result=lexical.result(judged), retriever=lexical.retriever, runs={"bm25": lexical.run})
     if not judged.tune_qrels:
         notes.append("the fused convex row has equal weights, untuned: the collection has no dev or train split")
-    return fused_results([bm25, *dense], judged.score, k, tune_qrels=judged.tune_qrels, documents=documents)
+    return fused_results(
+        [bm25, *dense],
+        judged.score,
+        k,
+        tune_qrels=judged.tune_qrels,
+        documents=documents,
+        latency_texts=texts[: LATENCY_QUERIES + 1],
+    )
+
+
+def _fused_rerank_bases(
+    rows: Sequence[StrategyResult], lexical: _Lexical, dense: Sequence[Any], k: int
+) -> list[RerankBase]:
+    """What reranking the fused rows needs: the members' retrievers and answers, as :func:`_fused` fused them."""
+    from embedtune.ensemble import EnsembleRetriever
+
+    if not rows:
+        return []
+    members = [lexical.retriever, *(base.retriever for base in dense)]
+    answers = [lexical.retriever.combine({"bm25": lexical.run}, k), *(base.answer(k) for base in dense)]
+    runs = {EnsembleRetriever.key(i): answer for i, answer in enumerate(answers)}
+    return [RerankBase(row, lexical.retriever.store, None, runs, members=members) for row in rows]
 
 
 def _check_request(models: Sequence, bm25: bool, hybrid: Sequence[str], k: int) -> list[str]:
@@ -962,7 +989,7 @@ def _embed_all(
 def _cost(
     model: str,
     embedder: Embedder,
-    timer: _TimedEmbedder,
+    timer: TimedEmbedder,
     doc_lengths: list[int],
     query_texts: list[str],
     query_truncated: int,
@@ -987,115 +1014,3 @@ def _cost(
         truncated_queries=query_truncated,
         usd_per_million_tokens=None if card is None else card.usd_per_million_tokens,
     )
-
-
-def _bm25_bytes(index: BM25Index) -> int:
-    """Bytes of the BM25 index as saved on disk (score matrix, vocabulary, ids, manifest)."""
-    with tempfile.TemporaryDirectory(prefix="embedtune-bm25-") as folder:
-        index.save(folder)
-        return sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file())
-
-
-class _Workspace:
-    """The stores of one corpus: ``ROOT/<collection>-<hash of its documents>/<model>[@<chunker>]``.
-
-    The folder name changes whenever a document does, so a store never outlives its corpus. A
-    kept store built another way (another revision of the model, other dims) is rebuilt: these
-    stores are compare's own, a cache of its work.
-    """
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self._opened: list[Store] = []
-
-    def store(self, name: str, strategy: Strategy, embedder: Embedder | None) -> Store:
-        from embedtune.stores.embedded import EmbeddedStore
-
-        path = self.folder / name
-        store = EmbeddedStore(path)
-        try:
-            held = store.read_manifest()
-            stale = held is not None and held.conflicts(store_manifest(strategy, embedder)) is not None
-        except InputError:  # not a store this embedtune reads (an older layout, a damaged file)
-            stale = True
-        if stale:
-            store.close()
-            shutil.rmtree(path)
-            store = EmbeddedStore(path)
-        self._opened.append(store)
-        return store
-
-    def close(self) -> None:
-        for store in self._opened:
-            store.close()
-        self._opened.clear()
-
-
-@contextmanager
-def _workspace(root: str | Path | None, name: str, documents: Sequence[SourceDocument]) -> Iterator[_Workspace]:
-    if root is None:
-        with tempfile.TemporaryDirectory(prefix="embedtune-compare-") as folder:
-            space = _Workspace(Path(folder))
-            try:
-                yield space
-            finally:
-                space.close()
-        return
-    digest = hashlib.sha256()
-    for doc in documents:
-        digest.update(doc.id.encode() + b"\x00" + doc.text.encode() + b"\x00")
-    space = _Workspace(Path(root) / f"{_slug(name)}-{digest.hexdigest()[:12]}")
-    try:
-        yield space
-    finally:
-        space.close()
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:80] or "index"
-
-
-class _CountedOnce(Wrapper):
-    """Remembers each text's token count while one model is compared, so the layers that each
-    count a text (chunker, length policy, batcher, cost) run the tokenizer on it once."""
-
-    def __init__(self, inner: Embedder) -> None:
-        super().__init__(inner)
-        self._counts: dict[tuple[str, Kind], int] = {}
-
-    def count_tokens(self, text: str, kind: Kind = "document") -> int:
-        key = (text, kind)
-        count = self._counts.get(key)
-        if count is None:
-            count = self._counts[key] = self.inner.count_tokens(text, kind)
-        return count
-
-
-class _TimedEmbedder(Wrapper):
-    """Times the model's own calls; the first call is preceded by an untimed one-text warm-up.
-
-    It sits under the cache, so it sees (and times) only texts the model really embeds, and a run
-    served from the cache never calls it, so never loads the model.
-    """
-
-    def __init__(self, inner: Embedder) -> None:
-        super().__init__(inner)
-        self.seconds = 0.0
-        self.texts = 0
-        self._warm = False
-
-    def embed(self, texts: Sequence[str], kind: Kind = "document") -> np.ndarray:
-        if not self._warm and texts:
-            self.inner.embed(list(texts[:1]), kind)  # loads weights, warms caches: not timed
-            self._warm = True
-        start = time.perf_counter()
-        vectors = self.inner.embed(texts, kind)
-        self.seconds += time.perf_counter() - start
-        self.texts += len(texts)
-        return vectors
-
-    def embed_images(self, images: Sequence[Image], kind: Kind = "document") -> np.ndarray:
-        start = time.perf_counter()
-        vectors = embed_images(self.inner, images, kind)
-        self.seconds += time.perf_counter() - start
-        return vectors

@@ -18,6 +18,7 @@ from typing import Any
 from embedtune.ensemble import Ensemble, EnsembleRetriever
 from embedtune.evaluation.compare import SELECT_METRIC, ModelCost, StrategyResult
 from embedtune.evaluation.tuning import tune_fusion_weights
+from embedtune.evaluation.workspace import median_query_ms, uncached
 from embedtune.retriever import Retriever
 from embedtune.search.runs import Run
 from embedtune.strategy import Fusion, Strategy
@@ -51,10 +52,12 @@ def fusion_row(
     *,
     tune_qrels: Mapping[str, Mapping[str, int]] | None,
     documents: int,
+    latency_texts: Sequence[str] = (),
 ) -> StrategyResult:
     """The ensemble of ``bases`` fused by ``method``, scored by ``score`` (the reported and tuning figures).
 
-    Convex weights are tuned on ``tune_qrels`` (equal weights when it is empty or ``None``).
+    Convex weights are tuned on ``tune_qrels`` (equal weights when it is empty or ``None``). With
+    ``latency_texts``, the row's ``query_ms`` is measured on them (see :func:`ensemble_query_ms`).
     """
     answers = [base.answer(k) for base in bases]
     weights = None
@@ -67,6 +70,7 @@ def fusion_row(
     retriever = EnsembleRetriever(ensemble, [b.retriever for b in bases])
     fused = retriever.combine({retriever.key(i): answer for i, answer in enumerate(answers)}, k)
     return StrategyResult(
+        query_ms=ensemble_query_ms(ensemble, bases, latency_texts) if latency_texts else None,
         name=ensemble.name,
         kind="ensemble",
         model=None,
@@ -85,12 +89,24 @@ def fused_results(
     *,
     tune_qrels: Mapping[str, Mapping[str, int]] | None,
     documents: int,
+    latency_texts: Sequence[str] = (),
 ) -> list[StrategyResult]:
     """The N-way RRF row and the N-way convex row over every base."""
     return [
-        fusion_row(bases, method, score, k, tune_qrels=tune_qrels, documents=documents)
+        fusion_row(bases, method, score, k, tune_qrels=tune_qrels, documents=documents, latency_texts=latency_texts)
         for method in (Fusion.RRF, Fusion.CONVEX)
     ]
+
+
+def ensemble_query_ms(ensemble: Ensemble, bases: Sequence[FuseBase], texts: Sequence[str]) -> float:
+    """Median ms per query of ``ensemble`` answering ``texts`` one at a time (the first untimed), as
+    ``search`` answers: every member embeds or encodes the query with its model (no cache), searches
+    its store, and the answers are fused."""
+    retriever = EnsembleRetriever(ensemble, [uncached(base.retriever) for base in bases])
+    try:
+        return median_query_ms(retriever, texts)
+    finally:
+        retriever.close()
 
 
 def summed_cost(costs: Sequence[ModelCost | None], documents: int) -> ModelCost | None:

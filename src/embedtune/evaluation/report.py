@@ -135,6 +135,9 @@ def comparison_table(result: ComparisonResult):
         table.add_column("p", justify="right")
     for column in ("Recall@100", "MRR@10", "tokens", "texts/s", "index MB", "$ to embed"):
         table.add_column(column, justify="right")
+    latency = any(s.query_ms is not None for s in result.strategies)
+    if latency:  # the fused rows' ms per query, one at a time, served
+        table.add_column("query ms", justify="right")
     recommended = result.recommended.name
     for strategy in result.strategies:
         name = strategy.name
@@ -159,6 +162,7 @@ def comparison_table(result: ComparisonResult):
             speed_text(strategy),
             f"{strategy.index_bytes / _MB:.2f}",
             usd_text(strategy),
+            *(["-" if strategy.query_ms is None else f"{strategy.query_ms:.1f}"] if latency else []),
             style="bold" if winner else ("bold green" if strategy.name == recommended and tested else None),
         )
     return table
@@ -229,6 +233,7 @@ def _strategy_dict(strategy: StrategyResult) -> dict[str, Any]:
         "texts_per_s": strategy.texts_per_s,
         "cached": strategy.cached,
         "usd_to_embed_corpus": strategy.usd,
+        "query_ms": strategy.query_ms,
     }
     if strategy.strategy is not None:
         row["strategy"] = strategy.strategy.to_dict()

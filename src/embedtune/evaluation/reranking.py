@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from ..ensemble import EnsembleRetriever
 from ..retriever import Retriever
 from ..search.rerank import CrossEncoderScorer, PairScorer, RerankSpec
 from ..search.runs import Run
@@ -30,12 +31,17 @@ __all__ = ["RerankBase", "parse_rerank", "reranked_rows"]
 
 @dataclass(frozen=True)
 class RerankBase:
-    """A scored row and what its Retriever needs to answer again: its store, embedder and runs."""
+    """A scored row and what its Retriever needs to answer again: its store, embedder and runs.
+
+    For an ensemble row, ``members`` are its members' retrievers and ``runs`` their answers (keyed
+    as :meth:`EnsembleRetriever.runs <embedtune.ensemble.EnsembleRetriever.runs>` keys them).
+    """
 
     result: StrategyResult
     store: Store
     embedder: Embedder | None
     runs: Mapping[str, Run]
+    members: Sequence[Retriever] = field(default=())
 
 
 def reranked_rows(
@@ -60,9 +66,13 @@ def reranked_rows(
         )
         for base in bases:
             strategy = base.result.strategy
-            if not isinstance(strategy, Strategy):  # an ensemble row is not reranked (yet)
+            retriever: Retriever | EnsembleRetriever
+            if isinstance(strategy, Strategy):
+                retriever = Retriever(replace(strategy, rerank=spec), base.store, base.embedder, reranker=scorer)
+            elif strategy is not None and base.members:  # an ensemble: its fused answer is reranked
+                retriever = EnsembleRetriever(replace(strategy, rerank=spec), base.members, reranker=scorer)
+            else:
                 continue
-            retriever = Retriever(replace(strategy, rerank=spec), base.store, base.embedder, reranker=scorer)
             fused = retriever.combine(base.runs, retriever.combine_depth(k))
             started = time.perf_counter()
             run = retriever.rerank(queries, fused, k)
@@ -72,6 +82,7 @@ def reranked_rows(
                 name=f"{base.result.name} > {spec.label}",
                 strategy=retriever.strategy,
                 rerank_ms=ms,
+                query_ms=None,  # the base's latency, one query at a time, leaves the rerank out
                 **score(run),
             )
             gain = row.metrics["ndcg@10"] - base.result.metrics["ndcg@10"]

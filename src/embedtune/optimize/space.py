@@ -1,13 +1,23 @@
 """The strategy space the search samples: models x chunkers x retrieval x vector precision and size.
 
-:meth:`SearchSpace.suggest` turns one optuna trial into a :class:`~embedtune.strategy.Strategy`,
-asking only the questions that apply (BM25 asks no model; only convex fusion asks a weight):
+:meth:`SearchSpace.suggest` turns one optuna trial into a :class:`~embedtune.strategy.Strategy`
+(or an :class:`~embedtune.ensemble.Ensemble`), asking only the questions that apply (BM25 asks no
+model; only convex fusion asks a weight):
 
 - ``retrieval``: ``dense``, ``bm25``, ``rrf`` (hybrid, reciprocal rank fusion) or ``convex``
-  (hybrid, weight ``alpha`` on the dense run). optuna picks the discrete, costly choices; the
-  convex weight, continuous and free (a new sum of cached runs), is fitted inside the trial on the
-  same tuning queries, on a grid of ``alpha_step`` (see :meth:`TrialScorer.fit_alpha`). Asked of
-  the sampler, it was sampled again and again near one value while the other choices went unexplored;
+  (hybrid, weight ``alpha`` on the dense run); with a learned sparse model among ``sparse``,
+  ``sparse`` (its run alone) and ``ensemble`` (convex fusion of ``members``: BM25, the dense run
+  and the sparse run, or two of them with the sparse run, through
+  :class:`~embedtune.ensemble.EnsembleRetriever`). optuna picks the discrete, costly choices; the
+  convex weights, continuous and free (a new sum of cached runs), are fitted inside the trial on the
+  same tuning queries, on a grid of ``alpha_step`` (see :meth:`TrialScorer.fit`). Asked of
+  the sampler, a weight was sampled again and again near one value while the other choices went unexplored;
+- ``feedback:<retrieval>``, with ``feedback`` methods given: ``none`` or a method that applies
+  (``rocchio`` moves a dense query vector, ``rm3`` expands a BM25 query). Its parameters
+  (documents, weight, terms) are fitted inside the trial like the convex weight: the point of
+  :data:`~embedtune.evaluation.tuning.FEEDBACK_GRIDS` that scores best on the tuning queries;
+- ``rerank``, with a ``reranker`` folder given: ``none`` or the first N (of ``rerank_tops``) of the
+  answer reordered by that cross-encoder (its time counted in the query latency);
 - ``model`` and ``chunker`` for every mode that embeds, and the stored ``vectors`` in
   :func:`~embedtune.strategy.vector_options`' short form (``float32``, ``float16``, ``int8``,
   ``binary``, ``pca=128+int8``...), asked per model so a size over a model's own is never offered;
@@ -17,6 +27,9 @@ asking only the questions that apply (BM25 asks no model; only convex fusion ask
 Every choice but ``model``, ``chunker`` and ``dims`` reuses vectors: a stored size or precision is
 made from the cached float32 vectors, a fusion weight is a new sum of the same runs. Adaptation
 and engines are not in the space yet; the seam is :meth:`SearchSpace.suggest`.
+
+The default space is the first four retrievals, no feedback and no rerank: ``sparse``,
+``ensemble``, feedback and rerank are asked for (``--retrieval``, ``--feedback``, ``--reranker``).
 """
 
 from __future__ import annotations
@@ -29,16 +42,33 @@ from typing import TYPE_CHECKING, Any
 
 from embedtune.catalogue import CATALOGUE, find_card
 from embedtune.engine import OverLimit
+from embedtune.ensemble import Ensemble
 from embedtune.errors import ConfigError
 from embedtune.factory import EmbedderSpec
+from embedtune.search.feedback import Feedback, FeedbackMethod
+from embedtune.search.rerank import RerankSpec
+from embedtune.sparse.spec import SparseSpec
 from embedtune.strategy import WHOLE_DOCUMENTS, Fusion, Mode, Strategy, vector_options
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["DEFAULT_CHUNKERS", "DEFAULT_VECTORS", "RETRIEVALS", "SearchSpace", "offline_models"]
+__all__ = [
+    "DEFAULT_CHUNKERS",
+    "DEFAULT_RETRIEVALS",
+    "DEFAULT_VECTORS",
+    "ENSEMBLE_MEMBERS",
+    "RERANK_TOPS",
+    "RETRIEVALS",
+    "SearchSpace",
+    "offline_models",
+]
 
-RETRIEVALS: tuple[str, ...] = ("dense", "bm25", "rrf", "convex")
+DEFAULT_RETRIEVALS: tuple[str, ...] = ("dense", "bm25", "rrf", "convex")
+RETRIEVALS: tuple[str, ...] = (*DEFAULT_RETRIEVALS, "sparse", "ensemble")
+# What an ensemble fuses: always the sparse run (dense + BM25 alone is the convex hybrid).
+ENSEMBLE_MEMBERS: tuple[str, ...] = ("bm25+dense+sparse", "dense+sparse", "bm25+sparse")
+RERANK_TOPS: tuple[int, ...] = (20, 50)
 # Full vectors, half and a quarter of their bytes, then PCA to 256 and 128 dims in int8 and binary.
 # int8 at full size is a quarter of float32 plus its calibration, a little over a strict quarter:
 # PCA to 256 dims in int8 is the setting that fits one (for a 384-dim model, projection counted).
@@ -60,14 +90,18 @@ class SearchSpace:
 
     models: tuple[EmbedderSpec, ...]
     chunkers: tuple[str, ...] = DEFAULT_CHUNKERS
-    retrievals: tuple[str, ...] = RETRIEVALS
+    retrievals: tuple[str, ...] = DEFAULT_RETRIEVALS
     vectors: tuple[str, ...] = DEFAULT_VECTORS
     alpha_step: float = 0.05
     depth: int = 100
+    sparse: tuple[str, ...] = ()
+    feedback: tuple[str, ...] = ()
+    reranker: str | None = None
+    rerank_tops: tuple[int, ...] = RERANK_TOPS
     _by_model: dict[str, EmbedderSpec] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("models", "chunkers", "retrievals", "vectors"):
+        for name in ("models", "chunkers", "retrievals", "vectors", "sparse", "feedback", "rerank_tops"):
             value = getattr(self, name)
             if isinstance(value, str):
                 raise ConfigError(f"{name} must be a list, not one string")
@@ -81,9 +115,10 @@ class SearchSpace:
             vector_options(vectors)  # one line for an unknown setting
         if not self.vectors or not self.chunkers:
             raise ConfigError("give at least one vector setting and one chunker (none stands for whole documents)")
-        embeds = any(r != "bm25" for r in self.retrievals)
+        embeds = any(r in ("dense", "rrf", "convex") for r in self.retrievals)
         if embeds and not self.models:
             raise ConfigError("dense and hybrid retrieval need a model; give --models, or search --retrieval bm25")
+        self._check_levers()
         for spec in self.models:
             find_card(spec.model)  # an unknown model fails before any work
         for chunker in self.chunkers:
@@ -94,11 +129,91 @@ class SearchSpace:
         if len(self._by_model) != len(self.models):
             raise ConfigError("a model is listed twice; list each model once")
 
-    def suggest(self, trial: optuna.trial.Trial) -> Strategy:
+    def _check_levers(self) -> None:
+        """The sparse models, feedback methods and reranker: one line for each bad one."""
+        for uri in self.sparse:
+            SparseSpec(model=uri)  # one line for an unknown one
+        if any(r in ("sparse", "ensemble") for r in self.retrievals):
+            if not self.sparse:
+                raise ConfigError(
+                    "sparse and ensemble retrieval need a learned sparse model; add sparse:splade-tiny to --models"
+                )
+            from embedtune.sparse.encoder import sparse_folder
+
+            for uri in self.sparse:
+                sparse_folder(uri)  # its weights must be here: one line saying what to install
+        if "ensemble" in self.retrievals and not self.models:
+            raise ConfigError("ensemble retrieval fuses a dense model's run too; give a model in --models")
+        for method in self.feedback:
+            if method not in [m.value for m in FeedbackMethod]:
+                raise ConfigError(f"unknown feedback method {method!r}; use rocchio or rm3")
+        if self.reranker is not None:
+            from embedtune.search.rerank import check_cross_encoder
+
+            check_cross_encoder(self.reranker)
+        for top in self.rerank_tops:
+            if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= self.depth:
+                raise ConfigError(f"a rerank depth must be a whole number from 1 to {self.depth}, not {top!r}")
+        if self.reranker is not None and not self.rerank_tops:
+            raise ConfigError("give at least one rerank depth (how many of the answer's first documents)")
+
+    def suggest(self, trial: optuna.trial.Trial) -> Strategy | Ensemble:
         """The strategy this trial tries; optuna records each answer as a parameter."""
+        chosen = self._retrieval(trial)
+        if self.reranker is None:
+            return chosen
+        top = str(trial.suggest_categorical("rerank", ["none", *(str(t) for t in self.rerank_tops)]))
+        if top == "none":
+            return chosen
+        return replace(chosen, rerank=RerankSpec(model=self.reranker, top=int(top)))
+
+    def _retrieval(self, trial: optuna.trial.Trial) -> Strategy | Ensemble:
         retrieval = trial.suggest_categorical("retrieval", list(self.retrievals))
         if retrieval == "bm25":
-            return Strategy(mode=Mode.BM25, depth=self.depth)
+            return Strategy(mode=Mode.BM25, depth=self.depth, feedback=self._feedback(trial, "bm25", ("rm3",)))
+        if retrieval == "sparse":
+            return self._sparse(trial)
+        if retrieval == "ensemble":
+            return self._ensemble(trial)
+        dense = self._dense(trial)
+        if retrieval == "dense":
+            return replace(dense, feedback=self._feedback(trial, "dense", ("rocchio",)))
+        alpha = 0.5 if retrieval == "convex" else None  # fitted in the trial on the tuning queries
+        feedback = self._feedback(trial, "hybrid", ("rocchio", "rm3"))
+        return replace(dense, mode=Mode.HYBRID, fusion=Fusion(retrieval), alpha=alpha, feedback=feedback)
+
+    def _feedback(self, trial: optuna.trial.Trial, retrieval: str, applies: tuple[str, ...]) -> Feedback | None:
+        """``none`` or a feedback method that applies; its parameters are fitted in the trial.
+
+        A question per retrieval: optuna keeps one set of choices per question for the whole study.
+        """
+        methods = [m for m in self.feedback if m in applies]
+        if not methods:
+            return None
+        method = str(trial.suggest_categorical(f"feedback:{retrieval}", ["none", *methods]))
+        return None if method == "none" else Feedback(method=FeedbackMethod(method))
+
+    def _sparse(self, trial: optuna.trial.Trial) -> Strategy:
+        model = self.sparse[0] if len(self.sparse) == 1 else str(trial.suggest_categorical("sparse", list(self.sparse)))
+        return Strategy(mode=Mode.SPARSE, sparse=SparseSpec(model=model), depth=self.depth)
+
+    def _ensemble(self, trial: optuna.trial.Trial) -> Ensemble:
+        """Convex fusion of the sparse run with BM25's, the dense run's or both; the weights are
+        fitted in the trial (equal until then)."""
+        parts = str(trial.suggest_categorical("members", list(ENSEMBLE_MEMBERS))).split("+")
+        members = []
+        for part in parts:
+            if part == "bm25":
+                members.append(Strategy(mode=Mode.BM25, depth=self.depth))
+            elif part == "dense":
+                members.append(self._dense(trial))
+            else:
+                members.append(self._sparse(trial))
+        weights = tuple(1.0 / len(members) for _ in members)
+        return Ensemble(members=tuple(members), method=Fusion.CONVEX, weights=weights, depth=self.depth)
+
+    def _dense(self, trial: optuna.trial.Trial) -> Strategy:
+        """A dense strategy: the model, its Matryoshka size, the chunker and the stored vectors."""
         spec = self._by_model[str(trial.suggest_categorical("model", list(self._by_model)))]
         spec = replace(spec, over_limit=OverLimit.TRUNCATE)  # as compare scores it: long texts cut, and counted
         card = find_card(spec.model)
@@ -108,18 +223,7 @@ class SearchSpace:
             spec = replace(spec, dims=None if dims == card.dim else dims)
         chunker = str(trial.suggest_categorical("chunker", list(self.chunkers)))
         vectors = vector_options(str(trial.suggest_categorical(f"vectors:{spec.model}", self._vectors_for(spec))))
-        if retrieval == "dense":
-            return Strategy(embedder=spec, chunker=chunker, **vectors, depth=self.depth)
-        alpha = 0.5 if retrieval == "convex" else None  # fitted in the trial on the tuning queries
-        return Strategy(
-            embedder=spec,
-            chunker=chunker,
-            **vectors,
-            mode=Mode.HYBRID,
-            fusion=Fusion(retrieval),
-            alpha=alpha,
-            depth=self.depth,
-        )
+        return Strategy(embedder=spec, chunker=chunker, **vectors, depth=self.depth)
 
     def _vectors_for(self, spec: EmbedderSpec) -> list[str]:
         """The vector settings that fit ``spec``: none whose size reaches the model's own (when known)."""
@@ -130,7 +234,7 @@ class SearchSpace:
 
     def describe(self) -> dict[str, Any]:
         """The space as plain data: part of what names the study, so another space starts another study."""
-        return {
+        described: dict[str, Any] = {
             "models": [json.loads(json.dumps(vars(spec), default=str)) for spec in self.models],
             "chunkers": list(self.chunkers),
             "retrievals": list(self.retrievals),
@@ -138,6 +242,11 @@ class SearchSpace:
             "alpha_step": self.alpha_step,
             "depth": self.depth,
         }
+        # Only when asked for: a space without them names the same study as before they existed.
+        levers: dict[str, Any] = {"sparse": list(self.sparse), "feedback": list(self.feedback)}
+        if self.reranker is not None:
+            levers |= {"reranker": self.reranker, "rerank_tops": list(self.rerank_tops)}
+        return described | {key: value for key, value in levers.items() if value}
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.describe(), sort_keys=True).encode()).hexdigest()[:12]

@@ -12,9 +12,14 @@ embedded only for strategies that can win. Scores at one rung are comparable wit
 not with another rung's (a smaller corpus is easier); the pruner only compares within a rung.
 
 **Sharing.** Stores are kept per model x chunker x vector setting x rung (in the search's folder), runs
-per store and rung, so a new fusion weight, or a strategy seen before, costs a fusion and a
+per store, feedback and rung, so a new fusion weight, or a strategy seen before, costs a fusion and a
 metric. A new vector setting costs a store written from cached vectors. :attr:`TrialScorer.texts_embedded`
-counts texts the models really embedded (cache misses), so each trial can say what it cost.
+counts texts the models really embedded or encoded (cache misses), so each trial can say what it cost.
+
+**Ensembles** are scored through :class:`~embedtune.ensemble.EnsembleRetriever` over their
+members' answers (each member's own Retriever ``combine``, from the shared runs); a ``[rerank]``
+table is applied after the fusion by that retriever's (or the Retriever's) ``rerank``, as ``search``
+applies it. Feedback, fusion weights and ensemble weights are fitted on the rung's queries.
 """
 
 from __future__ import annotations
@@ -22,8 +27,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import statistics
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -31,19 +34,27 @@ from typing import TYPE_CHECKING
 from embedtune.catalogue import find_card
 from embedtune.embedder import Embedder
 from embedtune.engine import CachingEmbedder, close_stack, find_layer
+from embedtune.ensemble import Ensemble, EnsembleRetriever
 from embedtune.evaluation.collections import Qrels
-from embedtune.evaluation.compare import METRICS, SELECT_METRIC, _bm25_bytes, _slug, _TimedEmbedder, _Workspace
+from embedtune.evaluation.compare import METRICS, SELECT_METRIC
 from embedtune.evaluation.metrics import evaluate, evaluate_per_query
-from embedtune.evaluation.tuning import tune_convex_weight
+from embedtune.evaluation.tuning import feedback_grid, tune_convex_weight, tune_feedback, tune_fusion_weights
+from embedtune.evaluation.workspace import TimedEmbedder, Workspace, bm25_bytes, median_query_ms, slug, uncached
 from embedtune.factory import EmbedderSpec, build_embedder, open_provider
 from embedtune.indexer import index_documents
-from embedtune.retriever import BM25, DENSE, Retriever
+from embedtune.retriever import BM25, DENSE, SPARSE, Retriever
+from embedtune.search.feedback import Feedback, FeedbackMethod
+from embedtune.search.rerank import CrossEncoderScorer, PairScorer, RerankSpec
 from embedtune.search.runs import Run
 from embedtune.stores.base import Store
 from embedtune.strategy import Fusion, Mode, Strategy
 
 if TYPE_CHECKING:
     from embedtune.documents import SourceDocument
+    from embedtune.sparse.encoder import SparseEncoder
+
+Candidate = Strategy | Ensemble
+"""What a trial scores: one strategy, or an ensemble of them."""
 
 __all__ = ["Costs", "Rung", "TrialScorer", "plan_rungs"]
 
@@ -70,8 +81,9 @@ class Rung:
 
 @dataclass(frozen=True, kw_only=True)
 class Costs:
-    """A strategy's costs on the whole corpus. ``vectors_bytes`` is the vector index alone (0 for
-    BM25); ``index_bytes`` adds the BM25 index a hybrid or BM25 strategy keeps beside it."""
+    """A strategy's costs on the whole corpus. ``vectors_bytes`` is the vector index alone, and a
+    sparse model's index (0 for BM25); ``index_bytes`` adds the BM25 index a hybrid or BM25
+    strategy keeps beside it. An ensemble's are its members' summed."""
 
     index_bytes: int
     vectors_bytes: int
@@ -136,7 +148,7 @@ class TrialScorer:
     def __init__(
         self,
         rungs: Sequence[Rung],
-        space: _Workspace,
+        space: Workspace,
         *,
         cache: str | os.PathLike[str] | None,
         providers: Mapping[str, Embedder] | None = None,
@@ -148,10 +160,13 @@ class TrialScorer:
         self._given = dict(providers or {})
         self._latency_queries = latency_queries
         self._providers: dict[str, Embedder] = {}
-        self._timers: dict[str, _TimedEmbedder] = {}
+        self._timers: dict[str, TimedEmbedder] = {}
         self._stacks: dict[str, Embedder] = {}
+        self._sparse: dict[str, SparseEncoder] = {}
+        self._rerankers: dict[str, PairScorer] = {}
         self._stores: dict[str, Store] = {}
         self._runs: dict[tuple[str, str], Run] = {}
+        self._feedback: dict[tuple[str, str], Feedback] = {}
         self._latency: dict[str, float] = {}
         self._bytes: dict[str, int] = {}
 
@@ -161,15 +176,54 @@ class TrialScorer:
 
     @property
     def texts_embedded(self) -> int:
-        """Texts the models embedded so far (cache misses): corpus chunks, queries, semantic windows."""
-        return sum(timer.texts for timer in self._timers.values())
+        """Texts the models embedded or encoded so far (cache misses): corpus chunks, queries, semantic windows."""
+        encoded = sum(getattr(encoder, "model_stats", encoder.stats).texts for encoder in self._sparse.values())
+        return sum(timer.texts for timer in self._timers.values()) + encoded
 
     # -- quality ----------------------------------------------------------------------------
 
-    def quality(self, strategy: Strategy, rung: Rung) -> float:
+    def quality(self, strategy: Candidate, rung: Rung) -> float:
         """nDCG@10 of ``strategy`` on ``rung``'s queries over ``rung``'s documents."""
         run = self._answer(strategy, rung, rung.queries)
         return evaluate(rung.qrels, run, [SELECT_METRIC])[SELECT_METRIC]
+
+    def fit(self, strategy: Candidate, rung: Rung, step: float) -> Candidate:
+        """``strategy`` with what is fitted on ``rung``'s queries: feedback parameters, then the convex
+        weight (:meth:`fit_alpha`) or an ensemble's weights (:meth:`fit_weights`)."""
+        if isinstance(strategy, Ensemble):
+            return self.fit_weights(strategy, rung, step)
+        return self.fit_alpha(self.fit_feedback(strategy, rung), rung, step)
+
+    def fit_feedback(self, strategy: Strategy, rung: Rung) -> Strategy:
+        """A strategy with feedback, its parameters the point of the method's grid that scores best
+        on ``rung``'s queries for the run it changes (the dense run for Rocchio, BM25's for RM3), as
+        ``compare --feedback`` tunes them. Kept per store, method and rung; others pass unchanged."""
+        if strategy.feedback is None:
+            return strategy
+        method = strategy.feedback.method
+        single = self._single(strategy, method)
+        key = (f"{self._unit(single)}|{method.value}", rung.label)
+        if key not in self._feedback:
+            store = self._store(single, rung)
+            embedder = self._stack(single.embedder) if single.embedder is not None else None
+            if method is FeedbackMethod.ROCCHIO:
+                assert embedder is not None
+                ids = list(rung.queries)
+                vectors = embedder.embed([rung.queries[q] for q in ids], "query")  # once, for every point
+                rows = {qid: i for i, qid in enumerate(ids)}
+
+                def search(feedback: Feedback, queries: Mapping[str, str]) -> Run:
+                    retriever = Retriever(replace(single, feedback=feedback), store, embedder)
+                    ids = list(queries)
+                    return retriever.dense_run_from_vectors(ids, vectors[[rows[q] for q in ids]], single.depth)
+
+            else:
+
+                def search(feedback: Feedback, queries: Mapping[str, str]) -> Run:
+                    return Retriever(replace(single, feedback=feedback), store).lexical_run(queries, single.depth)
+
+            self._feedback[key] = tune_feedback(rung.qrels, rung.queries, search, feedback_grid(method))[0]
+        return replace(strategy, feedback=self._feedback[key])
 
     def fit_alpha(self, strategy: Strategy, rung: Rung, step: float) -> Strategy:
         """A convex strategy with the weight that scores best on ``rung``'s queries (a grid of ``step``).
@@ -178,8 +232,10 @@ class TrialScorer:
         """
         if strategy.fusion is not Fusion.CONVEX:
             return strategy
-        dense = replace(strategy, mode=Mode.DENSE, fusion=None, alpha=None)
-        bm25 = Strategy(mode=Mode.BM25, depth=strategy.depth)
+        rocchio = strategy.feedback if self._feeds(strategy, FeedbackMethod.ROCCHIO) else None
+        rm3 = strategy.feedback if self._feeds(strategy, FeedbackMethod.RM3) else None
+        dense = replace(strategy, mode=Mode.DENSE, fusion=None, alpha=None, feedback=rocchio, rerank=None)
+        bm25 = Strategy(mode=Mode.BM25, depth=strategy.depth, feedback=rm3)
         grid = [min(1.0, round(i * step, 6)) for i in range(round(1 / step) + 1)]
         alpha, _ = tune_convex_weight(
             rung.qrels,
@@ -191,47 +247,104 @@ class TrialScorer:
         )
         return replace(strategy, alpha=alpha)
 
-    def per_query(self, strategy: Strategy, rung: Rung) -> dict[str, float]:
+    def fit_weights(self, ensemble: Ensemble, rung: Rung, step: float) -> Ensemble:
+        """An ensemble with the convex weights that score best on ``rung``'s queries (a simplex grid
+        of ``step``, :func:`~embedtune.evaluation.tuning.tune_fusion_weights`), as ``compare --fuse``
+        tunes them; from its members' answers, already made."""
+        if ensemble.method is not Fusion.CONVEX:
+            return ensemble
+        answers = [self._answer(member, rung, rung.queries) for member in ensemble.members]
+        weights, _ = tune_fusion_weights(
+            rung.qrels,
+            answers,
+            metric=SELECT_METRIC,
+            step=step if round(1 / step) * step == 1 else 0.1,
+            method=ensemble.normalization,  # type: ignore[arg-type]
+        )
+        return replace(ensemble, weights=weights)
+
+    def per_query(self, strategy: Candidate, rung: Rung) -> dict[str, float]:
         """nDCG@10 of each of ``rung``'s queries (the runs are those :meth:`quality` made)."""
         return evaluate_per_query(rung.qrels, self._answer(strategy, rung, rung.queries), [SELECT_METRIC])[
             SELECT_METRIC
         ]
 
-    def report_per_query(self, strategy: Strategy, queries: Mapping[str, str], qrels: Qrels) -> dict[str, float]:
+    def report_per_query(self, strategy: Candidate, queries: Mapping[str, str], qrels: Qrels) -> dict[str, float]:
         """nDCG@10 of each query of the reported split over the whole corpus."""
         run = self._answer(strategy, self.final, queries, memo=False)
         return evaluate_per_query(qrels, run, [SELECT_METRIC])[SELECT_METRIC]
 
-    def report(self, strategy: Strategy, queries: Mapping[str, str], qrels: Qrels) -> dict[str, float]:
+    def report(self, strategy: Candidate, queries: Mapping[str, str], qrels: Qrels) -> dict[str, float]:
         """nDCG@10, Recall@100 and MRR@10 on other queries (the reported split) over the whole corpus."""
         run = self._answer(strategy, self.final, queries, memo=False)
         return evaluate(qrels, run, METRICS)
 
     def _answer(
         self,
-        strategy: Strategy,
+        strategy: Candidate,
         rung: Rung,
         queries: Mapping[str, str],
         *,
         memo: bool = True,
         store_of: Strategy | None = None,
     ) -> Run:
-        """The strategy's run over ``rung``'s store (``store_of``'s store: the hybrid's, for its BM25 run)."""
-        store = self._store(store_of or strategy, rung)
-        retriever = Retriever(strategy, store, self._stack(strategy.embedder) if strategy.embedder else None)
+        """The strategy's run over ``rung``'s store (``store_of``'s store: the hybrid's, for its BM25 run).
+
+        An ensemble's is its members' answers fused by its EnsembleRetriever; a ``[rerank]`` table
+        reorders the fused head, as ``search`` does.
+        """
+        if isinstance(strategy, Ensemble):
+            answers = [self._answer(member, rung, queries, memo=memo) for member in strategy.members]
+            members = [self._retriever(member, rung) for member in strategy.members]
+            ensemble = EnsembleRetriever(strategy, members, reranker=self._reranker(strategy.rerank))
+            try:
+                keyed = {ensemble.key(i): answer for i, answer in enumerate(answers)}
+                fused = ensemble.combine(keyed, ensemble.combine_depth(strategy.depth))
+                return self._reranked(strategy, rung, memo, lambda: ensemble.rerank(queries, fused, strategy.depth))
+            finally:
+                ensemble.close()
+        retriever = self._retriever(strategy, rung, store_of)
         key = self._unit(store_of or strategy)
         runs: dict[str, Run] = {}
         try:
             if strategy.uses_vectors:
-                runs[DENSE] = self._memo((key, rung.label), memo, lambda: retriever.dense_run(queries, strategy.depth))
+                rocchio = self._feeds(strategy, FeedbackMethod.ROCCHIO)
+                dense_key = key if not rocchio else f"{key}|{strategy.feedback.label}"  # type: ignore[union-attr]
+                runs[DENSE] = self._memo(
+                    (dense_key, rung.label), memo, lambda: retriever.dense_run(queries, strategy.depth)
+                )
             if strategy.uses_lexical:
                 # BM25 over the same documents gives the same run from any store: shared per rung.
+                rm3 = self._feeds(strategy, FeedbackMethod.RM3)
+                lexical_key = "bm25" if not rm3 else f"bm25|{strategy.feedback.label}"  # type: ignore[union-attr]
                 runs[BM25] = self._memo(
-                    ("bm25", rung.label), memo, lambda: retriever.lexical_run(queries, strategy.depth)
+                    (lexical_key, rung.label), memo, lambda: retriever.lexical_run(queries, strategy.depth)
                 )
-            return retriever.combine(runs, strategy.depth)
+            if strategy.uses_sparse:
+                runs[SPARSE] = self._memo(
+                    (key, rung.label), memo, lambda: retriever.sparse_run(queries, strategy.depth)
+                )
+            combined = retriever.combine(runs, retriever.combine_depth(strategy.depth))
+            return self._reranked(strategy, rung, memo, lambda: retriever.rerank(queries, combined, strategy.depth))
         finally:
             retriever.close()
+
+    def _reranked(self, strategy: Candidate, rung: Rung, memo: bool, compute) -> Run:
+        """The reranked answer, kept per strategy and rung: the cross-encoder is the slow part."""
+        if strategy.rerank is None or not memo:
+            return compute()
+        return self._memo((f"rerank|{strategy.fingerprint()}", rung.label), memo, compute)
+
+    @staticmethod
+    def _feeds(strategy: Strategy, method: FeedbackMethod) -> bool:
+        return strategy.feedback is not None and strategy.feedback.method is method
+
+    @staticmethod
+    def _single(strategy: Strategy, method: FeedbackMethod) -> Strategy:
+        """The run that ``method`` changes, as a strategy of its own: dense for Rocchio, BM25 for RM3."""
+        if method is FeedbackMethod.RM3:
+            return Strategy(mode=Mode.BM25, depth=strategy.depth)
+        return replace(strategy, mode=Mode.DENSE, fusion=None, alpha=None, feedback=None, rerank=None)
 
     def _memo(self, key: tuple[str, str], memo: bool, compute) -> Run:
         if not memo:
@@ -240,15 +353,31 @@ class TrialScorer:
             self._runs[key] = compute()
         return self._runs[key]
 
+    def _retriever(self, strategy: Strategy, rung: Rung, store_of: Strategy | None = None) -> Retriever:
+        """``strategy``'s Retriever over its store at ``rung`` (cached embedding, cached sparse rows)."""
+        store = self._store(store_of or strategy, rung)
+        embedder = self._stack(strategy.embedder) if strategy.embedder else None
+        sparse = self._encoder(strategy) if strategy.uses_sparse else None
+        return Retriever(strategy, store, embedder, reranker=self._reranker(strategy.rerank), sparse=sparse)
+
     # -- costs ------------------------------------------------------------------------------
 
-    def costs(self, strategy: Strategy, rung: Rung | None = None) -> Costs:
+    def costs(self, strategy: Candidate, rung: Rung | None = None) -> Costs:
         """Index size, median query latency and dollars of ``strategy`` on the whole corpus.
 
         With a smaller ``rung``, an estimate from its store: size and dollars scaled by the
-        corpus's documents over the rung's, latency as measured there.
+        corpus's documents over the rung's, latency as measured there. An ensemble's sizes and
+        dollars are its members' summed (BM25's counted once); its latency is measured whole.
         """
         rung = rung or self.final
+        if isinstance(strategy, Ensemble):
+            parts = [self.costs(member, rung) for member in strategy.members]
+            return Costs(
+                index_bytes=sum(p.index_bytes for p in parts),
+                vectors_bytes=sum(p.vectors_bytes for p in parts),
+                query_ms=self._query_ms(strategy, rung),
+                usd=sum(p.usd for p in parts),
+            )
         store = self._store(strategy, rung)
         scale = len(self.final.documents) / max(1, len(rung.documents))
         key = f"{self._unit(strategy)}.{rung.label}"
@@ -260,44 +389,62 @@ class TrialScorer:
             manifest = store.read_manifest()
             fixed = 0 if manifest is None else manifest.compression_bytes
             vectors_bytes = round((self._bytes[key] - fixed) * scale) + fixed
+        if strategy.uses_sparse:
+            if key not in self._bytes:  # the sparse index as saved: the learned model's "vectors"
+                from embedtune.sparse.side import sparse_index_bytes
+
+                self._bytes[key] = sparse_index_bytes(store, self._encoder(strategy))
+            vectors_bytes = round(self._bytes[key] * scale)
         if strategy.uses_lexical:
             lexical = f"bm25.{rung.label}"
             if lexical not in self._bytes:
-                self._bytes[lexical] = _bm25_bytes(store.lexical_index())
+                self._bytes[lexical] = bm25_bytes(store.lexical_index())
             lexical_bytes = round(self._bytes[lexical] * scale)
         return Costs(
             index_bytes=vectors_bytes + lexical_bytes,
             vectors_bytes=vectors_bytes,
-            query_ms=self._query_ms(strategy, store, rung),
+            query_ms=self._query_ms(strategy, rung),
             usd=self._usd(strategy, store, rung) * scale,
         )
 
-    def _query_ms(self, strategy: Strategy, store: Store, rung: Rung) -> float:
+    def _query_ms(self, strategy: Candidate, rung: Rung) -> float:
         """Median milliseconds of ``search_one`` (k = 10) over a few tuning queries, embedding uncached.
 
-        The served path: the query embedded by the model (not the cache), searched and fused. One
-        untimed query first loads weights and warms the store. Kept per store and mode.
+        The served path: the query embedded (or encoded) by the model, not the cache, searched,
+        fused and reranked (see :func:`~embedtune.evaluation.workspace.median_query_ms`). Kept per
+        store, mode, feedback and rerank (a fusion weight changes no time).
         """
-        key = f"{self._unit(strategy)}.{rung.label}|{strategy.mode.value}"
+        if isinstance(strategy, Ensemble):
+            parts = [self._latency_key(m) for m in strategy.members]
+            key = f"ensemble[{','.join(parts)}]{self._rerank_label(strategy)}.{rung.label}"
+        else:
+            key = f"{self._latency_key(strategy)}{self._rerank_label(strategy)}.{rung.label}"
         if key in self._latency:
             return self._latency[key]
-        embedder = None
-        if strategy.embedder is not None:
-            spec = strategy.embedder
-            embedder = build_embedder(spec, cache=None, provider=self._provider(spec))
-        retriever = Retriever(strategy, store, embedder)
         texts = list(rung.queries.values())[: self._latency_queries + 1]
-        times = []
+        retriever: Retriever | EnsembleRetriever
+        if isinstance(strategy, Ensemble):
+            members = [self._served(member, rung) for member in strategy.members]
+            retriever = EnsembleRetriever(strategy, members, reranker=self._reranker(strategy.rerank))
+        else:
+            retriever = self._served(strategy, rung)
         try:
-            for i, text in enumerate(texts):
-                start = time.perf_counter()
-                retriever.search_one(text, 10)
-                if i:  # the first one warms up
-                    times.append((time.perf_counter() - start) * 1000)
+            self._latency[key] = median_query_ms(retriever, texts)
         finally:
             retriever.close()
-        self._latency[key] = statistics.median(times) if times else 0.0
         return self._latency[key]
+
+    def _served(self, strategy: Strategy, rung: Rung) -> Retriever:
+        """``strategy``'s Retriever as ``serve`` runs it: over the opened models, no cache in front."""
+        return uncached(self._retriever(strategy, rung))
+
+    def _latency_key(self, strategy: Strategy) -> str:
+        feedback = "" if strategy.feedback is None else f"+{strategy.feedback.label}"
+        return f"{self._unit(strategy)}|{strategy.mode.value}{feedback}"
+
+    @staticmethod
+    def _rerank_label(strategy: Candidate) -> str:
+        return "" if strategy.rerank is None else f">{strategy.rerank.label}"
 
     def _usd(self, strategy: Strategy, store: Store, rung: Rung) -> float:
         """Dollars to embed the corpus (its chunks, as the model counts them) for a paid model; else 0."""
@@ -317,18 +464,25 @@ class TrialScorer:
     # -- stores and stacks ------------------------------------------------------------------
 
     def _unit(self, strategy: Strategy) -> str:
-        """What a store holds: the model's vectors (size included) of one chunker at one precision."""
+        """What a store holds: the model's vectors (size included) of one chunker at one precision,
+        a sparse model's index, or BM25's alone."""
+        if strategy.sparse is not None:
+            return f"sparse@{slug(strategy.sparse.model)}"
         if strategy.embedder is None:
             return "bm25"
         spec = strategy.embedder
         dims = "" if spec.dims is None else f"@d{spec.dims}"
-        return f"{_slug(spec.model)}{dims}@{_slug(strategy.chunker)}@{_slug(strategy.vectors_label)}"
+        return f"{slug(spec.model)}{dims}@{slug(strategy.chunker)}@{slug(strategy.vectors_label)}"
 
     def _store(self, strategy: Strategy, rung: Rung) -> Store:
         name = f"{self._unit(strategy)}.{rung.label}"
         if name in self._stores:
             return self._stores[name]
-        if strategy.embedder is None:
+        sparse = None
+        if strategy.sparse is not None:
+            built, embedder = Strategy(mode=Mode.SPARSE, sparse=strategy.sparse, depth=strategy.depth), None
+            sparse = self._encoder(strategy)
+        elif strategy.embedder is None:
             built, embedder = Strategy(mode=Mode.BM25, depth=strategy.depth), None
         else:
             built = Strategy(
@@ -343,7 +497,7 @@ class TrialScorer:
             )
             embedder = self._stack(strategy.embedder)
         store = self._space.store(name, built, embedder)
-        index_documents(rung.documents, built, store, embedder)
+        index_documents(rung.documents, built, store, embedder, sparse=sparse)
         self._stores[name] = store
         return store
 
@@ -352,10 +506,29 @@ class TrialScorer:
         assert spec is not None
         key = repr(spec)
         if key not in self._stacks:
-            timer = _TimedEmbedder(self._provider(spec))
+            timer = TimedEmbedder(self._provider(spec))
             self._timers[key] = timer
             self._stacks[key] = build_embedder(spec, cache=self._cache, provider=timer)
         return self._stacks[key]
+
+    def _encoder(self, strategy: Strategy) -> SparseEncoder:
+        """The sparse model's encoder, its rows kept in the embedding cache; one per model for the search."""
+        from embedtune.sparse.encoder import open_sparse_encoder
+
+        assert strategy.sparse is not None
+        key = strategy.sparse.model
+        if key not in self._sparse:
+            self._sparse[key] = open_sparse_encoder(strategy.sparse, cache=self._cache)
+        return self._sparse[key]
+
+    def _reranker(self, spec: RerankSpec | None) -> PairScorer | None:
+        """The cross-encoder of a ``[rerank]`` table, loaded once for the search (None without one)."""
+        if spec is None:
+            return None
+        key = f"{spec.model}|{spec.batch}"
+        if key not in self._rerankers:
+            self._rerankers[key] = CrossEncoderScorer(spec.model, batch=spec.batch)
+        return self._rerankers[key]
 
     def _provider(self, spec: EmbedderSpec) -> Embedder:
         """The opened model (loaded lazily on its first embedding), shared by every stack of it."""
@@ -375,4 +548,6 @@ class TrialScorer:
                 close_stack(provider)
         self._stacks.clear()
         self._providers.clear()
+        self._sparse.clear()
+        self._rerankers.clear()
         self._space.close()

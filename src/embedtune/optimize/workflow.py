@@ -34,10 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from embedtune.ensemble import Ensemble
 from embedtune.errors import ConfigError, MissingDependencyError
 from embedtune.evaluation.collections import Collection
-from embedtune.evaluation.compare import TUNE_SPLITS, _workspace
+from embedtune.evaluation.compare import TUNE_SPLITS
 from embedtune.evaluation.significance import bootstrap_ci, recommend
+from embedtune.evaluation.workspace import workspace
 from embedtune.optimize.pareto import Budget, choose, pareto_front
 from embedtune.optimize.space import SearchSpace
 from embedtune.optimize.trials import Rung, TrialScorer, plan_rungs
@@ -69,7 +71,7 @@ class TrialRecord:
 
     number: int
     state: str
-    strategy: Strategy | None
+    strategy: Strategy | Ensemble | None
     params: Mapping[str, Any]
     quality: float | None = None
     rung: int | None = None
@@ -94,15 +96,19 @@ class TrialRecord:
 
     @property
     def name(self) -> str:
-        """The strategy's name with what the name leaves out: weight, Matryoshka size."""
+        """The strategy's name with what the name leaves out: weight, Matryoshka size, feedback parameters."""
         if self.strategy is None:
             return f"trial {self.number}"
         s = self.strategy
+        if isinstance(s, Ensemble):
+            return s.name  # its weights are in its name
         extras = []
         if s.embedder is not None and s.embedder.dims is not None:
             extras.append(f"{s.embedder.dims} dims")
         if s.alpha is not None:
             extras.append(f"α={s.alpha:g}")
+        if s.feedback is not None:
+            extras.append(s.feedback.label)
         return s.name + (f" [{', '.join(extras)}]" if extras else "")
 
     def to_dict(self) -> dict[str, Any]:
@@ -203,8 +209,8 @@ def optimize(
     before = len(study.trials)  # a trial queued again below is a new trial of this call
     _retry_interrupted(optuna, study)
     started = time.monotonic()
-    with _workspace(out / "stores", collection.name, documents) as workspace:
-        scorer = TrialScorer(rungs, workspace, cache=cache, providers=providers)
+    with workspace(out / "stores", collection.name, documents) as stores:
+        scorer = TrialScorer(rungs, stores, cache=cache, providers=providers)
         try:
             objective = _Objective(space, scorer, rungs, budget, _records(optuna, study))
             remaining = trials - _finished(optuna, study)
@@ -299,14 +305,15 @@ class _Objective:
                 trial.set_user_attr("copied_from", twin.number)
             else:
                 smallest = len(self.rungs[0].documents)
-                if strategy.dims is not None and strategy.reduction is Reduction.PCA and smallest < strategy.dims:
-                    # Too few vectors to fit a PCA on the first sample (its documents bound its chunks from below).
-                    raise optuna.TrialPruned(
-                        f"PCA to {strategy.dims} dims needs as many documents; a sample has {smallest}"
-                    )
+                for part in _parts(strategy):
+                    if part.dims is not None and part.reduction is Reduction.PCA and smallest < part.dims:
+                        # Too few vectors to fit a PCA on the first sample (its documents bound its chunks from below).
+                        raise optuna.TrialPruned(
+                            f"PCA to {part.dims} dims needs as many documents; a sample has {smallest}"
+                        )
                 self._check_estimate(trial, strategy)
                 for stage in self.rungs:
-                    strategy = self.scorer.fit_alpha(strategy, stage, self.space.alpha_step)
+                    strategy = self.scorer.fit(strategy, stage, self.space.alpha_step)
                     trial.set_user_attr("strategy", strategy.to_dict())
                     value = self.scorer.quality(strategy, stage)
                     rung, queries = stage.index, len(stage.queries)
@@ -343,7 +350,7 @@ class _Objective:
             trial.set_constraint(key, excess)
         return value
 
-    def _check_estimate(self, trial: Any, strategy: Strategy) -> None:
+    def _check_estimate(self, trial: Any, strategy: Strategy | Ensemble) -> None:
         """Stop a strategy whose costs, estimated on the smallest rung, are over the budget.
 
         Before it reports a score: successive halving compares a trial only with the trials
@@ -397,7 +404,7 @@ def _recommend(
         r = rivals[name]
         assert r.strategy is not None
         footprint = float(r.index_bytes or 0) * (r.query_ms or 0.0)
-        return (float(r.strategy.uses_vectors), r.usd or 0.0, footprint, float(r.index_bytes or 0))
+        return (float(_embeds(r.strategy)), r.usd or 0.0, footprint, float(r.index_bytes or 0))
 
     verdict = recommend(per_query, cost, best=str(chosen.number))
     picked = rivals[verdict.recommended]
@@ -411,6 +418,16 @@ def _recommend(
         f"{verdict.means[verdict.recommended]:.4f} against {verdict.means[verdict.best]:.4f}, "
         f"p={verdict.p_values[verdict.recommended]:.3f}; {index}, {query}"
     )
+
+
+def _parts(strategy: Strategy | Ensemble) -> tuple[Strategy, ...]:
+    """The strategies a trial builds: the strategy, or an ensemble's members."""
+    return strategy.members if isinstance(strategy, Ensemble) else (strategy,)
+
+
+def _embeds(strategy: Strategy | Ensemble) -> bool:
+    """Whether a model reads the corpus (dense vectors or a learned sparse index): BM25 alone does not."""
+    return any(part.uses_vectors or part.uses_sparse for part in _parts(strategy))
 
 
 def _times(best: float, picked: float, less: str, more: str) -> str:
@@ -501,7 +518,13 @@ _STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNIN
 
 def _record(optuna, trial) -> TrialRecord:
     attrs = trial.user_attrs
-    strategy = Strategy.from_dict(attrs["strategy"], source=f"trial {trial.number}") if "strategy" in attrs else None
+    strategy: Strategy | Ensemble | None = None
+    if "strategy" in attrs:
+        source = f"trial {trial.number}"
+        if "members" in attrs["strategy"]:
+            strategy = Ensemble.from_dict(attrs["strategy"], source=source)
+        else:
+            strategy = Strategy.from_dict(attrs["strategy"], source=source)
     return TrialRecord(
         number=trial.number,
         state=_STATES.get(trial.state.name, trial.state.name.lower()),
