@@ -1107,7 +1107,7 @@ def index(
 def _index_ensemble(
     corpus: Path, ensemble, store_uri: str, text_field: str, id_field: str | None, keep_missing: bool, ray
 ) -> None:
-    """``index`` for an ensemble file: each member into its own store under the folder ``store_uri``."""
+    """``index`` for an ensemble file: each member into its own store beside ``store_uri`` (a folder or database)."""
     from .documents import read_documents
     from .ensemble import index_ensemble
 
@@ -1134,7 +1134,8 @@ def _index_ensemble(
             f"{report.deleted} deleted; {report.texts_embedded} texts to embed",
             highlight=False,
         )
-    out.print(f"{store_uri}: {len(source.documents)} documents with {ensemble.name}", highlight=False)
+    location = _open_store(store_uri).location  # the URI without its password (nothing connects)
+    out.print(f"{location}: {len(source.documents)} documents with {ensemble.name}", highlight=False)
 
 
 def _parse_filter(items: list[str] | None) -> dict | None:
