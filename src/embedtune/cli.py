@@ -1484,9 +1484,14 @@ def serve(
     spec = None
     if store_uri is None:
         if strategy_file is not None:
-            from .strategy import Strategy
+            from .ensemble import Ensemble, load_strategy
 
-            spec = Strategy.load(strategy_file).embedder
+            loaded = load_strategy(strategy_file)
+            if isinstance(loaded, Ensemble):
+                raise EmbedtuneError(
+                    f"{strategy_file} is an ensemble: index it, then serve the store (embedtune serve --store URI)"
+                )
+            spec = loaded.embedder
             if spec is None:
                 raise EmbedtuneError(f"{strategy_file} is a bm25 strategy: it has no model to serve embeddings with")
         else:
