@@ -17,6 +17,11 @@ Tables:
 - ``NAME_state``: the generation (bumped by every transaction that changes documents) and the
   number of chunks.
 - ``NAME_lexical``: the lexical index, serialized, with the generation it reflects.
+- ``NAME_sparse``: a sparse strategy's rows, one ``sparsevec`` per document with the content hash
+  it was encoded from, and ``NAME_sparse_model`` (the model's fingerprint and vocabulary size);
+  see :mod:`embedtune.sparse.side`. Searched by an exact ``<#>`` scan (:meth:`PostgresStore.search_sparse`).
+- ``NAME_files``: texts kept under a name beside the tables, without a store of their own: an
+  ensemble's file, whose members are stores under other prefixes (:meth:`PostgresStore.with_table`).
 
 **Writes.** :meth:`PostgresStore.write` (and so ``upsert`` and ``delete``) is one transaction:
 the documents' old chunks are deleted, the documents upserted, their chunks copied in with

@@ -21,6 +21,10 @@ new on its owner. ``search`` asks every shard for its ``k`` best and merges them
 descending, then chunk id ascending: the global top ``k`` is among the shards' top ``k``s.
 Where a document shows up twice (only mid-rebalance), its owner's copy wins.
 
+**Sparse rows** (a sparse strategy's, see :mod:`embedtune.sparse.side`) live on each document's
+shard; a sparse search asks every shard for its best and merges them exactly, as ``search`` does.
+Files kept beside the tables (an ensemble's) are written to every shard.
+
 **Lexical side.** BM25's statistics are global, so the index is built over every shard's
 documents (id order, as one database would) and stored on shard 0 with the generations of all
 shards it reflects; it equals the index one database holding all the documents builds.
