@@ -474,6 +474,9 @@ class PostgresStore:
                 sql.SQL("DELETE FROM {} WHERE doc_id = ANY(%s)").format(n.chunks), [written + removed]
             ).rowcount
             changed = gone > 0 or bool(records)
+            if conn.execute("SELECT to_regclass(%s) IS NOT NULL", [n.regclass("sparse")]).fetchone()[0]:
+                # A rewritten or removed document's sparse row goes with its old text: no row is ever stale.
+                conn.execute(sql.SQL("DELETE FROM {} WHERE doc_id = ANY(%s)").format(n.sparse), [written + removed])
             if removed:
                 docs_gone = conn.execute(
                     sql.SQL("DELETE FROM {} WHERE doc_id = ANY(%s)").format(n.documents), [removed]
@@ -845,12 +848,16 @@ class PostgresStore:
                     ).format(n.sparse_model),
                     [fingerprint, vocab],
                 )
-            conn.execute(
-                sql.SQL(
-                    'CREATE TABLE IF NOT EXISTS {} (doc_id text COLLATE "C" PRIMARY KEY, '
-                    "content_hash text NOT NULL, embedding {} NOT NULL)"
-                ).format(n.sparse, sql.SQL(f"sparsevec({int(vocab)})"))
-            )
+            if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", [n.regclass("sparse")]).fetchone()[0]:
+                conn.execute(
+                    sql.SQL(
+                        'CREATE TABLE {} (doc_id text COLLATE "C" PRIMARY KEY, '
+                        "content_hash text NOT NULL, embedding {} NOT NULL)"
+                    ).format(n.sparse, sql.SQL(f"sparsevec({int(vocab)})"))
+                )
+                # Rows kept in the table's pages (out of line only when a page cannot hold one): every
+                # search reads them all, and floats hardly compress.
+                conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN embedding SET STORAGE MAIN").format(n.sparse))
             conn.execute(
                 sql.SQL(
                     "DELETE FROM {} s WHERE NOT EXISTS "
@@ -918,8 +925,8 @@ class PostgresStore:
         An exact scan (no index: pgvector's HNSW on ``sparsevec`` takes rows of at most 1,000
         non-zero terms, and approximates); only documents sharing a term with the query (a
         positive product) are ranked, best first, ties by document id. ``only`` restricts it to
-        those ids. Rows are joined to their documents' current content hash, so a stale row is
-        never an answer.
+        those ids. :meth:`write` deletes the row of every document it rewrites or removes, so no
+        row is ever stale (:meth:`sparse_current` says whether every document has one).
         """
         from psycopg import sql
 
@@ -929,12 +936,12 @@ class PostgresStore:
         vectors = [sparse_vector(dict(zip(t.tolist(), w.tolist())), vocab) for t, w in queries]
         n = self._names
         restrict = sql.SQL("TRUE") if only is None else sql.SQL("s.doc_id = ANY(%s::text[])")
+        # OFFSET 0 keeps the inner query whole, so each row's product is computed once.
         statement = sql.SQL(
             "SELECT q.i, h.doc_id, h.score FROM unnest(%s::sparsevec[]) WITH ORDINALITY AS q(v, i) "
-            "CROSS JOIN LATERAL (SELECT s.doc_id, -(s.embedding <#> q.v) AS score FROM {sparse} s "
-            "JOIN {documents} d ON d.doc_id = s.doc_id AND d.content_hash = s.content_hash "
-            "WHERE (s.embedding <#> q.v) < 0 AND {restrict} ORDER BY score DESC, s.doc_id LIMIT %s) h"
-        ).format(sparse=n.sparse, documents=n.documents, restrict=restrict)
+            "CROSS JOIN LATERAL (SELECT p.doc_id, p.score FROM (SELECT s.doc_id, -(s.embedding <#> q.v) AS score "
+            "FROM {sparse} s WHERE {restrict} OFFSET 0) p WHERE p.score > 0 ORDER BY p.score DESC, p.doc_id LIMIT %s) h"
+        ).format(sparse=n.sparse, restrict=restrict)
         params: list[Any] = [vectors] + ([] if only is None else [list(only)]) + [depth]
         with self._database("searching sparse rows") as conn:
             rows = conn.execute(statement, params).fetchall()
