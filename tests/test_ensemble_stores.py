@@ -120,3 +120,36 @@ def test_what_postgresql_cannot_hold_is_one_line(slice_, tmp_path, postgres_uri:
     assert "\n" not in str(one.value) + str(two.value)
     with PostgresStore(with_table(postgres_uri, "embedtune_0_bm25")) as member:
         assert member.read_manifest() is None  # nothing was built
+
+
+def test_index_and_eval_an_ensemble_in_postgresql_from_the_command_line(shared_datasets, tmp_path, postgres_uri):
+    from _cli import run_cli
+    from _slices import write_scifact_slice
+
+    collection = write_scifact_slice(shared_datasets, tmp_path, tests=10, trains=1, documents=40)
+    ensemble = Ensemble(members=(ENSEMBLE.members[0], ENSEMBLE.members[3]), method=Fusion.RRF, depth=20)
+    strategy = ensemble.save(tmp_path / "ensemble.toml")
+    # A password the server does not need (it trusts its socket): it must never be printed.
+    uri = f"{postgres_uri}&password=s3cret"
+    home = tmp_path / "home"
+    built = run_cli("index", collection, "--strategy", strategy, "--store", uri, home=home, timeout=600)
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert "bm25: 40 added" in built.stdout and "sparse:splade-tiny: 40 added" in built.stdout
+    scored = run_cli("eval", collection, "--store", uri, home=home, timeout=600)
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    assert f"{ensemble.name} from " in scored.stdout and "(40 documents)" in scored.stdout
+    assert "s3cret" not in built.stdout + built.stderr + scored.stdout + scored.stderr
+    store = open_store(uri)
+    retriever = open_retriever(store, cache=home / "embeddings.sqlite")
+    try:
+        queries, _ = load_beir(collection).split("test")
+        run = retriever.search(queries, 100)
+    finally:
+        retriever.close()
+        store.close()
+    from embedtune.evaluation import evaluate
+
+    ndcg = float(scored.stdout.split("ndcg@10 ")[1].split(",")[0])
+    assert ndcg == pytest.approx(
+        evaluate(load_beir(collection).split("test")[1], run, ["ndcg@10"])["ndcg@10"], abs=1e-4
+    )
