@@ -77,6 +77,44 @@ def test_convex_of_three_runs_is_the_formula(tmp_path):
     assert list(fused) == ["a", "b", "c", "d"]
 
 
+class Recording:
+    """A member that answers one fixed run and records that it was asked."""
+
+    def __init__(self, run: dict) -> None:
+        self.run = run
+        self.asked = 0
+
+    def search(self, queries, k, *, where=None):
+        self.asked += 1
+        return dict.fromkeys(queries, self.run["q"])
+
+    def search_one(self, text, k, *, where=None):
+        from embedtune.retriever import Hit
+
+        self.asked += 1
+        return [Hit(doc_id=d, score=s, chunk_id=None, start=0, end=0, text="") for d, s in self.run["q"].items()]
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("method", [Fusion.RRF, Fusion.CONVEX])
+def test_a_member_of_weight_0_is_never_asked(method):
+    members = [Recording(run) for run in RUNS]
+    retriever = EnsembleRetriever(three(method, [0.6, 0.0, 0.4]), members)  # type: ignore[list-item]
+    found = retriever.search({"q": "text"}, k=10)["q"]
+    hits = retriever.search_one("text", k=10)
+    assert [m.asked for m in members] == [2, 0, 2] and retriever.active == [0, 2]
+    # The answer is the fusion of the other two runs alone (weights renormalised or not, the same order).
+    two = EnsembleRetriever(
+        Ensemble(members=(BM25, DENSE_CHUNKED), method=method, weights=[0.6, 0.4]),
+        [members[0], members[2]],  # type: ignore[list-item]
+    )
+    assert found == pytest.approx(two.search({"q": "text"}, k=10)["q"])
+    assert list(found) == [hit.doc_id for hit in hits] and "c" in found and "d" in found
+    retriever.close()
+
+
 def runs_and_judgments():
     """Three runs over 12 queries, each run right on a different third of them; judgments split 8 / 4."""
     runs: list[dict[str, dict[str, float]]] = [{}, {}, {}]
@@ -245,8 +283,6 @@ def test_an_ensemble_compare_scored_is_what_index_and_search_answer(scifact_slic
     assert len(hits) == 3 and hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
     assert all(hit["text"] and hit["chunk_id"] for hit in hits)
 
-    refused = run_cli("index", scifact_slice, "--strategy", strategy_file, "--store", "postgresql://x@y/z", home=home)
-    assert "embedded store (a folder)" in one_error_line(refused)
     bad = tmp_path / "bad.toml"
     bad.write_text('version = 1\n[fusion]\nmethod = "rrf"\n[[members]]\n[members.retrieval]\nmode = "bm25"\n')
     assert "at least two" in one_error_line(run_cli("index", scifact_slice, "--strategy", bad, "--store", store))

@@ -1144,7 +1144,7 @@ def index(
 def _index_ensemble(
     corpus: Path, ensemble, store_uri: str, text_field: str, id_field: str | None, keep_missing: bool, ray
 ) -> None:
-    """``index`` for an ensemble file: each member into its own store under the folder ``store_uri``."""
+    """``index`` for an ensemble file: each member into its own store beside ``store_uri`` (a folder or database)."""
     from .documents import read_documents
     from .ensemble import index_ensemble
 
@@ -1171,7 +1171,8 @@ def _index_ensemble(
             f"{report.deleted} deleted; {report.texts_embedded} texts to embed",
             highlight=False,
         )
-    out.print(f"{store_uri}: {len(source.documents)} documents with {ensemble.name}", highlight=False)
+    location = _open_store(store_uri).location  # the URI without its password (nothing connects)
+    out.print(f"{location}: {len(source.documents)} documents with {ensemble.name}", highlight=False)
 
 
 def _parse_filter(items: list[str] | None) -> dict | None:
@@ -1520,9 +1521,14 @@ def serve(
     spec = None
     if store_uri is None:
         if strategy_file is not None:
-            from .strategy import Strategy
+            from .ensemble import Ensemble, load_strategy
 
-            spec = Strategy.load(strategy_file).embedder
+            loaded = load_strategy(strategy_file)
+            if isinstance(loaded, Ensemble):
+                raise EmbedtuneError(
+                    f"{strategy_file} is an ensemble: index it, then serve the store (embedtune serve --store URI)"
+                )
+            spec = loaded.embedder
             if spec is None:
                 raise EmbedtuneError(f"{strategy_file} is a bm25 strategy: it has no model to serve embeddings with")
         else:

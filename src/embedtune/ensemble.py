@@ -27,10 +27,11 @@ documents deep, and those answers are fused. The file::
     model = "local:all-MiniLM-L6-v2"
 
 :func:`load_strategy` reads either kind of file. :func:`index_ensemble` builds each member into
-its own store, in a folder of the ensemble's store (``members/0-bm25``, ...), beside the ensemble
-file; :func:`embedtune.indexer.open_retriever` on that folder gives an :class:`EnsembleRetriever`,
-so ``search`` answers from it and ``compare`` scores through its :meth:`~EnsembleRetriever.combine`.
-An ensemble is built into an embedded store (a folder) only; PostgreSQL is refused in one line.
+its own store beside the ensemble file: in a folder of the ensemble's folder (``members/0-bm25``,
+...), or in PostgreSQL (and shards) under a table prefix of its own (``embedtune_0_bm25``, ...)
+with the file kept in the database. :func:`embedtune.indexer.open_retriever` on that folder or
+URI gives an :class:`EnsembleRetriever`, so ``search`` and ``serve`` answer from it and
+``compare`` scores through its :meth:`~EnsembleRetriever.combine`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import json
 import math
 import os
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -68,7 +70,16 @@ if TYPE_CHECKING:
     from .indexer import IndexReport, SourceLike
     from .stores.base import Store
 
-__all__ = ["ENSEMBLE_FILE", "Ensemble", "EnsembleRetriever", "index_ensemble", "load_strategy", "open_ensemble"]
+__all__ = [
+    "ENSEMBLE_FILE",
+    "Ensemble",
+    "EnsembleRetriever",
+    "index_ensemble",
+    "load_strategy",
+    "member_table",
+    "open_ensemble",
+    "stored_ensemble",
+]
 
 ENSEMBLE_FILE = "ensemble.toml"
 MEMBERS_FOLDER = "members"
@@ -266,9 +277,10 @@ class EnsembleRetriever:
     answer, ``depth`` deep, keyed ``member0``, ``member1``, ...), :meth:`combine` (their fusion,
     cut to ``k``), :meth:`rerank` (the ensemble's ``[rerank]`` over the fused answer),
     :meth:`search`, :meth:`search_one` and :meth:`close`. Members answer in parallel threads
-    (embedding and vector search release the GIL). ``owned`` are things to close with it: the
-    member stores and embedder stacks that :func:`open_ensemble` opened. ``reranker`` scores
-    pairs for a ``[rerank]`` table (by default its folder's cross-encoder, loaded on first use).
+    (embedding and vector search release the GIL); a member of fusion weight 0 is not asked at
+    all (see :attr:`active`). ``owned`` are things to close with it: the member stores and
+    embedder stacks that :func:`open_ensemble` opened. ``reranker`` scores pairs for a
+    ``[rerank]`` table (by default its folder's cross-encoder, loaded on first use).
     """
 
     embedder = None  # each member embeds its own queries
@@ -290,34 +302,54 @@ class EnsembleRetriever:
             self.reranker = CrossEncoderScorer(ensemble.rerank.model, batch=ensemble.rerank.batch)
         self._owned = list(owned)
         self._pool: ThreadPoolExecutor | None = None
+        self._first = threading.Lock()
+        self._warm = False
 
     @staticmethod
     def key(i: int) -> str:
         """The name of member ``i``'s run in :meth:`runs`."""
         return f"member{i}"
 
+    @property
+    def active(self) -> list[int]:
+        """The members that answer: those of weight above 0 (a member weighted 0 adds nothing, so it is never asked)."""
+        weights = self.strategy.weights
+        return [i for i in range(len(self.members)) if weights is None or weights[i] > 0]
+
     def _map(self, call: Callable[[Retriever], Any]) -> list[Any]:
+        """``call`` on each active member, in parallel threads; results in :attr:`active` order."""
+        active = self.active
+        with self._first:
+            if not self._warm:
+                # The first answer asks the members one after another: each loads its model then, and
+                # two models loading at once in threads break (transformers patches torch process-wide
+                # while it builds a model on the meta device).
+                answers = [call(self.members[i]) for i in active]
+                self._warm = True
+                return answers
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=len(self.members), thread_name_prefix="embedtune-member")
-        return [future.result() for future in [self._pool.submit(call, member) for member in self.members]]
+            self._pool = ThreadPoolExecutor(max_workers=len(active), thread_name_prefix="embedtune-member")
+        return [future.result() for future in [self._pool.submit(call, self.members[i]) for i in active]]
 
     def runs(self, queries: Mapping[str, str], *, where: Filter | None = None) -> dict[str, Run]:
-        """Each member's answer to every query, :attr:`Ensemble.depth` documents deep."""
+        """Each active member's answer to every query, :attr:`Ensemble.depth` documents deep."""
         depth = self.strategy.depth
         answers = self._map(lambda member: member.search(queries, depth, where=where))
-        return {self.key(i): answer for i, answer in enumerate(answers)}
+        return {self.key(i): answer for i, answer in zip(self.active, answers)}
 
     def combine(self, runs: Mapping[str, Run], k: int) -> Run:
-        """The ensemble's answer from its members' runs (see :meth:`runs`), each query cut to ``k``."""
+        """The ensemble's answer from its active members' runs (see :meth:`runs`), each query cut to ``k``."""
         ensemble = self.strategy
-        ordered = [runs[self.key(i)] for i in range(len(self.members))]
+        active = self.active
+        ordered = [runs[self.key(i)] for i in active]
+        weights = None if ensemble.weights is None else [ensemble.weights[i] for i in active]
         query_ids = list(dict.fromkeys(q for run in ordered for q in run))
         aligned = [{q: run.get(q, {}) for q in query_ids} for run in ordered]
         if ensemble.method is Fusion.RRF:
-            fused = rrf(aligned, k=ensemble.rrf_k, weights=ensemble.weights)
+            fused = rrf(aligned, k=ensemble.rrf_k, weights=weights)
         else:
-            assert ensemble.weights is not None  # checked when the ensemble was made
-            fused = convex(aligned, ensemble.weights, method=ensemble.normalization)  # type: ignore[arg-type]
+            assert weights is not None  # checked when the ensemble was made
+            fused = convex(aligned, weights, method=ensemble.normalization)  # type: ignore[arg-type]
         return cut(fused, k)
 
     def combine_depth(self, k: int) -> int:
@@ -351,7 +383,7 @@ class EnsembleRetriever:
         depth = self.strategy.depth
         # search_one ranks as search does, so these are the members' runs, with their chunks.
         answers: list[list[Hit]] = self._map(lambda member: member.search_one(text, depth, where=where))
-        runs = {self.key(i): {"q": {hit.doc_id: hit.score for hit in hits}} for i, hits in enumerate(answers)}
+        runs = {self.key(i): {"q": {hit.doc_id: hit.score for hit in hits}} for i, hits in zip(self.active, answers)}
         found = self.rerank({"q": text}, self.combine(runs, self.combine_depth(k)), k).get("q", {})
         shown: dict[str, Hit] = {}
         for rank in range(max((len(hits) for hits in answers), default=0)):
@@ -387,13 +419,76 @@ def _rescored(hit: Hit, score: float) -> Hit:
 # -- building and opening --------------------------------------------------------------------
 
 
-def ensemble_folder(store: Store) -> Path | None:
-    """The folder of ``store`` when it holds an ensemble (its file), else ``None``."""
+def _member_store(store: Store, folder: str) -> Store:
+    """Where the member named ``folder`` (see :meth:`Ensemble.member_folders`) lives beside ``store``:
+    a folder under its ``members/``, or tables of its own in the same PostgreSQL database(s)."""
+    from .stores.embedded import EmbeddedStore
+    from .stores.postgres import PostgresStore
+    from .stores.sharded import ShardedStore
+
+    if isinstance(store, EmbeddedStore):
+        return EmbeddedStore(store.path / MEMBERS_FOLDER / folder)
+    if isinstance(store, PostgresStore):
+        return store.with_table(member_table(store.table, folder))
+    if isinstance(store, ShardedStore):
+        return store.with_table(member_table(store.shards[0].table, folder))
+    raise ConfigError(f"{store.location} cannot hold an ensemble; give --store a folder or a postgresql:// URI")
+
+
+def member_table(table: str, folder: str) -> str:
+    """The table prefix of a member in PostgreSQL: the ensemble's, its position and a readable slug
+    (``embedtune_1_local_all_minilm_l6_v2``), cut to the 40 characters a prefix may have."""
+    position = folder.partition("-")[0]
+    if len(f"{table}_{position}_") > _TABLE_PREFIX:
+        raise ConfigError(
+            f"table={table} is too long to name an ensemble's members ({table}_{position}_...); "
+            f"use a table= of at most {_TABLE_PREFIX - len(position) - 2} characters"
+        )
+    return f"{table}_{re.sub(r'[^A-Za-z0-9]+', '_', folder)}"[:_TABLE_PREFIX].rstrip("_")
+
+
+_TABLE_PREFIX = 40  # the longest table prefix a PostgreSQL store takes
+
+
+def stored_ensemble(store: Store) -> Ensemble | None:
+    """The ensemble ``store`` holds (its file, written when it was built), else ``None``."""
+    from .stores.embedded import EmbeddedStore
+    from .stores.postgres import PostgresStore
+    from .stores.sharded import ShardedStore
+
+    text: str | None = None
+    if isinstance(store, EmbeddedStore):
+        path = store.path / ENSEMBLE_FILE
+        text = path.read_text(encoding="utf-8") if path.is_file() else None
+    elif isinstance(store, (PostgresStore, ShardedStore)):
+        text = store.read_file(ENSEMBLE_FILE)
+    return None if text is None else Ensemble.from_toml(text, source=f"the ensemble of {store.location}")
+
+
+def _check_home(store: Store) -> None:
+    """Refuse, before anything is written, a store that holds something other than an ensemble's members."""
     from .stores.embedded import EmbeddedStore
 
-    if isinstance(store, EmbeddedStore) and (store.path / ENSEMBLE_FILE).is_file():
-        return store.path
-    return None
+    if isinstance(store, EmbeddedStore):
+        folder = store.path
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"{folder} is a file; give --store a folder for the ensemble's stores")
+        # Only what index_ensemble writes: a single strategy's store (or anything else) is never mixed in.
+        strangers = (
+            sorted(p.name for p in folder.iterdir() if p.name not in (ENSEMBLE_FILE, MEMBERS_FOLDER))
+            if folder.is_dir()
+            else []
+        )
+        if strangers:
+            raise ConfigError(
+                f"{folder} holds {strangers[0]}, not an ensemble's stores; "
+                "index the ensemble into another or an empty --store"
+            )
+    elif store.read_manifest() is not None:
+        raise ConfigError(
+            f"{store.location} holds a single strategy's store; index the ensemble under another ?table= "
+            "or into another database"
+        )
 
 
 def index_ensemble(
@@ -407,83 +502,92 @@ def index_ensemble(
     on_member: Callable[[int, Strategy], Any] | None = None,
     ray: Any = None,
 ) -> list[IndexReport]:
-    """Build each member of ``ensemble`` into its own store in the folder ``store_uri``, then the ensemble file.
+    """Build each member of ``ensemble`` into its own store beside ``store_uri``, then the ensemble file.
 
-    Each member is indexed as ``embedtune index`` indexes a strategy (incremental, resumable, its
-    store refusing another strategy's vectors). The ensemble file is written last, so a folder
-    with one is complete. ``on_member(i, strategy)`` is called before member ``i`` is built, and
-    what it returns (a progress callback or ``None``) follows that member's indexing.
+    For a folder, the members are folders under its ``members/`` and the file is
+    ``ensemble.toml`` in it; for PostgreSQL (``?table=NAME``, default ``embedtune``) each member
+    has tables of its own (``NAME_0_bm25_*``, see :func:`member_table`), and the file is kept in
+    ``NAME_files``; for shards, the same on every shard. Each member is indexed as ``embedtune
+    index`` indexes a strategy (incremental, resumable, its store refusing another strategy's
+    vectors). The ensemble file is written last, so a store with one is complete.
+    ``on_member(i, strategy)`` is called before member ``i`` is built, and what it returns (a
+    progress callback or ``None``) follows that member's indexing.
     """
     from .engine import close_stack
     from .factory import build_embedder
     from .indexer import index_documents
     from .sparse.encoder import open_sparse_encoder
-    from .stores import is_postgres_uri
+    from .sparse.side import check_sparse_store
+    from .stores import open_store
     from .stores.embedded import EmbeddedStore
+    from .stores.postgres import PostgresStore
+    from .stores.sharded import ShardedStore
 
-    if is_postgres_uri(store_uri) or "," in store_uri:
-        raise ConfigError(
-            "an ensemble is built into an embedded store (a folder); give --store a folder, not PostgreSQL"
-        )
-    folder = Path(store_uri)
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"{folder} is a file; give --store a folder for the ensemble's stores")
-    # Only what index_ensemble writes: a single strategy's store (or anything else) is never mixed in.
-    strangers = (
-        sorted(p.name for p in folder.iterdir() if p.name not in (ENSEMBLE_FILE, MEMBERS_FOLDER))
-        if folder.is_dir()
-        else []
-    )
-    if strangers:
-        raise ConfigError(
-            f"{folder} holds {strangers[0]}, not an ensemble's stores; index the ensemble into another or an empty --store"
-        )
-    reports = []
-    for i, (member, name) in enumerate(zip(ensemble.members, ensemble.member_folders())):
-        progress = on_member(i, member) if on_member is not None else None
-        embedder = None if member.embedder is None else build_embedder(member.embedder, cache=cache, ray=ray)
-        sparse = None if member.sparse is None else open_sparse_encoder(member.sparse, cache=cache)
-        store = EmbeddedStore(folder / MEMBERS_FOLDER / name)
-        try:
-            reports.append(
-                index_documents(
-                    documents,
-                    member,
-                    store,
-                    embedder,
-                    delete_missing=delete_missing,
-                    keep=keep,
-                    on_progress=progress,
-                    sparse=sparse,
+    home = open_store(store_uri)
+    try:
+        _check_home(home)
+        stores = [_member_store(home, name) for name in ensemble.member_folders()]
+        for member, store in zip(ensemble.members, stores):
+            if member.uses_sparse:
+                check_sparse_store(store)  # refused before any member is built
+        reports = []
+        for i, (member, store) in enumerate(zip(ensemble.members, stores)):
+            progress = on_member(i, member) if on_member is not None else None
+            embedder = None if member.embedder is None else build_embedder(member.embedder, cache=cache, ray=ray)
+            sparse = None if member.sparse is None else open_sparse_encoder(member.sparse, cache=cache)
+            try:
+                reports.append(
+                    index_documents(
+                        documents,
+                        member,
+                        store,
+                        embedder,
+                        delete_missing=delete_missing,
+                        keep=keep,
+                        on_progress=progress,
+                        sparse=sparse,
+                    )
                 )
-            )
-        finally:
-            store.close()
-            if embedder is not None:
-                close_stack(embedder)
-    ensemble.save(folder / ENSEMBLE_FILE, comment="built by embedtune index: each member's store is under members/")
+            finally:
+                store.close()
+                if embedder is not None:
+                    close_stack(embedder)
+        if isinstance(home, EmbeddedStore):
+            comment = "built by embedtune index: each member's store is under members/"
+            ensemble.save(home.path / ENSEMBLE_FILE, comment=comment)
+        elif isinstance(home, (PostgresStore, ShardedStore)):
+            comment = "built by embedtune index: each member's tables are named after it, beside these"
+            home.write_file(ENSEMBLE_FILE, ensemble.to_toml(comment=comment))
+    finally:
+        home.close()
     return reports
 
 
-def open_ensemble(folder: Path, *, cache: str | os.PathLike[str] | None = None) -> EnsembleRetriever:
-    """The :class:`EnsembleRetriever` of an ensemble folder: each member's store opened as ``search`` opens one."""
+def open_ensemble(store: Store, *, cache: str | os.PathLike[str] | None = None) -> EnsembleRetriever:
+    """The :class:`EnsembleRetriever` of the ensemble ``store`` holds: each member's store opened as
+    ``search`` opens one. Members whose vectors came from the same model and settings share one
+    loaded embedder; the members' stores and embedders close with the retriever."""
     from .engine import close_stack
     from .indexer import open_retriever
-    from .stores.embedded import EmbeddedStore
 
-    ensemble = Ensemble.from_toml(
-        (folder / ENSEMBLE_FILE).read_text(encoding="utf-8"), source=str(folder / ENSEMBLE_FILE)
-    )
+    ensemble = stored_ensemble(store)
+    if ensemble is None:
+        raise ConfigError(f"{store.location} holds no ensemble; build one with embedtune index --strategy ENSEMBLE")
     members: list[Retriever] = []
     owned: list[Callable[[], None]] = []
+    loaded: dict[tuple[str, str], Any] = {}  # (embedder spec, vectors' fingerprint) -> the embedder built for it
     try:
         for name in ensemble.member_folders():
-            store = EmbeddedStore(folder / MEMBERS_FOLDER / name)
-            owned.append(store.close)
-            retriever = open_retriever(store, cache=cache)
+            member_store = _member_store(store, name)
+            owned.append(member_store.close)
+            key = _embedder_key(member_store)
+            retriever = open_retriever(member_store, cache=cache, embedder=loaded.get(key) if key else None)
             if not isinstance(retriever, Retriever):
-                raise ConfigError(f"{store.location} is an ensemble inside an ensemble; rebuild {folder}")
-            if retriever.embedder is not None:
+                raise ConfigError(
+                    f"{member_store.location} is an ensemble inside an ensemble; rebuild {store.location}"
+                )
+            if retriever.embedder is not None and key is not None and key not in loaded:
+                loaded[key] = retriever.embedder
                 owned.append(partial(close_stack, retriever.embedder))
             members.append(retriever)
     except BaseException:
@@ -491,6 +595,15 @@ def open_ensemble(folder: Path, *, cache: str | os.PathLike[str] | None = None) 
             close()
         raise
     return EnsembleRetriever(ensemble, members, owned=owned)
+
+
+def _embedder_key(store: Store) -> tuple[str, str] | None:
+    """What decides whether two members can share a loaded model: the spec and the vectors' fingerprint."""
+    manifest = store.read_manifest()
+    if manifest is None or manifest.embedder_fingerprint is None:
+        return None
+    spec = manifest.strategy.get("embedder")
+    return json.dumps(spec, sort_keys=True, default=str), manifest.embedder_fingerprint
 
 
 def _slug(text: str) -> str:

@@ -442,7 +442,7 @@ def open_retriever(
 ) -> Retriever | EnsembleRetriever:
     """A :class:`~embedtune.retriever.Retriever` for a built store, its strategy read from the manifest.
 
-    A folder that :func:`embedtune.ensemble.index_ensemble` built opens as an
+    A folder or database that :func:`embedtune.ensemble.index_ensemble` built opens as an
     :class:`~embedtune.ensemble.EnsembleRetriever` (the same interface; ``embedder`` is ignored).
     The embedder is built from the manifest's embedder spec (through ``cache``) unless one is
     given, and its fingerprint must equal the one the store's vectors were made with: a model whose
@@ -452,11 +452,10 @@ def open_retriever(
 
     manifest = _whole(store, store.read_manifest())
     if manifest is None:
-        from .ensemble import ensemble_folder, open_ensemble
+        from .ensemble import open_ensemble, stored_ensemble
 
-        folder = ensemble_folder(store)
-        if folder is not None:  # an ensemble: a store per member, each opened as this one would be
-            return open_ensemble(folder, cache=cache)
+        if stored_ensemble(store) is not None:  # an ensemble: a store per member, each opened as this one would be
+            return open_ensemble(store, cache=cache)
         raise ConfigError(f"{store.location} holds no index; build one with embedtune index CORPUS --store ...")
     strategy = Strategy.from_dict(manifest.strategy, source=f"the manifest of {store.location}")
     if strategy.embedder is not None and embedder is None:

@@ -54,6 +54,7 @@ from .strategy import Fusion, Mode, Strategy
 if TYPE_CHECKING:
     from .sparse.encoder import SparseEncoder
     from .sparse.index import SparseIndex
+    from .sparse.side import TableSparseIndex
 
 __all__ = ["Hit", "Retriever"]
 
@@ -123,7 +124,7 @@ class Retriever:
         if strategy.rerank is not None and reranker is None:
             self.reranker = CrossEncoderScorer(strategy.rerank.model, batch=strategy.rerank.batch)
         self.sparse = sparse
-        self._sparse_index: SparseIndex | None = None  # read from the store once
+        self._sparse_index: SparseIndex | TableSparseIndex | None = None  # opened once
         self._executor: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._reducer: tuple[Reducer | None] | None = None  # read from the manifest once

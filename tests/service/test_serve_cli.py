@@ -62,6 +62,16 @@ def test_refusals_are_one_line_and_exit_non_zero(tmp_path, args, message):
     assert message in line
 
 
+def test_an_ensemble_file_is_served_from_its_store_not_as_a_strategy(tmp_path):
+    ensemble = tmp_path / "ensemble.toml"
+    ensemble.write_text(
+        'version = 1\n[fusion]\nmethod = "rrf"\n[[members]]\n[members.retrieval]\nmode = "bm25"\n'
+        '[[members]]\n[members.embedder]\nmodel = "fake:hash-256"\n'
+    )
+    line = one_error_line(cli("serve", "--strategy", str(ensemble), env=env_for(tmp_path)))
+    assert line.endswith("is an ensemble: index it, then serve the store (embedtune serve --store URI)")
+
+
 def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while True:

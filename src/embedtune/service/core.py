@@ -29,10 +29,12 @@ from starlette.concurrency import run_in_threadpool
 
 from ..embedder import Embedder, Kind, embed_images, takes_images
 from ..engine import CachingEmbedder, LengthPolicy, OverLimit, find_layer
+from ..ensemble import EnsembleRetriever
 from ..errors import InputError
 from ..images import Image
 from ..retriever import Retriever
 from ..stores.base import check_filter
+from ..strategy import Strategy
 from .batcher import BatcherClosed, MicroBatcher, QueuedEmbedder
 from .config import ServiceConfig
 from .embeddings import check_dimensions, check_lengths, input_texts, render, shape_vectors
@@ -75,11 +77,13 @@ class EmbeddingService:
         self.created = int(time.time())
         self.embedder = served.embedder
         self.batcher: MicroBatcher | None = None
-        self.retriever: Retriever | None = None
+        self.retriever: Retriever | EnsembleRetriever | None = None
         if self.embedder is not None:
             self.batcher = _batcher(self.embedder, config, self.metrics)
-        if served.strategy is not None and served.store is not None:
-            queued = QueuedEmbedder(self.embedder, self.batcher) if self.embedder and self.batcher else None
+        queued = QueuedEmbedder(self.embedder, self.batcher) if self.embedder and self.batcher else None
+        if served.ensemble is not None:
+            self.retriever = _through_batcher(served.ensemble, self.embedder, queued)
+        elif isinstance(served.strategy, Strategy) and served.store is not None:
             self.retriever = Retriever(served.strategy, served.store, queued, sparse=served.sparse)
         self._gauges()
 
@@ -101,7 +105,9 @@ class EmbeddingService:
                 self.batcher.submit([WARM_UP_TEXT], [count], "document").result()
             if self.served.store is not None:
                 self.served.store.count_chunks()
-            if self.retriever is not None and self.served.sparse is not None:  # loads the sparse model and its index
+            if isinstance(self.retriever, EnsembleRetriever):  # loads every member's model and index
+                self.retriever.search_one(WARM_UP_TEXT, 1)
+            elif self.retriever is not None and self.served.sparse is not None:  # loads the sparse model and its index
                 self.retriever.sparse_run({"warm-up": WARM_UP_TEXT}, 1)
         except Exception as exc:  # noqa: BLE001 (kept, logged and handed on, not hidden)
             self.failure = f"{type(exc).__name__}: {exc}"
@@ -123,6 +129,8 @@ class EmbeddingService:
 
             embedder = self.embedder
             self.batcher.close(on_close=lambda: close_stack(embedder))
+        if self.served.ensemble is not None:  # the members' stores and models (closing a stack twice is harmless)
+            self.served.ensemble.close()
         if self.served.store is not None:
             self.served.store.close()
 
@@ -248,7 +256,8 @@ class EmbeddingService:
 
     def _require_embedder(self) -> Embedder:
         if self.embedder is None:
-            raise ApiError(404, "this server serves a BM25 store and has no embedding model", code="model_not_found")
+            what = "an ensemble none of whose members embeds" if self.served.ensemble is not None else "a BM25 store"
+            raise ApiError(404, f"this server serves {what} and has no embedding model", code="model_not_found")
         return self.embedder
 
     def _counted(self, embedder: Embedder, texts: Sequence[str], kind: Kind, what: str) -> list[int]:
@@ -309,6 +318,24 @@ class EmbeddingService:
 
 
 IMAGE_TOKENS = 1  # what an image costs against a key's token budget
+
+
+def _through_batcher(
+    ensemble: EnsembleRetriever, embedder: Embedder | None, queued: QueuedEmbedder | None
+) -> EnsembleRetriever:
+    """The ensemble's members over their own stores and models, but the served model's queries
+    sent through the micro-batcher (they share its batches with /v1/embeddings)."""
+    members = [
+        Retriever(
+            member.strategy,
+            member.store,
+            queued if queued is not None and member.embedder is embedder else member.embedder,
+            reranker=member.reranker,
+            sparse=member.sparse,
+        )
+        for member in ensemble.members
+    ]
+    return EnsembleRetriever(ensemble.strategy, members)
 
 
 def _admit_image(embedder: Embedder, url: str, index: int) -> Image:

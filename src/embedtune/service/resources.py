@@ -1,4 +1,9 @@
-"""What one service serves: an embedding stack, and with a store, the store and its strategy."""
+"""What one service serves: an embedding stack, and with a store, the store and its strategy.
+
+A store that holds an ensemble is served with its members opened (:func:`embedtune.ensemble.open_ensemble`:
+one loaded model per distinct member embedder); ``/v1/embeddings`` then serves the model of its
+first member that has one (a dense or hybrid member), and refuses in one line when none has.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..embedder import Embedder
-from ..errors import ConfigError
 from ..factory import EmbedderSpec
 from ..stores.base import Store
 from ..strategy import Strategy
 
 if TYPE_CHECKING:
+    from ..ensemble import Ensemble, EnsembleRetriever
     from ..sparse.encoder import SparseEncoder
 
 __all__ = ["Served", "load_served"]
@@ -22,12 +27,15 @@ __all__ = ["Served", "load_served"]
 class Served:
     """``embedder`` is the library's full stack (length policy, cache, batching, provider), or
     ``None`` for a BM25 store; ``strategy`` and ``store`` are set together, by :func:`load_served`
-    from a store's manifest. ``sparse`` is the encoder of a sparse strategy's model."""
+    from a store's manifest. ``sparse`` is the encoder of a sparse strategy's model. For a store
+    holding an ensemble, ``strategy`` is the :class:`~embedtune.ensemble.Ensemble`, ``ensemble``
+    its members opened, and ``embedder`` the first member's model (``None`` when no member has one)."""
 
     embedder: Embedder | None
-    strategy: Strategy | None = None
+    strategy: Strategy | Ensemble | None = None
     store: Store | None = None
     sparse: SparseEncoder | None = None
+    ensemble: EnsembleRetriever | None = None
 
     def __post_init__(self) -> None:
         if (self.strategy is None) != (self.store is None):
@@ -65,10 +73,7 @@ def load_served(
     except BaseException:
         store.close()
         raise
-    if not isinstance(retriever, Retriever):  # an ensemble: a store and a model per member
-        retriever.close()
-        store.close()
-        raise ConfigError(
-            f"{store_uri} holds an ensemble; serve does not serve ensembles yet: search it with embedtune search"
-        )
+    if not isinstance(retriever, Retriever):  # an ensemble: its members' stores and models, opened
+        first = next((member.embedder for member in retriever.members if member.embedder is not None), None)
+        return Served(embedder=first, strategy=retriever.strategy, store=store, ensemble=retriever)
     return Served(embedder=retriever.embedder, strategy=retriever.strategy, store=store, sparse=retriever.sparse)

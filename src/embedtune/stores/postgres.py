@@ -17,6 +17,11 @@ Tables:
 - ``NAME_state``: the generation (bumped by every transaction that changes documents) and the
   number of chunks.
 - ``NAME_lexical``: the lexical index, serialized, with the generation it reflects.
+- ``NAME_sparse``: a sparse strategy's rows, one ``sparsevec`` per document with the content hash
+  it was encoded from, and ``NAME_sparse_model`` (the model's fingerprint and vocabulary size);
+  see :mod:`embedtune.sparse.side`. Searched by an exact ``<#>`` scan (:meth:`PostgresStore.search_sparse`).
+- ``NAME_files``: texts kept under a name beside the tables, without a store of their own: an
+  ensemble's file, whose members are stores under other prefixes (:meth:`PostgresStore.with_table`).
 
 **Writes.** :meth:`PostgresStore.write` (and so ``upsert`` and ``delete``) is one transaction:
 the documents' old chunks are deleted, the documents upserted, their chunks copied in with
@@ -65,7 +70,7 @@ import re
 import tarfile
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,7 +93,7 @@ from .base import (
     mask_uri,
 )
 
-__all__ = ["EXACT_BELOW", "PostgresStore", "index_from_bytes", "index_to_bytes", "split_uri"]
+__all__ = ["EXACT_BELOW", "PostgresStore", "index_from_bytes", "index_to_bytes", "split_uri", "with_table"]
 
 EXACT_BELOW = 20_000
 """Below this many candidate chunks a search scans exactly instead of using the HNSW index."""
@@ -118,6 +123,15 @@ def split_uri(uri: str) -> tuple[str, str]:
         )
     rest = urlencode([(key, value) for key, value in query if key != "table"])
     return urlunsplit(parts._replace(query=rest)), table
+
+
+def with_table(uri: str, table: str) -> str:
+    """``uri`` naming the table prefix ``table`` instead of its own (checked as ``split_uri`` checks it)."""
+    parts = urlsplit(uri.strip())
+    query = [(key, value) for key, value in parse_qsl(parts.query, keep_blank_values=True) if key != "table"]
+    named = urlunsplit(parts._replace(query=urlencode([*query, ("table", table)])))
+    split_uri(named)
+    return named
 
 
 def _password(uri: str) -> str | None:
@@ -201,6 +215,9 @@ class _Names:
         self.chunks_metadata = sql.Identifier(f"{prefix}_chunks_metadata")
         self.documents_metadata = sql.Identifier(f"{prefix}_documents_metadata")
         self.hnsw = sql.Identifier(f"{prefix}_chunks_hnsw")
+        self.files = sql.Identifier(f"{prefix}_files")
+        self.sparse = sql.Identifier(f"{prefix}_sparse")
+        self.sparse_model = sql.Identifier(f"{prefix}_sparse_model")
 
     def regclass(self, part: str) -> str:
         """The quoted name ``to_regclass`` takes for table or index ``NAME_part``."""
@@ -217,6 +234,7 @@ class PostgresStore:
     def __init__(self, uri: str, *, exact_below: int = EXACT_BELOW) -> None:
         if isinstance(exact_below, bool) or not isinstance(exact_below, int) or exact_below < 0:
             raise ConfigError(f"exact_below must be a whole number of at least 0, not {exact_below!r}")
+        self._uri = uri.strip()
         self._conninfo, self.table = split_uri(uri)
         self._password = _password(self._conninfo)
         self.location = _masked(uri.strip())
@@ -456,6 +474,9 @@ class PostgresStore:
                 sql.SQL("DELETE FROM {} WHERE doc_id = ANY(%s)").format(n.chunks), [written + removed]
             ).rowcount
             changed = gone > 0 or bool(records)
+            if conn.execute("SELECT to_regclass(%s) IS NOT NULL", [n.regclass("sparse")]).fetchone()[0]:
+                # A rewritten or removed document's sparse row goes with its old text: no row is ever stale.
+                conn.execute(sql.SQL("DELETE FROM {} WHERE doc_id = ANY(%s)").format(n.sparse), [written + removed])
             if removed:
                 docs_gone = conn.execute(
                     sql.SQL("DELETE FROM {} WHERE doc_id = ANY(%s)").format(n.documents), [removed]
@@ -762,6 +783,181 @@ class PostgresStore:
             )
             self._has_hnsw = True
         return True
+
+    # -- other stores in the database, and files kept beside the tables -----------------------
+
+    def with_table(self, table: str) -> PostgresStore:
+        """The store in the same database whose tables are named ``table_*`` (nothing connects yet)."""
+        return PostgresStore(with_table(self._uri, table), exact_below=self.exact_below)
+
+    def read_file(self, name: str) -> str | None:
+        """The text kept under ``name`` in ``NAME_files`` (an ensemble's file), or ``None``."""
+        from psycopg import sql
+
+        with self._database("reading a stored file") as conn:
+            if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", [self._names.regclass("files")]).fetchone()[0]:
+                return None
+            row = conn.execute(
+                sql.SQL("SELECT text FROM {} WHERE name = %s").format(self._names.files), [name]
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def write_file(self, name: str, text: str) -> None:
+        """Keep ``text`` under ``name`` in ``NAME_files`` (created on first use), replacing what was there."""
+        from psycopg import sql
+
+        files = self._names.files
+        with self._database("storing a file") as conn, conn.transaction():
+            conn.execute(
+                sql.SQL("CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, text text NOT NULL)").format(files)
+            )
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} (name, text) VALUES (%s, %s) ON CONFLICT (name) DO UPDATE SET text = excluded.text"
+                ).format(files),
+                [name, text],
+            )
+
+    # -- learned sparse rows -------------------------------------------------------------------
+
+    def sparse_todo(self, fingerprint: str, vocab: int) -> list[str]:
+        """Make the sparse rows match the documents and the model; the ids of documents still without one.
+
+        Rows of another model (``fingerprint``, a ``vocab``-term vocabulary) are all dropped, rows
+        of documents gone or changed since they were encoded are deleted; what is left is current.
+        """
+        from psycopg import sql
+
+        n = self._names
+        with self._database("preparing the sparse rows") as conn, conn.transaction():
+            if not self._exists(conn):
+                return []
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (id smallint PRIMARY KEY CHECK (id = 1), "
+                    "fingerprint text NOT NULL, vocab integer NOT NULL)"
+                ).format(n.sparse_model)
+            )
+            held = conn.execute(sql.SQL("SELECT fingerprint, vocab FROM {} WHERE id = 1").format(n.sparse_model))
+            if tuple(held.fetchone() or ()) != (fingerprint, vocab):
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(n.sparse))
+                conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {} (id, fingerprint, vocab) VALUES (1, %s, %s) ON CONFLICT (id) DO UPDATE "
+                        "SET fingerprint = excluded.fingerprint, vocab = excluded.vocab"
+                    ).format(n.sparse_model),
+                    [fingerprint, vocab],
+                )
+            if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", [n.regclass("sparse")]).fetchone()[0]:
+                conn.execute(
+                    sql.SQL(
+                        'CREATE TABLE {} (doc_id text COLLATE "C" PRIMARY KEY, '
+                        "content_hash text NOT NULL, embedding {} NOT NULL)"
+                    ).format(n.sparse, sql.SQL(f"sparsevec({int(vocab)})"))
+                )
+                # Rows kept in the table's pages (out of line only when a page cannot hold one): every
+                # search reads them all, and floats hardly compress.
+                conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN embedding SET STORAGE MAIN").format(n.sparse))
+            conn.execute(
+                sql.SQL(
+                    "DELETE FROM {} s WHERE NOT EXISTS "
+                    "(SELECT 1 FROM {} d WHERE d.doc_id = s.doc_id AND d.content_hash = s.content_hash)"
+                ).format(n.sparse, n.documents)
+            )
+            rows = conn.execute(
+                sql.SQL(
+                    "SELECT d.doc_id FROM {} d WHERE NOT EXISTS (SELECT 1 FROM {} s WHERE s.doc_id = d.doc_id) "
+                    "ORDER BY d.doc_id"
+                ).format(n.documents, n.sparse)
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def write_sparse(self, rows: Sequence[tuple[str, str, np.ndarray, np.ndarray]], vocab: int) -> None:
+        """Upsert sparse rows ``(doc id, the content hash encoded, term ids, weights)`` in one transaction."""
+        from psycopg import sql
+
+        if not rows:
+            return
+        sparse_vector = require("pgvector", "pg").SparseVector
+        vectors = [sparse_vector(dict(zip(terms.tolist(), weights.tolist())), vocab) for _, _, terms, weights in rows]
+        with self._database("writing sparse rows") as conn, conn.transaction():
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} (doc_id, content_hash, embedding) "
+                    "SELECT * FROM unnest(%s::text[], %s::text[], %s::sparsevec[]) "
+                    "ON CONFLICT (doc_id) DO UPDATE SET content_hash = excluded.content_hash, "
+                    "embedding = excluded.embedding"
+                ).format(self._names.sparse),
+                [[row[0] for row in rows], [row[1] for row in rows], vectors],
+            )
+
+    def sparse_current(self, fingerprint: str) -> bool:
+        """Whether every document has a sparse row of its current text, by the model ``fingerprint``."""
+        from psycopg import sql
+
+        n = self._names
+        with self._database("checking the sparse rows") as conn:
+            if not self._exists(conn):
+                return False
+            for part in ("sparse_model", "sparse"):
+                if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", [n.regclass(part)]).fetchone()[0]:
+                    return False
+            held = conn.execute(sql.SQL("SELECT fingerprint FROM {} WHERE id = 1").format(n.sparse_model)).fetchone()
+            if held is None or held[0] != fingerprint:
+                return False
+            missing = conn.execute(
+                sql.SQL(
+                    "SELECT EXISTS (SELECT 1 FROM {} d WHERE NOT EXISTS (SELECT 1 FROM {} s "
+                    "WHERE s.doc_id = d.doc_id AND s.content_hash = d.content_hash))"
+                ).format(n.documents, n.sparse)
+            ).fetchone()[0]
+        return not missing
+
+    def search_sparse(
+        self,
+        queries: Sequence[tuple[np.ndarray, np.ndarray]],
+        vocab: int,
+        depth: int,
+        only: Collection[str] | None = None,
+    ) -> list[list[tuple[str, float]]]:
+        """Per query row ``(term ids, weights)``, the ``depth`` documents of highest inner product.
+
+        An exact scan (no index: pgvector's HNSW on ``sparsevec`` takes rows of at most 1,000
+        non-zero terms, and approximates); only documents sharing a term with the query (a
+        positive product) are ranked, best first, ties by document id. ``only`` restricts it to
+        those ids. :meth:`write` deletes the row of every document it rewrites or removes, so no
+        row is ever stale (:meth:`sparse_current` says whether every document has one).
+        """
+        from psycopg import sql
+
+        if not queries:
+            return []
+        sparse_vector = require("pgvector", "pg").SparseVector
+        vectors = [sparse_vector(dict(zip(t.tolist(), w.tolist())), vocab) for t, w in queries]
+        n = self._names
+        restrict = sql.SQL("TRUE") if only is None else sql.SQL("s.doc_id = ANY(%s::text[])")
+        # OFFSET 0 keeps the inner query whole, so each row's product is computed once.
+        statement = sql.SQL(
+            "SELECT q.i, h.doc_id, h.score FROM unnest(%s::sparsevec[]) WITH ORDINALITY AS q(v, i) "
+            "CROSS JOIN LATERAL (SELECT p.doc_id, p.score FROM (SELECT s.doc_id, -(s.embedding <#> q.v) AS score "
+            "FROM {sparse} s WHERE {restrict} OFFSET 0) p WHERE p.score > 0 ORDER BY p.score DESC, p.doc_id LIMIT %s) h"
+        ).format(sparse=n.sparse, restrict=restrict)
+        params: list[Any] = [vectors] + ([] if only is None else [list(only)]) + [depth]
+        with self._database("searching sparse rows") as conn:
+            rows = conn.execute(statement, params).fetchall()
+        hits: list[list[tuple[str, float]]] = [[] for _ in queries]
+        for i, doc_id, score in rows:
+            hits[int(i) - 1].append((doc_id, float(score)))
+        return hits
+
+    def sparse_bytes(self) -> int:
+        """Bytes of the sparse rows as stored (the table, its TOAST and its primary key)."""
+        rows = self._select(
+            "measuring the sparse rows",
+            "SELECT coalesce(pg_total_relation_size(to_regclass(%s)), 0)",
+            [self._names.regclass("sparse")],
+        )
+        return int(rows[0][0]) if rows else 0
 
     # -- lexical ---------------------------------------------------------------------------
 

@@ -21,6 +21,10 @@ new on its owner. ``search`` asks every shard for its ``k`` best and merges them
 descending, then chunk id ascending: the global top ``k`` is among the shards' top ``k``s.
 Where a document shows up twice (only mid-rebalance), its owner's copy wins.
 
+**Sparse rows** (a sparse strategy's, see :mod:`embedtune.sparse.side`) live on each document's
+shard; a sparse search asks every shard for its best and merges them exactly, as ``search`` does.
+Files kept beside the tables (an ensemble's) are written to every shard.
+
 **Lexical side.** BM25's statistics are global, so the index is built over every shard's
 documents (id order, as one database would) and stored on shard 0 with the generations of all
 shards it reflects; it equals the index one database holding all the documents builds.
@@ -36,7 +40,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -248,6 +252,63 @@ class ShardedStore:
         topology = self._require_topology()
         per_shard = self._map(lambda shard: shard.search(query_vectors, k, where))
         return [merge_hits([hits[q] for hits in per_shard], k, topology.owner) for q in range(len(per_shard[0]))]
+
+    # -- other stores on the same databases, and files kept beside the tables ------------------
+
+    def with_table(self, table: str) -> ShardedStore:
+        """The sharded store on the same databases whose tables are named ``table_*`` on each."""
+        return ShardedStore([shard.with_table(table) for shard in self.shards])
+
+    def read_file(self, name: str) -> str | None:
+        """The text kept under ``name`` (every shard keeps a copy; the first found is returned)."""
+        return next((text for text in self._map(lambda shard: shard.read_file(name)) if text is not None), None)
+
+    def write_file(self, name: str, text: str) -> None:
+        """Keep ``text`` under ``name`` on every shard, so any order of the URIs finds it."""
+        self._map(lambda shard: shard.write_file(name, text))
+
+    # -- learned sparse rows: each shard keeps its documents' rows -------------------------------
+
+    def sparse_todo(self, fingerprint: str, vocab: int) -> list[str]:
+        """Every shard's sparse rows made current; the ids of documents still without one, sorted."""
+        return sorted(set().union(*self._map(lambda shard: shard.sparse_todo(fingerprint, vocab))))
+
+    def write_sparse(self, rows: Sequence[tuple[str, str, np.ndarray, np.ndarray]], vocab: int) -> None:
+        """Each row written on its document's owner shard."""
+        topology = self._require_topology()
+        owned: list[list[tuple[str, str, np.ndarray, np.ndarray]]] = [[] for _ in self.shards]
+        for row in rows:
+            owned[topology.owner(row[0])].append(row)
+        self._map_positions(lambda pos: self.shards[pos].write_sparse(owned[pos], vocab))
+
+    def sparse_current(self, fingerprint: str) -> bool:
+        """Whether every shard's documents have current sparse rows of this model."""
+        return all(self._map(lambda shard: shard.sparse_current(fingerprint)))
+
+    def search_sparse(
+        self,
+        queries: Sequence[tuple[np.ndarray, np.ndarray]],
+        vocab: int,
+        depth: int,
+        only: Collection[str] | None = None,
+    ) -> list[list[tuple[str, float]]]:
+        """Each shard's ``depth`` best documents per query, merged exactly: score descending, id ascending."""
+        topology = self._require_topology()
+        per_shard = self._map(lambda shard: shard.search_sparse(queries, vocab, depth, only))
+        merged = []
+        for q in range(len(queries)):
+            best: dict[str, tuple[float, int]] = {}
+            for pos, hits in enumerate(per_shard):
+                for doc_id, score in hits[q]:
+                    if doc_id not in best or topology.owner(doc_id) == pos:
+                        best[doc_id] = (score, pos)
+            ranked = sorted(best.items(), key=lambda item: (-item[1][0], item[0]))[:depth]
+            merged.append([(doc_id, score) for doc_id, (score, _) in ranked])
+        return merged
+
+    def sparse_bytes(self) -> int:
+        """Bytes of the sparse rows, summed over the shards."""
+        return sum(self._map(lambda shard: shard.sparse_bytes()))
 
     # -- lexical and finishing -------------------------------------------------------------
 
