@@ -309,7 +309,9 @@ def test_an_ensemble_with_a_rerank_table_reorders_its_fused_head_by_the_reranker
     texts = {doc.id: doc.text for doc in corpus_documents(collection.corpus)}
     index_ensemble(corpus_documents(collection.corpus), ensemble, str(tmp_path / "store"))
     queries = dict(list(collection.split("test")[0].items())[:5])
-    retriever = open_ensemble(tmp_path / "store")
+    from embedtune.stores import open_store
+
+    retriever = open_ensemble(open_store(str(tmp_path / "store")))
     unranked = EnsembleRetriever(plain, retriever.members)
     try:
         fused = unranked.search(queries, 8)

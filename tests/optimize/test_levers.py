@@ -23,6 +23,7 @@ from embedtune.factory import EmbedderSpec
 from embedtune.optimize import SearchSpace, optimize
 from embedtune.optimize.trials import TrialScorer, plan_rungs
 from embedtune.search.feedback import FeedbackMethod
+from embedtune.stores import open_store
 from embedtune.strategy import Mode, Strategy
 
 MINILM = "local:all-MiniLM-L6-v2"
@@ -156,7 +157,7 @@ def test_an_ensemble_winner_is_a_file_index_builds_and_its_reported_figure_is_th
     loaded = load_strategy(tmp_path / "out" / "strategy.toml")
     assert loaded == chosen.strategy  # the file round-trips
     index_ensemble(corpus_documents(collection.corpus), loaded, str(tmp_path / "built"), cache=cache)
-    retriever = open_ensemble(tmp_path / "built", cache=cache)
+    retriever = open_ensemble(open_store(str(tmp_path / "built")), cache=cache)
     try:
         queries, qrels = collection.split("test")
         built = evaluate(qrels, retriever.search(queries, k=100), ["ndcg@10"])["ndcg@10"]
