@@ -29,6 +29,7 @@ from pathlib import Path
 from statistics import fmean
 
 from embedtune.adaptation.devsplit import held_out_qrels
+from embedtune.ensemble import Ensemble
 from embedtune.evaluation import load_beir
 from embedtune.evaluation.compare import evaluate_strategies
 from embedtune.factory import EmbedderSpec
@@ -101,11 +102,11 @@ def main() -> None:
             f"{row.name[:78]:78s} {train:8.4f} {ndcg:8.4f} {row.metrics['recall@100']:7.4f} "
             f"{ndcg - BEFORE:+9.4f} {unseen_ndcg:7.4f}"
         )
-    for row in result.strategies:
-        if row.kind == "ensemble" or row.alpha is not None:
-            print(
-                f"weights chosen on {tuned_on}: {row.name}" + ("" if row.alpha is None else f" alpha {row.alpha:.2f}")
-            )
+    for row in result.strategies:  # the tuned rows in full: the table cuts long names
+        if row.alpha is not None:
+            print(f"weight chosen on {tuned_on}: {row.name}, alpha {row.alpha:.2f} on the dense run")
+        elif isinstance(row.strategy, Ensemble) and row.strategy.weights is not None:
+            print(f"weights chosen on {tuned_on}: {row.name}")
     best = result.strategy(result.winner)
     print(
         f"chosen on {tune_split}: {best.name} at {best.metrics['ndcg@10']:.4f} on test "
