@@ -21,8 +21,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from embedtune.adaptation.devsplit import honest_dev
-from embedtune.adaptation.pairs import pairs_from_qrels
+from embedtune.adaptation.devsplit import held_out_qrels
 from embedtune.adaptation.workflow import adapt
 from embedtune.cli import default_home
 from embedtune.evaluation import load_beir
@@ -72,9 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         _log(lines[-1])
 
     # The hybrid's weight is chosen on the held-out train queries: no model was trained on them.
-    dev_queries = {p.query for p in honest_dev(pairs_from_qrels(collection, "train"), collection=collection).dev}
-    train_queries = collection.split("train")[0]
-    tuning = {q: j for q, j in collection.qrels["train"].items() if train_queries[q] in dev_queries}
+    tuning = held_out_qrels(collection, "train", seed=0)
     test = collection.qrels["test"]
     unseen = {q: test[q] for q in collection.unseen_queries("test", "train")}
     labels = {BASE: "all-MiniLM-L6-v2 (base)"} | {uri: f"fine-tuned, negatives {n}" for n, uri in models.items()}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from embedtune.adaptation.devsplit import hold_out_documents, honest_dev
+from embedtune.adaptation.devsplit import held_out_qrels, hold_out_documents, honest_dev
 from embedtune.adaptation.finetune import CARD_FILE, fine_tune
 from embedtune.adaptation.generate import generate_pairs
 from embedtune.adaptation.pairs import Pair, pairs_from_qrels, sample_pairs
@@ -65,6 +65,19 @@ def test_honest_dev_prefers_the_collections_dev_split(sample):
     assert {p.query for p in split.dev} == {sample.queries[q] for q in sample.qrels["test"]}
     labelled = honest_dev(pairs_from_qrels(sample, "train"), collection=sample)
     assert labelled.verified and "labelled" in labelled.kind
+
+
+def test_held_out_qrels_are_the_dev_queries_no_training_pair_uses(sample):
+    split = honest_dev(pairs_from_qrels(sample, "train"), collection=sample, seed=0)
+    held = held_out_qrels(sample, "train", seed=0)
+    assert held and set(held) < set(sample.qrels["train"])  # some train queries, not all
+    assert {sample.queries[q] for q in held} == {p.query for p in split.dev}
+    trained = {p.positive_id for p in split.train}
+    assert not {doc for judged in held.values() for doc in judged} & trained
+    assert all(held[q] == sample.qrels["train"][q] for q in held)
+    assert held_out_qrels(sample, "train", seed=1) != held  # the seed adapt was given picks them
+    with_dev = replace(sample, qrels={**sample.qrels, "dev": sample.qrels["test"]})
+    assert held_out_qrels(with_dev, "train") == sample.qrels["test"]
 
 
 def test_generated_pairs_get_another_generators_dev_queries_marked_unverified(sample):

@@ -24,10 +24,10 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..evaluation.collections import Collection
+from ..evaluation.collections import Collection, Qrels
 from .pairs import Pair, pairs_from_qrels
 
-__all__ = ["DevSplit", "hold_out_documents", "honest_dev"]
+__all__ = ["DevSplit", "held_out_qrels", "hold_out_documents", "honest_dev"]
 
 _MIN_DEV_QUERIES = 10  # fewer other-generator queries than this (or than half the held-out ones): use those
 
@@ -72,6 +72,21 @@ def honest_dev(
     else:
         kind, verified = "pairs of the same file whose documents no training pair uses", False
     return DevSplit(train=train, dev=_cap(held, max_queries, seed), kind=kind, verified=verified)
+
+
+def held_out_qrels(collection: Collection, split: str = "train", *, seed: int = 0) -> Qrels:
+    """The judgments of the real queries a fine-tune on ``split``'s labels (``adapt``, same ``seed``)
+    keeps out of training as its dev split: the collection's ``dev`` split when it has one, else the
+    queries of ``split`` :func:`honest_dev` holds out.
+
+    A fine-tuned model has seen the rest of ``split``, so fusion weights tuned there flatter it;
+    tuned on these, they are chosen on queries no model trained on.
+    """
+    source = "dev" if "dev" in collection.qrels and split != "dev" else split
+    dev = honest_dev(pairs_from_qrels(collection, split), collection=collection, split=split, seed=seed).dev
+    texts = {pair.query for pair in dev}
+    queries, qrels = collection.split(source)
+    return {qid: dict(qrels[qid]) for qid, text in queries.items() if text in texts}
 
 
 def hold_out_documents(pairs: Sequence[Pair], fraction: float, *, seed: int = 0) -> tuple[list[Pair], list[Pair]]:
