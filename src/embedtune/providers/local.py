@@ -196,9 +196,9 @@ class SentenceTransformerEmbedder:
     When ``dim`` is known up front (a catalogued model), the weights load on the first call that
     needs them, so a run served entirely from the cache never loads torch.
 
-    ``engine`` runs the model: ``torch`` (sentence-transformers), ``onnx``, ``onnx-int8`` or
-    ``openvino`` (``providers/engines.py``), or ``auto``: the fastest of them that stays faithful
-    to torch on this machine. Engines other than torch need the folder on disk with its
+    ``engine`` runs the model: ``torch`` (sentence-transformers), ``onnx``, ``onnx-int8``,
+    ``openvino`` or ``openvino-int8`` (``providers/engines.py``), or ``auto``: the fastest of them
+    that stays faithful to torch on this machine (never an int8 one). Engines other than torch need the folder on disk with its
     ``tokenizer.json``; ``auto`` runs torch for anything else. ``engines_dir`` is where exports
     and measurements are kept (default: the models folder under ``EMBEDTUNE_HOME``).
     """
