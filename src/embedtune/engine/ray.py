@@ -97,8 +97,9 @@ def quiet_core_log() -> Iterator[None]:
     failure, so Ray's core logs an error line for every job: "Actor ... has constructor arguments
     in the object store and max_restarts > 0" (ray-project/ray issues 53727 and 57733). The
     references live in this process for the job's life, so restarts work (a killed actor's texts
-    come back, as the tests check). The core reads its level once, when the process joins; a
-    cluster started here inherits it. A ``RAY_BACKEND_LOG_LEVEL`` the user set is kept.
+    come back, as the tests check). The core reads its level once, when the process joins (and
+    says so in one line then, instead of one per job); a cluster started here inherits it. A
+    ``RAY_BACKEND_LOG_LEVEL`` the user set is kept.
     """
     if "RAY_BACKEND_LOG_LEVEL" in os.environ:
         yield
