@@ -30,7 +30,7 @@ from embedtune.factory import EmbedderSpec, build_embedder, open_provider
 
 DEFAULT_SCIFACT = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "scifact"
 DEFAULT_MODELS = "local:all-MiniLM-L6-v2,local:all-mpnet-base-v2"
-ENGINES = ("torch", "onnx", "onnx-int8", "openvino", "auto")
+ENGINES = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8", "auto")
 
 
 def mixed_texts(dataset: Path, n: int, seed: int = 0) -> list[str]:

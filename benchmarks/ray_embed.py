@@ -72,7 +72,7 @@ def main() -> None:
     import ray
 
     from embedtune.engine import close_stack
-    from embedtune.engine.ray import RayEmbedder, RayOptions
+    from embedtune.engine.ray import RayEmbedder, RayOptions, quiet_core_log
 
     texts = mixed_texts(args.collection, args.n)
     spec = EmbedderSpec(model=args.model, over_limit="truncate")
@@ -85,7 +85,8 @@ def main() -> None:
     single_s = time.perf_counter() - start
     print(f"one process: {single_s:.1f} s, {len(texts) / single_s:.1f} texts/s")
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    with quiet_core_log():  # Ray Data's per-job core warning, as embedtune's own init does
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
         rates = {}
         for workers in (2, 1):

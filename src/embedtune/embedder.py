@@ -17,7 +17,7 @@ one method of its own: the cache keys them on their bytes, the batcher bounds ba
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -34,6 +34,7 @@ __all__ = [
     "ImageEmbedder",
     "Kind",
     "check_kind",
+    "embed_batches",
     "embed_images",
     "empty_vectors",
     "image_fingerprint",
@@ -104,6 +105,18 @@ def _image_embedder(embedder: Embedder) -> ImageEmbedder:
             "server that takes images (images = true in its embedders table)"
         )
     return embedder
+
+
+def embed_batches(
+    embedder: Embedder, batches: Iterable[Sequence[str]], kind: Kind = "document"
+) -> Iterator[np.ndarray]:
+    """``embedder.embed`` of each (non-empty) batch, in order. A provider that can prepare the next
+    batch while it embeds this one (a local model on an engine) offers ``embed_batches`` itself;
+    wrappers do not, so whatever they do in ``embed`` is never skipped."""
+    own = getattr(embedder, "embed_batches", None)
+    if callable(own):
+        return own(batches, kind)
+    return (embedder.embed(batch, kind) for batch in batches)
 
 
 def embed_images(embedder: Embedder, images: Sequence[Image], kind: Kind = "document") -> np.ndarray:

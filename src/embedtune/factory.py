@@ -9,7 +9,7 @@ An embedder is described by an ``EmbedderSpec``; a TOML config file can name spe
 
     [embedders.minilm-onnx]
     model = "local:all-MiniLM-L6-v2"
-    engine = "onnx"                             # auto | torch | onnx | onnx-int8 | openvino
+    engine = "onnx"                             # auto | torch | onnx | onnx-int8 | openvino | openvino-int8
 
     [embedders.domain]
     model = "local:/models/my-finetuned-bert"

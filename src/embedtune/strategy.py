@@ -14,7 +14,7 @@ The file::
     [embedder]                      # absent for BM25 alone; any field of EmbedderSpec
     model = "local:all-MiniLM-L6-v2"
     over_limit = "truncate"
-    engine = "onnx"                 # local models: auto (default) | torch | onnx | onnx-int8 | openvino
+    engine = "onnx"                 # local models: auto (default) | torch | onnx | onnx-int8 | openvino | openvino-int8
 
     [sparse]                        # mode = "sparse" only: a learned sparse (SPLADE) model, instead of [embedder]
     model = "sparse:splade-tiny"    # or sparse:/path/to/a/SparseEncoder/folder

@@ -7,11 +7,13 @@ export or a fresh choice gets its own folder.
 import importlib.util
 import json
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from embedtune.engine import BatchingEmbedder
 from embedtune.errors import EngineQualityError, MissingDependencyError, ModelLoadError
 from embedtune.factory import EmbedderSpec, open_provider
 from embedtune.providers import engines
@@ -68,6 +70,29 @@ def test_fast_engine_matches_torch_in_input_order(minilm, engines_dir, engine):
     assert fast.count_tokens(TEXTS[1]) == minilm.count_tokens(TEXTS[1])
 
 
+@pytest.mark.parametrize("engine", ["onnx", "openvino"])
+def test_a_stream_of_batches_tokenises_ahead_and_equals_one_call_per_batch(minilm, engines_dir, engine, monkeypatch):
+    fast = _open(minilm, engine, engines_dir)
+    batches = [TEXTS[i : i + 2] for i in range(0, len(TEXTS), 2)]
+    one_by_one = [fast.embed(batch, "query") for batch in batches]
+    runner = fast._engine_runner(fast.resolved_engine())
+    threads = []
+    tokenise = runner._feed
+
+    def watched(texts):
+        threads.append(threading.current_thread().name)
+        return tokenise(texts)
+
+    monkeypatch.setattr(runner, "_feed", watched)
+    streamed = list(fast.embed_batches(iter(batches), "query"))
+    assert [v.shape for v in streamed] == [v.shape for v in one_by_one]
+    assert _cosines(np.concatenate(streamed), np.concatenate(one_by_one)).min() >= 0.99999
+    assert len(threads) == len(batches) and all(name.startswith("embedtune-tokenize") for name in threads)
+    # Through the batcher, as every stack runs it: the same rows, in input order.
+    stacked = BatchingEmbedder(fast, max_batch=2).embed(TEXTS, "query")
+    assert _cosines(stacked, np.concatenate(one_by_one)).min() >= 0.99999
+
+
 def test_fingerprint_names_the_engine_and_torch_keeps_its_own(minilm, engines_dir):
     prints = {engine: _open(minilm, engine, engines_dir).fingerprint() for engine in ("torch", "onnx", "openvino")}
     assert len(set(prints.values())) == 3
@@ -108,8 +133,30 @@ def test_int8_is_offered_only_when_its_quality_check_passes(minilm, engines_dir,
     assert "onnx-int8" in message and "needs ≥ 0.99999" in message
 
 
+def test_openvino_int8_is_calibrated_off_the_probe_gated_and_kept(minilm, engines_dir, monkeypatch):
+    assert not set(engines.calibration_texts()) & set(engines.probe_texts())
+    int8 = _open(minilm, "openvino-int8", engines_dir)
+    vectors = int8.embed(TEXTS)
+    assert int8.engine == "openvino-int8" and engines.engine_of_label(int8.engine) is Engine.OPENVINO_INT8
+    assert int8.fingerprint() not in {_open(minilm, e, engines_dir).fingerprint() for e in ("openvino", "onnx-int8")}
+    assert _cosines(vectors, minilm.embed(TEXTS)).mean() >= 0.98  # the gate's probe asks 0.99 on its texts
+    measured = json.loads(next(engines_dir.rglob("machine-*.json")).read_text())["openvino-int8"]
+    assert measured["mean_cosine"] >= engines.INT8_MEAN_COSINE
+
+    # Quantised once per weights: a second open reads the saved model.
+    monkeypatch.setattr(Artefacts, "_quantise_openvino", lambda *a: pytest.fail("quantised again"))
+    np.testing.assert_allclose(_open(minilm, "openvino-int8", engines_dir).embed(TEXTS), vectors, atol=1e-5)
+
+    monkeypatch.setattr(engines, "INT8_MEAN_COSINE", 0.99999)
+    with pytest.raises(EngineQualityError) as refused:
+        _open(minilm, "openvino-int8", engines_dir).fingerprint()
+    message = str(refused.value)
+    assert "\n" not in message and f"mean cosine {measured['mean_cosine']:.4f}" in message
+
+
 @pytest.mark.parametrize(
-    ("engine", "module", "extra"), [("onnx", "onnxruntime", "onnx"), ("openvino", "openvino", "openvino")]
+    ("engine", "module", "extra"),
+    [("onnx", "onnxruntime", "onnx"), ("openvino", "openvino", "openvino"), ("openvino-int8", "nncf", "openvino")],
 )
 def test_an_engine_that_is_not_installed_names_its_extra(minilm, monkeypatch, engine, module, extra):
     real = importlib.util.find_spec

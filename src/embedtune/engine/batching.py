@@ -15,13 +15,13 @@ Batching never changes a text; what happens to texts over the model's limit is t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..embedder import Embedder, Kind, check_kind, embed_images, empty_vectors, image_fingerprint
+from ..embedder import Embedder, Kind, check_kind, embed_batches, embed_images, empty_vectors, image_fingerprint
 from ..errors import InvalidInputError
 from ..images import Image, ImageLimits
 from .wrapper import Wrapper
@@ -102,7 +102,12 @@ class BatchingEmbedder(Wrapper):
         batches = plan_batches(
             lengths, max_batch=self.max_batch, max_tokens=self.max_batch_tokens, sort=self.sort_by_length
         )
-        out = self._run(batches, lambda part: self.inner.embed([texts[i] for i in part], kind), len(texts))
+        out = self._run(
+            batches,
+            lambda part: self.inner.embed([texts[i] for i in part], kind),
+            len(texts),
+            lambda parts: embed_batches(self.inner, ([texts[i] for i in part] for part in parts), kind),
+        )
         self.stats.tokens += sum(lengths)
         self.stats.texts += len(texts)
         self.stats.seconds += time.perf_counter() - started
@@ -121,18 +126,29 @@ class BatchingEmbedder(Wrapper):
         self.stats.pixels += sum(pixels)
         return out
 
-    def _run(self, batches: list[list[int]], embed: Callable[[list[int]], np.ndarray], n: int) -> np.ndarray:
-        """Embed each batch of indices (several at once with ``concurrency``) into rows in input order."""
+    def _run(
+        self,
+        batches: list[list[int]],
+        embed: Callable[[list[int]], np.ndarray],
+        n: int,
+        stream: Callable[[list[list[int]]], Iterator[np.ndarray]] | None = None,
+    ) -> np.ndarray:
+        """Embed each batch of indices (several at once with ``concurrency``) into rows in input order.
+
+        ``stream``, when given, embeds the batches one after the other as one stream (so a local
+        engine tokenises the next batch while it runs this one); it serves ``concurrency`` 1."""
         out = np.empty((n, self.dim), dtype=np.float32)
 
-        def run(batch: list[int]) -> np.ndarray:
-            try:
-                vectors = embed(batch)
-            except InvalidInputError as exc:
-                raise exc.with_index(batch[exc.index]) from None
+        def check(batch: list[int], vectors: np.ndarray) -> np.ndarray:
             if vectors.shape != (len(batch), self.dim):
                 raise ValueError(f"{self.inner.name} returned {vectors.shape} for a batch of {len(batch)}")
             return vectors
+
+        def run(batch: list[int]) -> np.ndarray:
+            try:
+                return check(batch, embed(batch))
+            except InvalidInputError as exc:
+                raise exc.with_index(batch[exc.index]) from None
 
         def done(batch: list[int], vectors: np.ndarray) -> None:
             out[batch] = vectors
@@ -140,7 +156,17 @@ class BatchingEmbedder(Wrapper):
             if self.on_progress:
                 self.on_progress(len(batch))
 
-        if self.concurrency == 1 or len(batches) == 1:
+        if stream is not None and self.concurrency == 1 and len(batches) > 1:
+            vectors = stream(batches)
+            try:
+                for batch in batches:
+                    try:
+                        done(batch, check(batch, next(vectors)))
+                    except InvalidInputError as exc:
+                        raise exc.with_index(batch[exc.index]) from None
+            finally:
+                getattr(vectors, "close", lambda: None)()  # a stream stopped early stops its tokeniser thread
+        elif self.concurrency == 1 or len(batches) == 1:
             for batch in batches:
                 done(batch, run(batch))
         else:

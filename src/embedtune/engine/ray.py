@@ -22,6 +22,7 @@ missing or seen twice fails the call instead of passing silently.
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 import warnings
@@ -37,7 +38,7 @@ from ..embedder import Embedder, Kind, check_kind, empty_vectors
 from ..errors import ConfigError, EmbedtuneError, InvalidInputError, ProviderError, require
 from .batching import BatchingEmbedder, plan_batches
 
-__all__ = ["RayEmbedder", "RayOptions", "connect", "ray_session"]
+__all__ = ["RayEmbedder", "RayOptions", "connect", "quiet_core_log", "ray_session"]
 
 LOCAL = "auto"
 _CONNECT_TIMEOUT = 5.0  # seconds: an address that does not answer fails fast, before Ray waits on it
@@ -80,11 +81,34 @@ def connect(address: str) -> bool:
     else:
         target = address
     try:
-        ray.init(address=target, **init)
+        with quiet_core_log():
+            ray.init(address=target, **init)
     except (ConnectionError, RuntimeError, TimeoutError, ValueError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ConfigError(f"cannot join the Ray cluster at {address}: {first}") from exc
     return True
+
+
+@contextmanager
+def quiet_core_log() -> Iterator[None]:
+    """Around ``ray.init``: this process's Ray core prints fatal errors only.
+
+    Ray Data passes object references to the constructor of its map actors, which restart on
+    failure, so Ray's core logs an error line for every job: "Actor ... has constructor arguments
+    in the object store and max_restarts > 0" (ray-project/ray issues 53727 and 57733). The
+    references live in this process for the job's life, so restarts work (a killed actor's texts
+    come back, as the tests check). The core reads its level once, when the process joins (and
+    says so in one line then, instead of one per job); a cluster started here inherits it. A
+    ``RAY_BACKEND_LOG_LEVEL`` the user set is kept.
+    """
+    if "RAY_BACKEND_LOG_LEVEL" in os.environ:
+        yield
+        return
+    os.environ["RAY_BACKEND_LOG_LEVEL"] = "fatal"
+    try:
+        yield
+    finally:
+        os.environ.pop("RAY_BACKEND_LOG_LEVEL", None)
 
 
 @contextmanager

@@ -13,8 +13,10 @@ the sample collection embedtune ships):
 - ``onnx`` and ``openvino`` must keep every probe vector within ``FAITHFUL_MIN_COSINE`` (0.999);
   OpenVINO runs in the CPU's default precision (bf16 where the CPU has it) and falls back to f32
   when that drifts past the check;
-- ``onnx-int8`` (MatMul weights only, per channel: default options cost too much) must keep the
-  mean cosine at or above ``INT8_MEAN_COSINE`` (0.99).
+- ``onnx-int8`` (MatMul weights only, per channel: default options cost too much) and
+  ``openvino-int8`` (NNCF's post-training quantisation of weights and activations, calibrated on
+  other texts of the same sample collection) must keep the mean cosine at or above
+  ``INT8_MEAN_COSINE`` (0.99).
 
 ``auto`` times each installed faithful engine (never int8) on the probe and keeps the fastest;
 the choice is written per model and machine, so it is measured once.
@@ -34,7 +36,8 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from enum import Enum
 from importlib import resources
@@ -77,7 +80,10 @@ class Engine(str, Enum):
     ONNX = "onnx"
     ONNX_INT8 = "onnx-int8"
     OPENVINO = "openvino"
+    OPENVINO_INT8 = "openvino-int8"
 
+
+_INT8 = (Engine.ONNX_INT8, Engine.OPENVINO_INT8)  # judged on the mean cosine, never chosen by auto
 
 # The modules each engine imports, and the extra that installs them.
 _NEEDS: dict[Engine, tuple[tuple[str, str], ...]] = {
@@ -86,6 +92,7 @@ _NEEDS: dict[Engine, tuple[tuple[str, str], ...]] = {
     Engine.ONNX: (("onnxruntime", "onnx"), ("onnx", "onnx")),
     Engine.ONNX_INT8: (("onnxruntime", "onnx"), ("onnx", "onnx")),
     Engine.OPENVINO: (("openvino", "openvino"),),
+    Engine.OPENVINO_INT8: (("openvino", "openvino"), ("nncf", "openvino")),
 }
 
 
@@ -133,17 +140,33 @@ def physical_cores() -> int:
 # -- the probe ------------------------------------------------------------------------------
 
 
+def _sample() -> tuple[list[str], list[str]]:
+    """The documents (title and text) and queries of the sample collection embedtune ships."""
+    sample = resources.files("embedtune") / "data" / "sample"
+
+    def read(name: str) -> list[dict[str, str]]:
+        return [json.loads(line) for line in (sample / name).read_text(encoding="utf-8").splitlines()]
+
+    docs = [f"{doc['title']} {doc['text']}" for doc in read("corpus.jsonl")]
+    return docs, [query["text"] for query in read("queries.jsonl")]
+
+
 def probe_texts() -> list[str]:
     """A fixed set of mixed-length texts: documents (cut to 20-120 words) and queries of the sample
     collection embedtune ships. Long enough to show an engine's drift, short enough to run in seconds."""
-    sample = resources.files("embedtune") / "data" / "sample"
-    docs = [json.loads(line) for line in (sample / "corpus.jsonl").read_text(encoding="utf-8").splitlines()]
-    queries = [json.loads(line) for line in (sample / "queries.jsonl").read_text(encoding="utf-8").splitlines()]
-    texts = []
-    for i, doc in enumerate(docs[::6][: PROBE_TEXTS // 2]):
-        words = f"{doc['title']} {doc['text']}".split()
-        texts.append(" ".join(words[: 20 + 10 * (i % 11)]))
-    return texts + [q["text"] for q in queries[::3]][: PROBE_TEXTS - len(texts)]
+    docs, queries = _sample()
+    texts = [" ".join(doc.split()[: 20 + 10 * (i % 11)]) for i, doc in enumerate(docs[::6][: PROBE_TEXTS // 2])]
+    return texts + queries[::3][: PROBE_TEXTS - len(texts)]
+
+
+def calibration_texts() -> list[str]:
+    """What int8 activations are calibrated on: the sample collection's other documents (cut to
+    20-250 words) and queries, none of them a probe text, so the probe judges unseen texts."""
+    docs, queries = _sample()
+    probe = set(probe_texts())
+    kept = [doc for i, doc in enumerate(docs) if i % 6]
+    texts = [" ".join(doc.split()[: 20 + 12 * (i % 20)]) for i, doc in enumerate(kept)]
+    return [t for t in texts + [q for i, q in enumerate(queries) if i % 3] if t not in probe]
 
 
 @dataclass(frozen=True)
@@ -304,6 +327,44 @@ class Artefacts:
                 _atomic(path, write)
         return path
 
+    def openvino_int8(self) -> Path:
+        """OpenVINO's int8 model (NNCF post-training quantisation), made on first use."""
+        path = self.dir / "openvino-int8.xml"
+        fp32 = self.export()
+        with self._lock:
+            if not path.exists():
+                self._quantise_openvino(fp32, path)
+        return path
+
+    def _quantise_openvino(self, fp32: Path, path: Path) -> None:
+        nncf = require("nncf", "openvino")
+        ov = require("openvino", "openvino")
+        meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
+        tokenizer = _tokenizer(self.folder, meta, self.max_tokens)
+        texts = sorted(calibration_texts(), key=len)  # similar lengths per batch, as when embedding
+        batches = [_feed(tokenizer, meta["inputs"], texts[i : i + 8]) for i in range(0, len(texts), 8)]
+        nncf_log = logging.getLogger("nncf")
+        level = nncf_log.level
+        nncf_log.setLevel(logging.ERROR)
+        try:
+            # NNCF draws progress bars on stdout; an export is not the user's business
+            with _quiet_export(), open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+                model = nncf.quantize(
+                    ov.Core().read_model(str(fp32)),
+                    nncf.Dataset(batches),
+                    model_type=nncf.ModelType.TRANSFORMER,
+                    subset_size=len(batches),
+                )
+        finally:
+            nncf_log.setLevel(level)
+        # The .xml names its .bin by its own stem: both are written under their final names in a
+        # temporary folder, then moved in, the .xml last (its presence means the pair is whole).
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+            ov.save_model(model, str(Path(tmp) / path.name), compress_to_fp16=False)
+            os.replace(Path(tmp) / path.with_suffix(".bin").name, path.with_suffix(".bin"))
+            os.replace(Path(tmp) / path.name, path)
+        _log.info("quantised %s to OpenVINO int8 once, in %s", self.folder, self.dir)
+
     def _torch_encode(self, texts: list[str]) -> np.ndarray:
         model = self._load_model()
         return model.encode(texts, batch_size=len(texts), convert_to_numpy=True, show_progress_bar=False)
@@ -380,7 +441,8 @@ class EngineRunner:
 
     ``encode(texts)`` returns the pipeline's sentence embeddings (float32, input order). Texts
     are padded to the longest in the call, so callers batch texts of similar length together
-    (the BatchingEmbedder sorts local models' texts by length).
+    (the BatchingEmbedder sorts local models' texts by length). ``encode_batches`` does the same
+    for a stream of batches, tokenising the next batch on a thread while the engine runs this one.
     """
 
     def __init__(self, engine: Engine, label: str, tokenizer: Any, inputs: list[str], run: Callable) -> None:
@@ -391,13 +453,37 @@ class EngineRunner:
         self._run = run
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        encodings = self._tokenizer.encode_batch(list(texts))
-        arrays = {
-            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
-        }
-        return np.asarray(self._run({name: arrays[name] for name in self._inputs}), dtype=np.float32)
+        return self._infer(self._feed(texts))
+
+    def encode_batches(self, batches: Iterable[Sequence[str]]) -> Iterator[np.ndarray]:
+        """Each batch's embeddings, in order. Tokenising (the tokenizer drops the GIL) overlaps
+        inference (so do the engines): one batch ahead is enough, and keeps one feed in memory."""
+        batches = iter(batches)
+        first = next(batches, None)
+        if first is None:
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="embedtune-tokenize") as pool:
+            pending = pool.submit(self._feed, first)
+            for batch in batches:
+                feed = pending.result()  # a tokeniser error surfaces with the batch it belongs to
+                pending = pool.submit(self._feed, batch)
+                yield self._infer(feed)
+            yield self._infer(pending.result())
+
+    def _feed(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        return _feed(self._tokenizer, self._inputs, texts)
+
+    def _infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(self._run(feed), dtype=np.float32)
+
+
+_COLUMNS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+
+
+def _feed(tokenizer: Any, inputs: list[str], texts: Sequence[str]) -> dict[str, np.ndarray]:
+    """The graph's inputs for ``texts``: token ids, mask and types, padded to the longest."""
+    encodings = tokenizer.encode_batch(list(texts))
+    return {name: np.array([getattr(e, _COLUMNS[name]) for e in encodings], dtype=np.int64) for name in inputs}
 
 
 def _tokenizer(folder: Path, meta: dict[str, Any], max_tokens: int):
@@ -412,6 +498,8 @@ def _tokenizer(folder: Path, meta: dict[str, Any], max_tokens: int):
 
 def engine_of_label(label: str) -> Engine:
     """The engine a fingerprint's label names (``openvino-bf16`` is OpenVINO)."""
+    if label == Engine.OPENVINO_INT8.value:
+        return Engine.OPENVINO_INT8
     return Engine.OPENVINO if label.startswith("openvino-") else Engine(label)
 
 
@@ -437,13 +525,14 @@ def open_runner(engine: Engine, artefacts: Artefacts, label: str | None = None) 
     threads = physical_cores()
     meta = artefacts.meta()
     tokenizer = _tokenizer(artefacts.folder, meta, artefacts.max_tokens)
-    if engine is Engine.OPENVINO:
+    if engine in (Engine.OPENVINO, Engine.OPENVINO_INT8):
         ov = require("openvino", "openvino")
         core = ov.Core()
         config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
         if label == OPENVINO_F32:
             config["INFERENCE_PRECISION_HINT"] = "f32"
-        compiled = core.compile_model(core.read_model(str(artefacts.export())), "CPU", config)
+        path = artefacts.openvino_int8() if engine is Engine.OPENVINO_INT8 else artefacts.export()
+        compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
         request = compiled.create_infer_request()
         output = compiled.output(0)
         busy = threading.Lock()  # an infer request serves one call at a time
@@ -452,7 +541,10 @@ def open_runner(engine: Engine, artefacts: Artefacts, label: str | None = None) 
             with busy:
                 return np.array(request.infer(feed)[output])
 
-        label = f"openvino-{_type_name(compiled.get_property('INFERENCE_PRECISION_HINT'))}"
+        if engine is Engine.OPENVINO:
+            label = f"openvino-{_type_name(compiled.get_property('INFERENCE_PRECISION_HINT'))}"
+        else:
+            label = engine.value
         return EngineRunner(engine, label, tokenizer, meta["inputs"], run_ov)
     ort = require("onnxruntime", "onnx")
     options = ort.SessionOptions()
@@ -479,7 +571,7 @@ def measure(runner: EngineRunner, artefacts: Artefacts) -> Probe:
 
 
 def _passes(engine: Engine, probe: Probe) -> bool:
-    if engine is Engine.ONNX_INT8:
+    if engine in _INT8:
         return probe.mean_cosine >= INT8_MEAN_COSINE
     return probe.min_cosine >= FAITHFUL_MIN_COSINE
 
@@ -513,7 +605,7 @@ def check_quality(engine: Engine, artefacts: Artefacts, model: str) -> str:
     line naming the cosine it reached."""
     label, probe = _faithful_label(engine, artefacts, model)
     if not _passes(engine, probe):
-        if engine is Engine.ONNX_INT8:
+        if engine in _INT8:
             figure, needed = f"mean cosine {probe.mean_cosine:.4f}", INT8_MEAN_COSINE
         else:
             figure, needed = f"minimum cosine {probe.min_cosine:.5f}", FAITHFUL_MIN_COSINE

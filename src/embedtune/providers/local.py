@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import threading
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -164,6 +164,8 @@ def hub_cached_folder(card: ModelCard) -> Path | None:
     return Path(found).parent if isinstance(found, str) else None
 
 
+_COUNTS_KEPT = 1 << 16  # token counts remembered per model (about 100 bytes each)
+
 # Files that describe a model without changing its vectors: a fine-tuned folder's card gains
 # figures after training, and that must not make the cache embed everything again.
 _NOT_WEIGHTS = ("embedtune-card.json",)
@@ -194,9 +196,9 @@ class SentenceTransformerEmbedder:
     When ``dim`` is known up front (a catalogued model), the weights load on the first call that
     needs them, so a run served entirely from the cache never loads torch.
 
-    ``engine`` runs the model: ``torch`` (sentence-transformers), ``onnx``, ``onnx-int8`` or
-    ``openvino`` (``providers/engines.py``), or ``auto``: the fastest of them that stays faithful
-    to torch on this machine. Engines other than torch need the folder on disk with its
+    ``engine`` runs the model: ``torch`` (sentence-transformers), ``onnx``, ``onnx-int8``,
+    ``openvino`` or ``openvino-int8`` (``providers/engines.py``), or ``auto``: the fastest of them
+    that stays faithful to torch on this machine (never an int8 one). Engines other than torch need the folder on disk with its
     ``tokenizer.json``; ``auto`` runs torch for anything else. ``engines_dir`` is where exports
     and measurements are kept (default: the models folder under ``EMBEDTUNE_HOME``).
     """
@@ -276,6 +278,7 @@ class SentenceTransformerEmbedder:
         self._resolved: tuple[Engine, str] | None = None
         self._runner: EngineRunner | None = None
         self._engine_lock = threading.Lock()
+        self._counts: dict[bytes, int] = {}
 
     def _load(self):
         if self._model is None:
@@ -345,10 +348,21 @@ class SentenceTransformerEmbedder:
 
     def count_tokens(self, text: str, kind: Kind = "document") -> int:
         prefixed = self._prefixes[check_kind(kind)] + text
+        # The length policy and the batcher each count every text of a call: the second count is
+        # a look-up (keyed by digest, so the memo holds no texts).
+        key = hashlib.blake2b(prefixed.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        known = self._counts.get(key)
+        if known is not None:
+            return known
         tokenizer = self._fast_tokenizer()
         if tokenizer is not None:
-            return len(tokenizer.encode(prefixed).ids)
-        return len(self._load().tokenizer(prefixed, add_special_tokens=True, verbose=False)["input_ids"])
+            count = len(tokenizer.encode(prefixed).ids)
+        else:
+            count = len(self._load().tokenizer(prefixed, add_special_tokens=True, verbose=False)["input_ids"])
+        if len(self._counts) >= _COUNTS_KEPT:
+            self._counts.clear()
+        self._counts[key] = count
+        return count
 
     def token_offsets(self, text: str) -> list[tuple[int, int]] | None:
         """Character spans of the tokens of ``text`` (no prefix, no special tokens), for chunkers
@@ -381,6 +395,17 @@ class SentenceTransformerEmbedder:
         if engine is Engine.TORCH:
             return self._finish(self._torch_encode(prefixed))
         return self._finish(self._engine_runner(engine).encode(prefixed))
+
+    def embed_batches(self, batches: Iterable[Sequence[str]], kind: Kind = "document") -> Iterator[np.ndarray]:
+        """``embed`` of each batch, in order; an engine tokenises the next batch while it runs this one."""
+        prefix = self._prefixes[check_kind(kind)]
+        engine, _ = self._resolve()
+        if engine is Engine.TORCH:
+            yield from (self.embed(batch, kind) for batch in batches)
+            return
+        prefixed = ([prefix + t for t in batch] for batch in batches)
+        for vectors in self._engine_runner(engine).encode_batches(prefixed):
+            yield self._finish(vectors)
 
     def image_fingerprint(self, kind: Kind = "document") -> str:
         check_kind(kind)  # no prefix for images: both kinds are the same vector
