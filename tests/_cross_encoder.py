@@ -16,7 +16,7 @@ def build_tiny_cross_encoder(folder: Path) -> Path:
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    from embedtune.adaptation.finetune import base_folder
+    from embedtune.adaptation.training import base_folder
 
     source = base_folder("local:all-MiniLM-L6-v2")[0]
     torch.manual_seed(0)
