@@ -26,3 +26,19 @@ def write_scifact_slice(shared_datasets: Path, folder: Path, *, tests: int, trai
         rows = [f"{q}\t{d}\t{r}" for q, rels in qrels.items() for d, r in rels.items()]
         (folder / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows) + "\n")
     return folder
+
+
+def scifact_parity_slice(shared_datasets: Path, *, tests: int, documents: int):
+    """The first ``tests`` SciFact test queries, every document they judge and the first others up
+    to ``documents``, as SourceDocuments marked ``half`` even or odd; and those queries by id."""
+    from embedtune.documents import SourceDocument
+
+    collection = load_beir(shared_datasets / "scifact", splits=["test"])
+    qrels = dict(sorted(collection.qrels["test"].items())[:tests])
+    judged = sorted({doc for rels in qrels.values() for doc in rels})
+    ids = judged + [doc for doc in sorted(collection.corpus) if doc not in set(judged)][: documents - len(judged)]
+    docs = [
+        SourceDocument(id=i, text=collection.documents_text(i), metadata={"half": ["even", "odd"][n % 2]})
+        for n, i in enumerate(ids)
+    ]
+    return docs, {qid: collection.queries[qid] for qid in qrels}

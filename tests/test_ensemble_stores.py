@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import pytest
 
+from _slices import scifact_parity_slice
 from embedtune.ensemble import Ensemble, EnsembleRetriever, index_ensemble, member_table
 from embedtune.errors import ConfigError
 from embedtune.evaluation import load_beir
@@ -37,22 +37,10 @@ ENSEMBLE = Ensemble(
 )
 
 
-@dataclass(frozen=True)
-class Doc:
-    id: str
-    text: str
-    metadata: dict = field(default_factory=dict)
-
-
 @pytest.fixture(scope="module")
 def slice_(shared_datasets):
     """8 SciFact test queries, the documents they judge and others: 40 documents, each marked even or odd."""
-    collection = load_beir(shared_datasets / "scifact", splits=["test"])
-    tests = dict(sorted(collection.qrels["test"].items())[:8])
-    judged = sorted({doc for rels in tests.values() for doc in rels})
-    ids = judged + [doc for doc in sorted(collection.corpus) if doc not in set(judged)][: 40 - len(judged)]
-    docs = [Doc(i, collection.documents_text(i), {"half": ["even", "odd"][n % 2]}) for n, i in enumerate(ids)]
-    return docs, {qid: collection.queries[qid] for qid in tests}
+    return scifact_parity_slice(shared_datasets, tests=8, documents=40)
 
 
 def answers(uri: str, queries: dict, cache) -> tuple[dict, list, EnsembleRetriever]:

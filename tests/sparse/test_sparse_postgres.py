@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import pytest
 
+from _slices import scifact_parity_slice
+from embedtune.documents import SourceDocument
 from embedtune.errors import ConfigError
-from embedtune.evaluation import load_beir
 from embedtune.indexer import index_documents
 from embedtune.retriever import Retriever
 from embedtune.sparse.encoder import CachingSparseEncoder, SpladeEncoder, sparse_folder
@@ -27,22 +28,10 @@ SPLADE = "sparse:splade-tiny"
 SPARSE = Strategy.from_toml(f'version = 1\n[sparse]\nmodel = "{SPLADE}"\n[retrieval]\nmode = "sparse"\n')
 
 
-@dataclass(frozen=True)
-class Doc:
-    id: str
-    text: str
-    metadata: dict = field(default_factory=dict)
-
-
 @pytest.fixture(scope="module")
 def slice_(shared_datasets):
     """10 SciFact test queries, the documents they judge and others: 50 documents, each marked even or odd."""
-    collection = load_beir(shared_datasets / "scifact", splits=["test"])
-    tests = dict(sorted(collection.qrels["test"].items())[:10])
-    judged = sorted({doc for rels in tests.values() for doc in rels})
-    ids = judged + [doc for doc in sorted(collection.corpus) if doc not in set(judged)][: 50 - len(judged)]
-    docs = [Doc(i, collection.documents_text(i), {"half": ["even", "odd"][n % 2]}) for n, i in enumerate(ids)]
-    return docs, {qid: collection.queries[qid] for qid in tests}
+    return scifact_parity_slice(shared_datasets, tests=10, documents=50)
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +98,7 @@ def test_a_store_whose_rows_are_stale_is_refused_in_one_line(slice_, encoder, po
         assert "\n" not in str(caught.value)
 
 
-def index_record(doc: Doc):
+def index_record(doc: SourceDocument):
     from embedtune.stores.base import DocumentRecord
 
     return DocumentRecord(doc_id=doc.id, text=doc.text, metadata=doc.metadata)

@@ -76,13 +76,7 @@ class SparseIndex:
         ``queries`` holds one row per id, over this index's vocabulary. ``only`` restricts the
         run to those document ids (a metadata filter's result), before the top ``depth`` are taken.
         """
-        if depth < 1:
-            raise ValueError(f"depth must be at least 1, not {depth}")
-        if queries.shape != (len(query_ids), self.vocab_size):
-            raise InputError(
-                f"{len(query_ids)} queries over a {self.vocab_size}-term vocabulary expected, "
-                f"got sparse rows of shape {queries.shape}: was the index built by another model?"
-            )
+        check_queries(query_ids, queries, self.vocab_size, depth)
         allowed = None if only is None else self._mask(only)
         queries = sp.csr_matrix(queries, dtype=np.float32)
         run: Run = {}
@@ -159,3 +153,14 @@ class SparseIndex:
 def folder_bytes(folder: str | Path) -> int:
     """Bytes of a saved index on disk."""
     return sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file())
+
+
+def check_queries(query_ids: Sequence[str], queries: sp.csr_matrix, vocab_size: int, depth: int) -> None:
+    """Refuse a search whose depth is not positive or whose query rows are not over this vocabulary."""
+    if depth < 1:
+        raise ValueError(f"depth must be at least 1, not {depth}")
+    if queries.shape != (len(query_ids), vocab_size):
+        raise InputError(
+            f"{len(query_ids)} queries over a {vocab_size}-term vocabulary expected, "
+            f"got sparse rows of shape {queries.shape}: was the index built by another model?"
+        )

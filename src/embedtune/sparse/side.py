@@ -33,7 +33,7 @@ from ..stores.embedded import EmbeddedStore, save_folder_once
 from ..stores.postgres import PostgresStore
 from ..stores.sharded import ShardedStore
 from .encoder import SparseEncoder
-from .index import SparseIndex, folder_bytes
+from .index import SparseIndex, check_queries, folder_bytes
 
 __all__ = ["TableSparseIndex", "check_sparse_store", "open_sparse_index", "sparse_index_bytes", "sync_sparse_index"]
 
@@ -115,13 +115,7 @@ class TableSparseIndex:
         self.vocab_size = vocab_size
 
     def search(self, query_ids: Sequence[str], queries, depth: int, *, only: Collection[str] | None = None) -> Run:
-        if depth < 1:
-            raise ValueError(f"depth must be at least 1, not {depth}")
-        if queries.shape != (len(query_ids), self.vocab_size):
-            raise InputError(
-                f"{len(query_ids)} queries over a {self.vocab_size}-term vocabulary expected, "
-                f"got sparse rows of shape {queries.shape}: was the index built by another model?"
-            )
+        check_queries(query_ids, queries, self.vocab_size, depth)
         rows = [_terms(queries, i) for i in range(len(query_ids))]
         hits = self.store.search_sparse(rows, self.vocab_size, depth, only)
         return {qid: dict(found) for qid, found in zip(query_ids, hits)}
