@@ -173,7 +173,8 @@ class StrategyResult:
     ``engine`` is what ran a local model (``auto`` resolved, e.g. ``openvino-bf16``); ``None`` for
     other providers and BM25. ``rerank_ms`` is a reranked row's rerank step, ms per query (batched).
     ``query_ms`` is a fused (``--fuse``) row's median latency, ms per query, one query at a time
-    through its EnsembleRetriever with the models embedding (no cache), as a served one answers.
+    through its EnsembleRetriever with the models embedding (no cache), as a served one answers;
+    when fused rows are timed, each reranked row's too, through its own retriever, rerank included.
     """
 
     name: str
@@ -394,6 +395,7 @@ def evaluate_strategies(
         tune_queries, tune_qrels = collection.split(tune_split)
     judged = _Judged(split=split, qrels=qrels, tune_qrels=tune_qrels)
     all_queries = {**queries, **tune_queries}
+    latency_texts = list(all_queries.values())[: LATENCY_QUERIES + 1]  # every timed row answers these
     tuner = _FeedbackTuner(tune_queries=tune_queries, judged=judged, queries=all_queries, k=k)
     if feedback_methods and tune_split is None:
         notes.append(
@@ -469,7 +471,7 @@ def evaluate_strategies(
             fuse_bases.append(sparse_base)
         if fuse:
             assert lexical is not None
-            fused = _fused(lexical, fuse_bases, judged, k, len(documents), notes, list(all_queries.values()))
+            fused = _fused(lexical, fuse_bases, judged, k, len(documents), notes, latency_texts)
             results.extend(fused)
             bases.extend(_fused_rerank_bases(fused, lexical, fuse_bases, k))
         if bm25:
@@ -479,7 +481,16 @@ def evaluate_strategies(
             results.insert(0, lexical.result(judged))
             bases.insert(0, RerankBase(results[0], lexical.retriever.store, None, {"bm25": lexical.run}))
         if rerank:
-            rows, rerank_notes = reranked_rows(bases, rerank, all_queries, judged.score, k, reranker=reranker)
+            timed = any(row.query_ms is not None for row in results)  # latency is reported: theirs too
+            rows, rerank_notes = reranked_rows(
+                bases,
+                rerank,
+                all_queries,
+                judged.score,
+                k,
+                reranker=reranker,
+                latency_texts=latency_texts if timed else (),
+            )
             results.extend(rows)
             notes.extend(rerank_notes)
 
@@ -866,7 +877,7 @@ def _fused(
     texts: Sequence[str],
 ) -> list[StrategyResult]:
     """``--fuse``'s rows: BM25, every whole-document float32 dense run and every sparse run, fused by
-    RRF and by tuned convex; each row's query latency measured on a few of ``texts``."""
+    RRF and by tuned convex; each row's query latency measured on ``texts``."""
     from embedtune.evaluation.fused import FuseBase, fused_results
 
     if not dense:
@@ -881,7 +892,7 @@ def _fused(
         k,
         tune_qrels=judged.tune_qrels,
         documents=documents,
-        latency_texts=texts[: LATENCY_QUERIES + 1],
+        latency_texts=texts,
     )
 
 

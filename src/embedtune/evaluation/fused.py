@@ -18,7 +18,7 @@ from typing import Any
 from embedtune.ensemble import Ensemble, EnsembleRetriever
 from embedtune.evaluation.compare import SELECT_METRIC, ModelCost, StrategyResult
 from embedtune.evaluation.tuning import tune_fusion_weights
-from embedtune.evaluation.workspace import median_query_ms, uncached
+from embedtune.evaluation.workspace import served_query_ms
 from embedtune.retriever import Retriever
 from embedtune.search.runs import Run
 from embedtune.strategy import Fusion, Strategy
@@ -102,11 +102,7 @@ def ensemble_query_ms(ensemble: Ensemble, bases: Sequence[FuseBase], texts: Sequ
     """Median ms per query of ``ensemble`` answering ``texts`` one at a time (the first untimed), as
     ``search`` answers: every member embeds or encodes the query with its model (no cache), searches
     its store, and the answers are fused."""
-    retriever = EnsembleRetriever(ensemble, [uncached(base.retriever) for base in bases])
-    try:
-        return median_query_ms(retriever, texts)
-    finally:
-        retriever.close()
+    return served_query_ms(EnsembleRetriever(ensemble, [base.retriever for base in bases]), texts)
 
 
 def summed_cost(costs: Sequence[ModelCost | None], documents: int) -> ModelCost | None:

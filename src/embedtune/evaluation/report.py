@@ -136,7 +136,7 @@ def comparison_table(result: ComparisonResult):
     for column in ("Recall@100", "MRR@10", "tokens", "texts/s", "index MB", "$ to embed"):
         table.add_column(column, justify="right")
     latency = any(s.query_ms is not None for s in result.strategies)
-    if latency:  # the fused rows' ms per query, one at a time, served
+    if latency:  # the fused and reranked rows' ms per query, one at a time, served
         table.add_column("query ms", justify="right")
     recommended = result.recommended.name
     for strategy in result.strategies:
@@ -234,6 +234,7 @@ def _strategy_dict(strategy: StrategyResult) -> dict[str, Any]:
         "cached": strategy.cached,
         "usd_to_embed_corpus": strategy.usd,
         "query_ms": strategy.query_ms,
+        "rerank_ms": strategy.rerank_ms,
     }
     if strategy.strategy is not None:
         row["strategy"] = strategy.strategy.to_dict()

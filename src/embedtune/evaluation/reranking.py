@@ -4,8 +4,10 @@ A reranked row is its base strategy with a ``[rerank]`` table, scored through th
 :class:`~embedtune.retriever.Retriever` (``combine`` then ``rerank``, as ``search`` runs them),
 on the same queries as every other row: the reported split, and the tuning split that picks the
 winner, so a reranked row wins only if it wins there. Beside its figures it records what the
-rerank step cost: ms per query, all queries batched through the model in one call (a single
-query waits longer; ``benchmarks/rerank_scifact.py`` measures that).
+rerank step cost: ms per query, all queries batched through the model in one call. Given latency
+texts (``compare`` gives them when it times other rows), it also records what a user waits: the
+median ms of one query at a time through that Retriever as ``serve`` runs it, rerank included
+(:func:`~embedtune.evaluation.workspace.served_query_ms`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ..retriever import Retriever
 from ..search.rerank import CrossEncoderScorer, PairScorer, RerankSpec
 from ..search.runs import Run
 from ..strategy import Strategy
+from .workspace import served_query_ms
 
 if TYPE_CHECKING:
     from ..embedder import Embedder
@@ -52,11 +55,13 @@ def reranked_rows(
     k: int,
     *,
     reranker: PairScorer | None = None,
+    latency_texts: Sequence[str] = (),
 ) -> tuple[list[StrategyResult], list[str]]:
     """One row per base and spec, and a note per row: its nDCG@10 gain over its base and its ms/query.
 
     ``score`` turns a run into a row's figures (compare's judgments); ``reranker`` replaces each
     spec's own model (tests and benchmarks share one loaded model); else one model per folder.
+    With ``latency_texts``, each row's ``query_ms`` is measured on them, one query at a time.
     """
     rows, notes = [], []
     loaded: dict[tuple[str, int], PairScorer] = {}
@@ -77,16 +82,21 @@ def reranked_rows(
             started = time.perf_counter()
             run = retriever.rerank(queries, fused, k)
             ms = 1000 * (time.perf_counter() - started) / max(len(queries), 1)
+            # Measured again, never the base's: that one leaves the rerank out.
+            query_ms = served_query_ms(retriever, latency_texts) if latency_texts else None
             row = replace(
                 base.result,
                 name=f"{base.result.name} > {spec.label}",
                 strategy=retriever.strategy,
                 rerank_ms=ms,
-                query_ms=None,  # the base's latency, one query at a time, leaves the rerank out
+                query_ms=query_ms,
                 **score(run),
             )
             gain = row.metrics["ndcg@10"] - base.result.metrics["ndcg@10"]
-            notes.append(f"{row.name}: nDCG@10 {gain:+.4f} over {base.result.name}, rerank {ms:.0f} ms/query (batched)")
+            served = "" if query_ms is None else f", {query_ms:.0f} ms/query served one at a time"
+            notes.append(
+                f"{row.name}: nDCG@10 {gain:+.4f} over {base.result.name}, rerank {ms:.0f} ms/query (batched){served}"
+            )
             rows.append(row)
     return rows, notes
 

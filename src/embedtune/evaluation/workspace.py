@@ -4,7 +4,8 @@
 a store never outlives its corpus); :func:`workspace` opens one, kept under a root or temporary.
 :class:`TimedEmbedder` times the model's own calls under the cache; :func:`bm25_bytes` is the
 size of a BM25 index as saved; :func:`slug` turns a name into a folder name. :func:`uncached` and
-:func:`median_query_ms` measure a query's latency as a served retriever answers it.
+:func:`median_query_ms` measure a query's latency as a served retriever answers it;
+:func:`served_query_ms` does both for a Retriever or an EnsembleRetriever.
 """
 
 from __future__ import annotations
@@ -33,9 +34,20 @@ from embedtune.strategy import Strategy
 
 if TYPE_CHECKING:
     from embedtune.documents import SourceDocument
+    from embedtune.ensemble import EnsembleRetriever
     from embedtune.images import Image
 
-__all__ = ["TimedEmbedder", "Workspace", "bm25_bytes", "median_query_ms", "slug", "uncached", "workspace"]
+__all__ = [
+    "CountedOnce",
+    "TimedEmbedder",
+    "Workspace",
+    "bm25_bytes",
+    "median_query_ms",
+    "served_query_ms",
+    "slug",
+    "uncached",
+    "workspace",
+]
 
 
 def bm25_bytes(index: BM25Index) -> int:
@@ -185,3 +197,21 @@ def median_query_ms(retriever: Any, texts: Sequence[str], k: int = 10) -> float:
         if i:
             times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times) if times else 0.0
+
+
+def served_query_ms(retriever: Retriever | EnsembleRetriever, texts: Sequence[str]) -> float:
+    """:func:`median_query_ms` of ``retriever`` answering as ``serve`` does: an :func:`uncached` copy
+    of it (of each member, for an EnsembleRetriever, fused and reranked as it is), closed after.
+    ``retriever`` itself is left as it was."""
+    from embedtune.ensemble import EnsembleRetriever
+
+    served: Retriever | EnsembleRetriever
+    if isinstance(retriever, EnsembleRetriever):
+        members = [uncached(member) for member in retriever.members]
+        served = EnsembleRetriever(retriever.strategy, members, reranker=retriever.reranker)
+    else:
+        served = uncached(retriever)
+    try:
+        return median_query_ms(served, texts)
+    finally:
+        served.close()
