@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-from collections import Counter
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 from rich.console import Console
 
 from _cli import run_cli as cli
+from _counting import TokenCounting
 from embedtune.chunking import make_chunker
 from embedtune.engine import CountingEmbedder
 from embedtune.errors import ConfigError, InputError
@@ -85,19 +85,6 @@ def test_texts_over_the_limit_are_truncated_and_counted(sample):
     assert cost.truncated_documents >= over > 0
     assert any(f"{cost.truncated_documents} of 120 documents are over its 30-token limit" in n for n in result.notes)
     assert cost.corpus_tokens <= 120 * 30
-
-
-class TokenCounting(CountingEmbedder):
-    """Also counts the tokenizer's calls, by text."""
-
-    def __init__(self, inner) -> None:
-        super().__init__(inner)
-        self.counted: Counter[str] = Counter()
-
-    def count_tokens(self, text: str, kind="document") -> int:
-        if kind == "document":
-            self.counted[text] += 1
-        return self.inner.count_tokens(text, kind)
 
 
 def test_each_document_is_tokenized_once_and_its_tokens_counted_as_the_model_counts_them(sample):

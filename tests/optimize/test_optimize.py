@@ -10,9 +10,10 @@ import pytest
 
 from _cli import one_error_line
 from _cli import run_cli as cli
+from _counting import TokenCounting
 from embedtune.errors import ConfigError
 from embedtune.evaluation import evaluate, load_beir
-from embedtune.factory import EmbedderSpec
+from embedtune.factory import EmbedderSpec, open_provider
 from embedtune.indexer import index_documents, open_retriever
 from embedtune.optimize import Budget, NoStrategyFitsError, SearchSpace, optimize
 from embedtune.stores.embedded import EmbeddedStore
@@ -112,6 +113,20 @@ def test_a_trial_a_kill_left_running_is_run_again_from_its_parameters(sample, tm
     states = [t.state for t in result.trials]
     assert states[:2] != ["running"] and states[2] == "failed"  # the killed one is closed...
     assert result.new_trials == 1 and result.trials[3].params == params  # ...and run again as it was
+
+
+def test_a_search_tokenizes_each_document_and_chunk_once_over_all_its_trials(sample, tmp_path):
+    # The chunker, the length policy and the batcher of every trial count the same texts, as in compare.
+    counting = TokenCounting(open_provider(FAKE))
+    space = fake_space(retrievals=("dense", "rrf"), vectors=("float32",))
+    result = optimize(
+        sample, space, out=tmp_path / "out", trials=6, cache=tmp_path / "c.sqlite", providers={FAKE.model: counting}
+    )
+    strategies = [t.strategy for t in result.trials if t.strategy is not None]
+    assert {s.chunked for s in strategies} == {True, False}  # chunks and whole documents were both counted
+    documents = {doc.full_text for doc in sample.corpus.values()}
+    assert documents & set(counting.counted) and set(counting.counted) - documents
+    assert set(counting.counted.values()) == {1}
 
 
 def test_minilm_search_embeds_each_text_once_and_a_new_fusion_weight_embeds_nothing(sample, tmp_path, minilm):

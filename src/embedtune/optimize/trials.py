@@ -39,7 +39,7 @@ from embedtune.evaluation.collections import Qrels
 from embedtune.evaluation.compare import METRICS, SELECT_METRIC
 from embedtune.evaluation.metrics import evaluate, evaluate_per_query
 from embedtune.evaluation.tuning import feedback_grid, tune_convex_weight, tune_feedback, tune_fusion_weights
-from embedtune.evaluation.workspace import TimedEmbedder, Workspace, bm25_bytes, median_query_ms, slug, uncached
+from embedtune.evaluation.workspace import CountedOnce, TimedEmbedder, Workspace, bm25_bytes, served_query_ms, slug
 from embedtune.factory import EmbedderSpec, build_embedder, open_provider
 from embedtune.indexer import index_documents
 from embedtune.retriever import BM25, DENSE, SPARSE, Retriever
@@ -159,7 +159,7 @@ class TrialScorer:
         self._cache = cache
         self._given = dict(providers or {})
         self._latency_queries = latency_queries
-        self._providers: dict[str, Embedder] = {}
+        self._providers: dict[str, CountedOnce] = {}
         self._timers: dict[str, TimedEmbedder] = {}
         self._stacks: dict[str, Embedder] = {}
         self._sparse: dict[str, SparseEncoder] = {}
@@ -411,7 +411,7 @@ class TrialScorer:
         """Median milliseconds of ``search_one`` (k = 10) over a few tuning queries, embedding uncached.
 
         The served path: the query embedded (or encoded) by the model, not the cache, searched,
-        fused and reranked (see :func:`~embedtune.evaluation.workspace.median_query_ms`). Kept per
+        fused and reranked (see :func:`~embedtune.evaluation.workspace.served_query_ms`). Kept per
         store, mode, feedback and rerank (a fusion weight changes no time).
         """
         if isinstance(strategy, Ensemble):
@@ -424,19 +424,13 @@ class TrialScorer:
         texts = list(rung.queries.values())[: self._latency_queries + 1]
         retriever: Retriever | EnsembleRetriever
         if isinstance(strategy, Ensemble):
-            members = [self._served(member, rung) for member in strategy.members]
+            members = [self._retriever(member, rung) for member in strategy.members]
             retriever = EnsembleRetriever(strategy, members, reranker=self._reranker(strategy.rerank))
         else:
-            retriever = self._served(strategy, rung)
-        try:
-            self._latency[key] = median_query_ms(retriever, texts)
-        finally:
-            retriever.close()
+            retriever = self._retriever(strategy, rung)
+        # As ``serve`` runs it: over the opened models, no cache in front.
+        self._latency[key] = served_query_ms(retriever, texts)
         return self._latency[key]
-
-    def _served(self, strategy: Strategy, rung: Rung) -> Retriever:
-        """``strategy``'s Retriever as ``serve`` runs it: over the opened models, no cache in front."""
-        return uncached(self._retriever(strategy, rung))
 
     def _latency_key(self, strategy: Strategy) -> str:
         feedback = "" if strategy.feedback is None else f"+{strategy.feedback.label}"
@@ -531,11 +525,15 @@ class TrialScorer:
         return self._rerankers[key]
 
     def _provider(self, spec: EmbedderSpec) -> Embedder:
-        """The opened model (loaded lazily on its first embedding), shared by every stack of it."""
+        """The opened model (loaded lazily on its first embedding), shared by every stack of it.
+
+        Its token counts are kept for the whole search, as ``compare`` keeps them: the chunker, the
+        length policy, the batcher and the dollars of every trial count the same texts.
+        """
         key = spec.model if spec.dims is None else f"{spec.model}@{spec.dims}"
         if key not in self._providers:
             given = self._given.get(spec.model) if spec.dims is None else None
-            self._providers[key] = given if given is not None else open_provider(spec)
+            self._providers[key] = CountedOnce(given if given is not None else open_provider(spec))
         return self._providers[key]
 
     def close(self) -> None:
@@ -544,7 +542,7 @@ class TrialScorer:
                 cache.close()
         given = {id(p) for p in self._given.values()}
         for provider in self._providers.values():
-            if id(provider) not in given:  # an HTTP provider's connections; one handed in stays the caller's
+            if id(provider.inner) not in given:  # an HTTP provider's connections; one handed in stays the caller's
                 close_stack(provider)
         self._stacks.clear()
         self._providers.clear()
