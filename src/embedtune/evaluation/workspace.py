@@ -25,6 +25,7 @@ import numpy as np
 
 from embedtune.embedder import Embedder, Kind, embed_images
 from embedtune.engine.wrapper import Wrapper
+from embedtune.ensemble import EnsembleRetriever
 from embedtune.errors import InputError
 from embedtune.indexer import store_manifest
 from embedtune.retriever import Retriever
@@ -34,7 +35,6 @@ from embedtune.strategy import Strategy
 
 if TYPE_CHECKING:
     from embedtune.documents import SourceDocument
-    from embedtune.ensemble import EnsembleRetriever
     from embedtune.images import Image
 
 __all__ = [
@@ -203,8 +203,6 @@ def served_query_ms(retriever: Retriever | EnsembleRetriever, texts: Sequence[st
     """:func:`median_query_ms` of ``retriever`` answering as ``serve`` does: an :func:`uncached` copy
     of it (of each member, for an EnsembleRetriever, fused and reranked as it is), closed after.
     ``retriever`` itself is left as it was."""
-    from embedtune.ensemble import EnsembleRetriever
-
     served: Retriever | EnsembleRetriever
     if isinstance(retriever, EnsembleRetriever):
         members = [uncached(member) for member in retriever.members]
