@@ -163,6 +163,40 @@ def test_the_file_round_trips_and_either_kind_loads(tmp_path):
     assert load_strategy(DENSE.save(tmp_path / "dense.toml")) == DENSE
 
 
+def test_a_saved_ensemble_names_its_folders_relative_to_the_file_and_loads_from_anywhere(tmp_path, monkeypatch):
+    import tomllib
+
+    from embedtune.ensemble import ENSEMBLE_FILE, stored_ensemble
+    from embedtune.search.rerank import RerankSpec
+    from embedtune.sparse.spec import SparseSpec
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)  # the folders below are relative to it, as a user's command line gives them
+    held = Ensemble(
+        members=(
+            BM25,
+            Strategy(embedder=EmbedderSpec(model="local:runs/ft", adapter="runs/adapter")),
+            Strategy(mode=Mode.SPARSE, sparse=SparseSpec(model="sparse:./runs/splade")),
+        ),
+        rerank=RerankSpec(model="runs/reranker"),
+    )
+    store = EmbeddedStore(tmp_path / "store")
+    for path in (held.save(tmp_path / "out" / "e.toml"), held.save(store.path / ENSEMBLE_FILE)):
+        data = tomllib.loads(path.read_text())
+        assert data["rerank"]["model"] == "../work/runs/reranker"
+        assert data["members"][1]["embedder"]["model"] == "local:../work/runs/ft"
+        assert data["members"][1]["embedder"]["adapter"] == "../work/runs/adapter"
+        assert data["members"][2]["sparse"]["model"] == "sparse:../work/runs/splade"
+    monkeypatch.chdir(tmp_path / "out")  # elsewhere: the working directory plays no part
+    runs = work / "runs"
+    for again in (load_strategy("e.toml"), stored_ensemble(store)):
+        assert isinstance(again, Ensemble) and again.rerank is not None
+        assert again.rerank.model == str(runs / "reranker")
+        assert again.members[1].embedder == EmbedderSpec(model=f"local:{runs / 'ft'}", adapter=str(runs / "adapter"))
+        assert again.members[2].sparse == SparseSpec(model=f"sparse:{runs / 'splade'}")
+
+
 @pytest.mark.parametrize(
     ("text", "says"),
     [

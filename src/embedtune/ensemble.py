@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, InputError
+from .filepaths import path_for_file
 from .retriever import Hit, Retriever
 from .search.fusion import convex, rrf
 from .search.rerank import CrossEncoderScorer, PairScorer, RerankSpec, rerank_run
@@ -61,6 +62,7 @@ from .strategy import (
     Fusion,
     Strategy,
     _toml_value,
+    _with_folders,
     read_strategy_file,
     read_toml,
     write_file,
@@ -194,9 +196,13 @@ class Ensemble:
         except (ConfigError, InputError) as exc:
             raise ConfigError(f"{source}: {exc}") from None
 
-    def to_toml(self, *, comment: str | None = None) -> str:
+    def to_toml(self, *, comment: str | None = None, folder: str | os.PathLike[str] | None = None) -> str:
+        """The TOML text; ``comment`` lines go on top. For a file in ``folder``, relative folders the
+        members and ``[rerank]`` name are written relative to that folder, as :meth:`Strategy.to_toml` does."""
         lines = [f"# {line}".rstrip() for line in (comment or "").splitlines()]
         data = self.to_dict()
+        if folder is not None:
+            data = _with_folders(data, partial(path_for_file, folder=Path(folder)))
         lines += [f"version = {data['version']}", "", "[fusion]"]
         lines += [f"{key} = {_toml_value(value)}" for key, value in data["fusion"].items()]
         if "rerank" in data:
@@ -214,8 +220,8 @@ class Ensemble:
         return cls.from_dict(read_toml(text, source), source=source)
 
     def save(self, path: str | os.PathLike[str], *, comment: str | None = None) -> Path:
-        """Write the TOML file (never half written)."""
-        return write_file(path, self.to_toml(comment=comment))
+        """Write the TOML file (never half written); it loads the same from any working directory."""
+        return write_file(path, self.to_toml(comment=comment, folder=Path(path).parent))
 
 
 def load_strategy(path: str | os.PathLike[str]) -> Strategy | Ensemble:
@@ -456,13 +462,15 @@ def stored_ensemble(store: Store) -> Ensemble | None:
     from .stores.postgres import PostgresStore
     from .stores.sharded import ShardedStore
 
-    text: str | None = None
+    source = f"the ensemble of {store.location}"
     if isinstance(store, EmbeddedStore):
         path = store.path / ENSEMBLE_FILE
-        text = path.read_text(encoding="utf-8") if path.is_file() else None
-    elif isinstance(store, (PostgresStore, ShardedStore)):
+        # Read as a file: the folders it names are relative to the store's folder (see Ensemble.save).
+        return Ensemble.from_dict(read_strategy_file(path), source=source) if path.is_file() else None
+    text: str | None = None
+    if isinstance(store, (PostgresStore, ShardedStore)):
         text = store.read_file(ENSEMBLE_FILE)
-    return None if text is None else Ensemble.from_toml(text, source=f"the ensemble of {store.location}")
+    return None if text is None else Ensemble.from_toml(text, source=source)
 
 
 def _check_home(store: Store) -> None:
