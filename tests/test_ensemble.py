@@ -197,6 +197,34 @@ def test_a_saved_ensemble_names_its_folders_relative_to_the_file_and_loads_from_
         assert again.members[2].sparse == SparseSpec(model=f"sparse:{runs / 'splade'}")
 
 
+def test_a_folder_holds_an_ensemble_or_a_single_strategy_never_both(tmp_path):
+    from embedtune.documents import SourceDocument
+    from embedtune.ensemble import index_ensemble
+    from embedtune.indexer import index_documents
+
+    docs = [SourceDocument(id=f"d{i}", text=f"wing lift drag number {i}") for i in range(4)]
+    pair = Ensemble(members=(BM25, Strategy(embedder=EmbedderSpec(model="fake:hash-256"))))
+    single, ensemble = tmp_path / "single", tmp_path / "ensemble"
+    with EmbeddedStore(single) as store:
+        index_documents(docs, BM25, store, None)
+    index_ensemble(docs, pair, str(ensemble), cache=tmp_path / "cache.sqlite")
+    held = {folder: sorted(p.relative_to(folder) for p in folder.rglob("*")) for folder in (single, ensemble)}
+
+    with pytest.raises(ConfigError, match=r"holds a single strategy's store \(bm25\); index the ensemble into") as one:
+        index_ensemble(docs, pair, str(single), cache=tmp_path / "cache.sqlite")
+    with EmbeddedStore(ensemble) as store, pytest.raises(ConfigError, match=r"holds the ensemble rrf\(") as two:
+        index_documents(docs, BM25, store, None)
+    assert "\n" not in str(one.value) + str(two.value)
+    assert "delete this one first" in str(two.value) and "delete this store first" in str(one.value)
+    assert held == {folder: sorted(p.relative_to(folder) for p in folder.rglob("*")) for folder in held}  # unwritten
+
+    # The command line says it in one line too.
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps({"id": d.id, "text": d.text}) + "\n" for d in docs))
+    refused = run_cli("index", corpus, "--strategy", BM25.save(tmp_path / "bm25.toml"), "--store", ensemble)
+    assert f"{ensemble} holds the ensemble" in one_error_line(refused)
+
+
 @pytest.mark.parametrize(
     ("text", "says"),
     [

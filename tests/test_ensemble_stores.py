@@ -101,11 +101,20 @@ def test_what_postgresql_cannot_hold_is_one_line(slice_, tmp_path, postgres_uri:
     single = open_store(postgres_uri)
     index_documents(docs[:3], Strategy(mode=Mode.BM25), single, None)
     single.close()
-    with pytest.raises(ConfigError, match=r"holds a single strategy's store; index the ensemble under another") as one:
+    with pytest.raises(
+        ConfigError, match=r"holds a single strategy's store \(bm25\); index the ensemble into ano"
+    ) as one:
         index_ensemble(docs, ENSEMBLE, postgres_uri, cache=tmp_path / "cache.sqlite")
     with pytest.raises(ConfigError, match=r"too long to name an ensemble's members") as two:
         index_ensemble(docs, ENSEMBLE, with_table(postgres_uri, "t" * 39), cache=tmp_path / "cache.sqlite")
-    assert "\n" not in str(one.value) + str(two.value)
+    # Nor does an ensemble's home take a single strategy's tables beside its file.
+    pair = Ensemble(members=(Strategy(mode=Mode.BM25), Strategy(embedder=EmbedderSpec(model="fake:hash-256"))))
+    index_ensemble(docs[:3], pair, with_table(postgres_uri, "pair"), cache=tmp_path / "cache.sqlite")
+    with PostgresStore(with_table(postgres_uri, "pair")) as home:
+        with pytest.raises(ConfigError, match=r"holds the ensemble rrf\(bm25, fake:hash-256\); index the str") as three:
+            index_documents(docs[:3], Strategy(mode=Mode.BM25), home, None)
+        assert home.read_manifest() is None and home.count() == 0
+    assert "\n" not in str(one.value) + str(two.value) + str(three.value)
     with PostgresStore(with_table(postgres_uri, "embedtune_0_bm25")) as member:
         assert member.read_manifest() is None  # nothing was built
 

@@ -477,11 +477,18 @@ def _check_home(store: Store) -> None:
     """Refuse, before anything is written, a store that holds something other than an ensemble's members."""
     from .stores.embedded import EmbeddedStore
 
+    if isinstance(store, EmbeddedStore) and store.path.exists() and not store.path.is_dir():
+        raise ConfigError(f"{store.path} is a file; give --store a folder for the ensemble's stores")
+    manifest = store.read_manifest()
+    if manifest is not None:
+        elsewhere = "another or an empty --store" if isinstance(store, EmbeddedStore) else "another ?table= or database"
+        raise ConfigError(
+            f"{store.location} holds a single strategy's store ({_held_name(manifest.strategy)}); "
+            f"index the ensemble into {elsewhere}, or delete this store first"
+        )
     if isinstance(store, EmbeddedStore):
         folder = store.path
-        if folder.exists() and not folder.is_dir():
-            raise ConfigError(f"{folder} is a file; give --store a folder for the ensemble's stores")
-        # Only what index_ensemble writes: a single strategy's store (or anything else) is never mixed in.
+        # Only what index_ensemble writes: anything else in the folder is never mixed in.
         strangers = (
             sorted(p.name for p in folder.iterdir() if p.name not in (ENSEMBLE_FILE, MEMBERS_FOLDER))
             if folder.is_dir()
@@ -492,11 +499,14 @@ def _check_home(store: Store) -> None:
                 f"{folder} holds {strangers[0]}, not an ensemble's stores; "
                 "index the ensemble into another or an empty --store"
             )
-    elif store.read_manifest() is not None:
-        raise ConfigError(
-            f"{store.location} holds a single strategy's store; index the ensemble under another ?table= "
-            "or into another database"
-        )
+
+
+def _held_name(strategy: Mapping[str, Any]) -> str:
+    """The name of the strategy a store's manifest holds, as far as it can be read."""
+    try:
+        return Strategy.from_dict(strategy).name
+    except ConfigError:  # a manifest of another version: still a single strategy's store
+        return "a strategy of another version"
 
 
 def index_ensemble(
