@@ -477,28 +477,37 @@ def _check_home(store: Store) -> None:
     """Refuse, before anything is written, a store that holds something other than an ensemble's members."""
     from .stores.embedded import EmbeddedStore
 
-    if isinstance(store, EmbeddedStore) and store.path.exists() and not store.path.is_dir():
-        raise ConfigError(f"{store.path} is a file; give --store a folder for the ensemble's stores")
-    manifest = store.read_manifest()
-    if manifest is not None:
-        elsewhere = "another or an empty --store" if isinstance(store, EmbeddedStore) else "another ?table= or database"
-        raise ConfigError(
-            f"{store.location} holds a single strategy's store ({_held_name(manifest.strategy)}); "
-            f"index the ensemble into {elsewhere}, or delete this store first"
-        )
     if isinstance(store, EmbeddedStore):
         folder = store.path
-        # Only what index_ensemble writes: anything else in the folder is never mixed in.
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"{folder} is a file; give --store a folder for the ensemble's stores")
+        # Only what index_ensemble writes: a single strategy's store (or anything else) is never mixed in.
         strangers = (
             sorted(p.name for p in folder.iterdir() if p.name not in (ENSEMBLE_FILE, MEMBERS_FOLDER))
             if folder.is_dir()
             else []
         )
-        if strangers:
+        if not strangers:
+            return
+        try:
+            manifest = store.read_manifest()
+        except InputError:  # not a store we can read: the folder's own files are named instead
+            manifest = None
+        if manifest is None:
             raise ConfigError(
                 f"{folder} holds {strangers[0]}, not an ensemble's stores; "
                 "index the ensemble into another or an empty --store"
             )
+        elsewhere = "another or an empty --store"
+    else:
+        manifest = store.read_manifest()
+        if manifest is None:
+            return
+        elsewhere = "another ?table= or database"
+    raise ConfigError(
+        f"{store.location} holds a single strategy's store ({_held_name(manifest.strategy)}); "
+        f"index the ensemble into {elsewhere}, or delete this store first"
+    )
 
 
 def _held_name(strategy: Mapping[str, Any]) -> str:
