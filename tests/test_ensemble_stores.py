@@ -119,6 +119,38 @@ def test_what_postgresql_cannot_hold_is_one_line(slice_, tmp_path, postgres_uri:
         assert member.read_manifest() is None  # nothing was built
 
 
+def test_shards_add_moves_every_members_documents_and_sparse_rows(
+    slice_, tmp_path, new_postgres_database: Callable[[], str]
+):
+    from _cli import run_cli
+
+    docs, queries = slice_
+    cache = tmp_path / "cache.sqlite"
+    # BM25 and SPLADE-tiny: a member of lexical tables and one of sparsevec rows.
+    pair = Ensemble(members=(ENSEMBLE.members[0], ENSEMBLE.members[3]), method=Fusion.RRF, depth=20)
+    uris, new = [new_postgres_database() for _ in range(2)], new_postgres_database()
+    index_ensemble(docs, pair, ",".join(uris), cache=cache)
+    run, hits, _ = answers(",".join(uris), queries, cache)
+
+    added = run_cli("shards", "add", new, "--store", ",".join(uris), home=tmp_path / "home")
+    assert added.returncode == 0, added.stderr[-2000:]
+    assert "bm25: moved " in added.stdout and "sparse:splade-tiny: moved " in added.stdout
+
+    after, after_hits, _ = answers(",".join([*uris, new]), queries, cache)  # sparse search is not refused
+    assert after.keys() == run.keys()
+    for qid in run:
+        assert list(after[qid]) == list(run[qid]), qid
+        assert list(after[qid].values()) == pytest.approx(list(run[qid].values()), abs=1e-5)
+    assert [(h.doc_id, h.chunk_id) for h in after_hits] == [(h.doc_id, h.chunk_id) for h in hits]
+    with PostgresStore(new) as shard:
+        assert "[[members]]" in (shard.read_file("ensemble.toml") or "")
+        for name in pair.member_folders():
+            with shard.with_table(member_table("embedtune", name)) as member:
+                assert 0 < member.count() < 40  # the new shard holds its share of each member's documents
+        with shard.with_table(member_table("embedtune", pair.member_folders()[1])) as sparse:
+            assert len(sparse.read_sparse(sparse.doc_ids())) == sparse.count()
+
+
 def test_index_and_eval_an_ensemble_in_postgresql_from_the_command_line(shared_datasets, tmp_path, postgres_uri):
     from _cli import run_cli
     from _slices import write_scifact_slice

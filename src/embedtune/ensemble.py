@@ -31,7 +31,8 @@ its own store beside the ensemble file: in a folder of the ensemble's folder (``
 ...), or in PostgreSQL (and shards) under a table prefix of its own (``embedtune_0_bm25``, ...)
 with the file kept in the database. :func:`embedtune.indexer.open_retriever` on that folder or
 URI gives an :class:`EnsembleRetriever`, so ``search`` and ``serve`` answer from it and
-``compare`` scores through its :meth:`~EnsembleRetriever.combine`.
+``compare`` scores through its :meth:`~EnsembleRetriever.combine`. :func:`add_ensemble_shard`
+(``embedtune shards add`` on such a store) adds a database to every member's shards.
 """
 
 from __future__ import annotations
@@ -71,11 +72,13 @@ from .strategy import (
 if TYPE_CHECKING:
     from .indexer import IndexReport, SourceLike
     from .stores.base import Store
+    from .stores.sharded import Rebalance
 
 __all__ = [
     "ENSEMBLE_FILE",
     "Ensemble",
     "EnsembleRetriever",
+    "add_ensemble_shard",
     "index_ensemble",
     "load_strategy",
     "member_table",
@@ -622,6 +625,50 @@ def open_ensemble(store: Store, *, cache: str | os.PathLike[str] | None = None) 
             close()
         raise
     return EnsembleRetriever(ensemble, members, owned=owned)
+
+
+def add_ensemble_shard(
+    uris: Sequence[str],
+    new_uri: str,
+    *,
+    on_member: Callable[[int, Strategy], Callable[[int, int], None] | None] | None = None,
+) -> list[Rebalance]:
+    """Add the empty database ``new_uri`` to the PostgreSQL store ``uris`` (its shards, or one
+    database) that holds an ensemble, and rebalance each member's tables as
+    :func:`~embedtune.stores.sharded.add_shard` does (each document's sparse row moving with it);
+    then the ensemble's file is kept on the new shard too, last, so a shard with it is complete.
+    Killed, it is rerun with the same arguments and carries on. ``on_member(i, strategy)`` is
+    called before member ``i`` moves; what it returns follows that member's progress.
+    """
+    from .stores.postgres import PostgresStore, with_table
+    from .stores.sharded import ShardedStore, add_shard
+
+    with ShardedStore.from_uris(uris) as home:
+        text = home.read_file(ENSEMBLE_FILE)
+        table, location = home.shards[0].table, home.location
+    if text is None:
+        raise ConfigError(f"{location} holds no ensemble; add a shard to a single strategy's store with add_shard")
+    ensemble = Ensemble.from_toml(text, source=f"the ensemble of {location}")
+    with PostgresStore(with_table(new_uri, table)) as new:
+        held = new.read_file(ENSEMBLE_FILE)
+        if new.read_manifest() is not None or held not in (None, text):
+            raise ConfigError(f"{new.location} already holds another store; give an empty database")
+    prefixes = [member_table(table, name) for name in ensemble.member_folders()]
+    for prefix in prefixes:  # every member is there before any moves: none is left on fewer shards
+        for uri in uris:
+            with PostgresStore(with_table(uri, prefix)) as member:
+                if member.read_manifest() is None:
+                    raise ConfigError(
+                        f"{member.location} lacks a member of the ensemble of {location}; "
+                        "rebuild it with embedtune index --strategy ENSEMBLE before adding a shard"
+                    )
+    moved = []
+    for i, prefix in enumerate(prefixes):
+        progress = on_member(i, ensemble.members[i]) if on_member is not None else None
+        moved.append(add_shard([with_table(uri, prefix) for uri in uris], with_table(new_uri, prefix), progress))
+    with PostgresStore(with_table(new_uri, table)) as new:
+        new.write_file(ENSEMBLE_FILE, text)
+    return moved
 
 
 def _embedder_key(store: Store) -> tuple[str, str] | None:
