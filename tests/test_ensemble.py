@@ -163,6 +163,68 @@ def test_the_file_round_trips_and_either_kind_loads(tmp_path):
     assert load_strategy(DENSE.save(tmp_path / "dense.toml")) == DENSE
 
 
+def test_a_saved_ensemble_names_its_folders_relative_to_the_file_and_loads_from_anywhere(tmp_path, monkeypatch):
+    import tomllib
+
+    from embedtune.ensemble import ENSEMBLE_FILE, stored_ensemble
+    from embedtune.search.rerank import RerankSpec
+    from embedtune.sparse.spec import SparseSpec
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)  # the folders below are relative to it, as a user's command line gives them
+    held = Ensemble(
+        members=(
+            BM25,
+            Strategy(embedder=EmbedderSpec(model="local:runs/ft", adapter="runs/adapter")),
+            Strategy(mode=Mode.SPARSE, sparse=SparseSpec(model="sparse:./runs/splade")),
+        ),
+        rerank=RerankSpec(model="runs/reranker"),
+    )
+    store = EmbeddedStore(tmp_path / "store")
+    for path in (held.save(tmp_path / "out" / "e.toml"), held.save(store.path / ENSEMBLE_FILE)):
+        data = tomllib.loads(path.read_text())
+        assert data["rerank"]["model"] == "../work/runs/reranker"
+        assert data["members"][1]["embedder"]["model"] == "local:../work/runs/ft"
+        assert data["members"][1]["embedder"]["adapter"] == "../work/runs/adapter"
+        assert data["members"][2]["sparse"]["model"] == "sparse:../work/runs/splade"
+    monkeypatch.chdir(tmp_path / "out")  # elsewhere: the working directory plays no part
+    runs = work / "runs"
+    for again in (load_strategy("e.toml"), stored_ensemble(store)):
+        assert isinstance(again, Ensemble) and again.rerank is not None
+        assert again.rerank.model == str(runs / "reranker")
+        assert again.members[1].embedder == EmbedderSpec(model=f"local:{runs / 'ft'}", adapter=str(runs / "adapter"))
+        assert again.members[2].sparse == SparseSpec(model=f"sparse:{runs / 'splade'}")
+
+
+def test_a_folder_holds_an_ensemble_or_a_single_strategy_never_both(tmp_path):
+    from embedtune.documents import SourceDocument
+    from embedtune.ensemble import index_ensemble
+    from embedtune.indexer import index_documents
+
+    docs = [SourceDocument(id=f"d{i}", text=f"wing lift drag number {i}") for i in range(4)]
+    pair = Ensemble(members=(BM25, Strategy(embedder=EmbedderSpec(model="fake:hash-256"))))
+    single, ensemble = tmp_path / "single", tmp_path / "ensemble"
+    with EmbeddedStore(single) as store:
+        index_documents(docs, BM25, store, None)
+    index_ensemble(docs, pair, str(ensemble), cache=tmp_path / "cache.sqlite")
+    held = {folder: sorted(p.relative_to(folder) for p in folder.rglob("*")) for folder in (single, ensemble)}
+
+    with pytest.raises(ConfigError, match=r"holds a single strategy's store \(bm25\); index the ensemble into") as one:
+        index_ensemble(docs, pair, str(single), cache=tmp_path / "cache.sqlite")
+    with EmbeddedStore(ensemble) as store, pytest.raises(ConfigError, match=r"holds the ensemble rrf\(") as two:
+        index_documents(docs, BM25, store, None)
+    assert "\n" not in str(one.value) + str(two.value)
+    assert "delete this one first" in str(two.value) and "delete this store first" in str(one.value)
+    assert held == {folder: sorted(p.relative_to(folder) for p in folder.rglob("*")) for folder in held}  # unwritten
+
+    # The command line says it in one line too.
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps({"id": d.id, "text": d.text}) + "\n" for d in docs))
+    refused = run_cli("index", corpus, "--strategy", BM25.save(tmp_path / "bm25.toml"), "--store", ensemble)
+    assert f"{ensemble} holds the ensemble" in one_error_line(refused)
+
+
 @pytest.mark.parametrize(
     ("text", "says"),
     [

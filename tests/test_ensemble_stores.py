@@ -101,13 +101,54 @@ def test_what_postgresql_cannot_hold_is_one_line(slice_, tmp_path, postgres_uri:
     single = open_store(postgres_uri)
     index_documents(docs[:3], Strategy(mode=Mode.BM25), single, None)
     single.close()
-    with pytest.raises(ConfigError, match=r"holds a single strategy's store; index the ensemble under another") as one:
+    with pytest.raises(
+        ConfigError, match=r"holds a single strategy's store \(bm25\); index the ensemble into ano"
+    ) as one:
         index_ensemble(docs, ENSEMBLE, postgres_uri, cache=tmp_path / "cache.sqlite")
     with pytest.raises(ConfigError, match=r"too long to name an ensemble's members") as two:
         index_ensemble(docs, ENSEMBLE, with_table(postgres_uri, "t" * 39), cache=tmp_path / "cache.sqlite")
-    assert "\n" not in str(one.value) + str(two.value)
+    # Nor does an ensemble's home take a single strategy's tables beside its file.
+    pair = Ensemble(members=(Strategy(mode=Mode.BM25), Strategy(embedder=EmbedderSpec(model="fake:hash-256"))))
+    index_ensemble(docs[:3], pair, with_table(postgres_uri, "pair"), cache=tmp_path / "cache.sqlite")
+    with PostgresStore(with_table(postgres_uri, "pair")) as home:
+        with pytest.raises(ConfigError, match=r"holds the ensemble rrf\(bm25, fake:hash-256\); index the str") as three:
+            index_documents(docs[:3], Strategy(mode=Mode.BM25), home, None)
+        assert home.read_manifest() is None and home.count() == 0
+    assert "\n" not in str(one.value) + str(two.value) + str(three.value)
     with PostgresStore(with_table(postgres_uri, "embedtune_0_bm25")) as member:
         assert member.read_manifest() is None  # nothing was built
+
+
+def test_shards_add_moves_every_members_documents_and_sparse_rows(
+    slice_, tmp_path, new_postgres_database: Callable[[], str]
+):
+    from _cli import run_cli
+
+    docs, queries = slice_
+    cache = tmp_path / "cache.sqlite"
+    # BM25 and SPLADE-tiny: a member of lexical tables and one of sparsevec rows.
+    pair = Ensemble(members=(ENSEMBLE.members[0], ENSEMBLE.members[3]), method=Fusion.RRF, depth=20)
+    uris, new = [new_postgres_database() for _ in range(2)], new_postgres_database()
+    index_ensemble(docs, pair, ",".join(uris), cache=cache)
+    run, hits, _ = answers(",".join(uris), queries, cache)
+
+    added = run_cli("shards", "add", new, "--store", ",".join(uris), home=tmp_path / "home")
+    assert added.returncode == 0, added.stderr[-2000:]
+    assert "bm25: moved " in added.stdout and "sparse:splade-tiny: moved " in added.stdout
+
+    after, after_hits, _ = answers(",".join([*uris, new]), queries, cache)  # sparse search is not refused
+    assert after.keys() == run.keys()
+    for qid in run:
+        assert list(after[qid]) == list(run[qid]), qid
+        assert list(after[qid].values()) == pytest.approx(list(run[qid].values()), abs=1e-5)
+    assert [(h.doc_id, h.chunk_id) for h in after_hits] == [(h.doc_id, h.chunk_id) for h in hits]
+    with PostgresStore(new) as shard:
+        assert "[[members]]" in (shard.read_file("ensemble.toml") or "")
+        for name in pair.member_folders():
+            with shard.with_table(member_table("embedtune", name)) as member:
+                assert 0 < member.count() < 40  # the new shard holds its share of each member's documents
+        with shard.with_table(member_table("embedtune", pair.member_folders()[1])) as sparse:
+            assert len(sparse.read_sparse(sparse.doc_ids())) == sparse.count()
 
 
 def test_index_and_eval_an_ensemble_in_postgresql_from_the_command_line(shared_datasets, tmp_path, postgres_uri):

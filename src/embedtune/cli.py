@@ -1260,12 +1260,31 @@ def shards_add(
 
     Killed midway, the same command again completes it. Afterwards, name the store by all its URIs.
     """
+    from .ensemble import add_ensemble_shard, stored_ensemble
     from .stores import is_postgres_uri, mask_uri
-    from .stores.sharded import add_shard
+    from .stores.sharded import ShardedStore, add_shard
 
     uris = [uri.strip() for uri in store_uri.split(",") if uri.strip()]
     if not uris or not all(is_postgres_uri(uri) for uri in [*uris, new_uri]):
         raise EmbedtuneError("shards add works on PostgreSQL stores: give postgresql:// URIs to --store and NEW_URI")
+    with ShardedStore.from_uris(uris) as home:
+        ensemble = stored_ensemble(home)
+    if ensemble is not None:  # each member's tables get the new shard
+        with _progress("moving {task.description}") as progress:
+
+            def on_member(i: int, member):
+                task = progress.add_task(member.name, total=None)
+                return lambda done, total: progress.update(task, completed=done, total=total)
+
+            results = add_ensemble_shard(uris, new_uri, on_member=on_member)
+        for member, result in zip(ensemble.members, results):
+            out.print(f"  {member.name}: moved {result.moved} of {result.documents} documents", highlight=False)
+        out.print(
+            f"the ensemble {ensemble.name} has {len(uris) + 1} shards: "
+            + ",".join(mask_uri(uri) for uri in [*uris, new_uri]),
+            highlight=False,
+        )
+        return
     with _progress("moving documents") as progress:
         task = progress.add_task("move", total=None)
 

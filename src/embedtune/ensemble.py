@@ -31,7 +31,8 @@ its own store beside the ensemble file: in a folder of the ensemble's folder (``
 ...), or in PostgreSQL (and shards) under a table prefix of its own (``embedtune_0_bm25``, ...)
 with the file kept in the database. :func:`embedtune.indexer.open_retriever` on that folder or
 URI gives an :class:`EnsembleRetriever`, so ``search`` and ``serve`` answer from it and
-``compare`` scores through its :meth:`~EnsembleRetriever.combine`.
+``compare`` scores through its :meth:`~EnsembleRetriever.combine`. :func:`add_ensemble_shard`
+(``embedtune shards add`` on such a store) adds a database to every member's shards.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, InputError
+from .filepaths import path_for_file
 from .retriever import Hit, Retriever
 from .search.fusion import convex, rrf
 from .search.rerank import CrossEncoderScorer, PairScorer, RerankSpec, rerank_run
@@ -61,6 +63,7 @@ from .strategy import (
     Fusion,
     Strategy,
     _toml_value,
+    _with_folders,
     read_strategy_file,
     read_toml,
     write_file,
@@ -69,11 +72,13 @@ from .strategy import (
 if TYPE_CHECKING:
     from .indexer import IndexReport, SourceLike
     from .stores.base import Store
+    from .stores.sharded import Rebalance
 
 __all__ = [
     "ENSEMBLE_FILE",
     "Ensemble",
     "EnsembleRetriever",
+    "add_ensemble_shard",
     "index_ensemble",
     "load_strategy",
     "member_table",
@@ -194,9 +199,13 @@ class Ensemble:
         except (ConfigError, InputError) as exc:
             raise ConfigError(f"{source}: {exc}") from None
 
-    def to_toml(self, *, comment: str | None = None) -> str:
+    def to_toml(self, *, comment: str | None = None, folder: str | os.PathLike[str] | None = None) -> str:
+        """The TOML text; ``comment`` lines go on top. For a file in ``folder``, relative folders the
+        members and ``[rerank]`` name are written relative to that folder, as :meth:`Strategy.to_toml` does."""
         lines = [f"# {line}".rstrip() for line in (comment or "").splitlines()]
         data = self.to_dict()
+        if folder is not None:
+            data = _with_folders(data, partial(path_for_file, folder=Path(folder)))
         lines += [f"version = {data['version']}", "", "[fusion]"]
         lines += [f"{key} = {_toml_value(value)}" for key, value in data["fusion"].items()]
         if "rerank" in data:
@@ -214,8 +223,8 @@ class Ensemble:
         return cls.from_dict(read_toml(text, source), source=source)
 
     def save(self, path: str | os.PathLike[str], *, comment: str | None = None) -> Path:
-        """Write the TOML file (never half written)."""
-        return write_file(path, self.to_toml(comment=comment))
+        """Write the TOML file (never half written); it loads the same from any working directory."""
+        return write_file(path, self.to_toml(comment=comment, folder=Path(path).parent))
 
 
 def load_strategy(path: str | os.PathLike[str]) -> Strategy | Ensemble:
@@ -456,13 +465,15 @@ def stored_ensemble(store: Store) -> Ensemble | None:
     from .stores.postgres import PostgresStore
     from .stores.sharded import ShardedStore
 
-    text: str | None = None
+    source = f"the ensemble of {store.location}"
     if isinstance(store, EmbeddedStore):
         path = store.path / ENSEMBLE_FILE
-        text = path.read_text(encoding="utf-8") if path.is_file() else None
-    elif isinstance(store, (PostgresStore, ShardedStore)):
+        # Read as a file: the folders it names are relative to the store's folder (see Ensemble.save).
+        return Ensemble.from_dict(read_strategy_file(path), source=source) if path.is_file() else None
+    text: str | None = None
+    if isinstance(store, (PostgresStore, ShardedStore)):
         text = store.read_file(ENSEMBLE_FILE)
-    return None if text is None else Ensemble.from_toml(text, source=f"the ensemble of {store.location}")
+    return None if text is None else Ensemble.from_toml(text, source=source)
 
 
 def _check_home(store: Store) -> None:
@@ -479,16 +490,35 @@ def _check_home(store: Store) -> None:
             if folder.is_dir()
             else []
         )
-        if strangers:
+        if not strangers:
+            return
+        try:
+            manifest = store.read_manifest()
+        except InputError:  # not a store we can read: the folder's own files are named instead
+            manifest = None
+        if manifest is None:
             raise ConfigError(
                 f"{folder} holds {strangers[0]}, not an ensemble's stores; "
                 "index the ensemble into another or an empty --store"
             )
-    elif store.read_manifest() is not None:
-        raise ConfigError(
-            f"{store.location} holds a single strategy's store; index the ensemble under another ?table= "
-            "or into another database"
-        )
+        elsewhere = "another or an empty --store"
+    else:
+        manifest = store.read_manifest()
+        if manifest is None:
+            return
+        elsewhere = "another ?table= or database"
+    raise ConfigError(
+        f"{store.location} holds a single strategy's store ({_held_name(manifest.strategy)}); "
+        f"index the ensemble into {elsewhere}, or delete this store first"
+    )
+
+
+def _held_name(strategy: Mapping[str, Any]) -> str:
+    """The name of the strategy a store's manifest holds, as far as it can be read."""
+    try:
+        return Strategy.from_dict(strategy).name
+    except ConfigError:  # a manifest of another version: still a single strategy's store
+        return "a strategy of another version"
 
 
 def index_ensemble(
@@ -595,6 +625,50 @@ def open_ensemble(store: Store, *, cache: str | os.PathLike[str] | None = None) 
             close()
         raise
     return EnsembleRetriever(ensemble, members, owned=owned)
+
+
+def add_ensemble_shard(
+    uris: Sequence[str],
+    new_uri: str,
+    *,
+    on_member: Callable[[int, Strategy], Callable[[int, int], None] | None] | None = None,
+) -> list[Rebalance]:
+    """Add the empty database ``new_uri`` to the PostgreSQL store ``uris`` (its shards, or one
+    database) that holds an ensemble, and rebalance each member's tables as
+    :func:`~embedtune.stores.sharded.add_shard` does (each document's sparse row moving with it);
+    then the ensemble's file is kept on the new shard too, last, so a shard with it is complete.
+    Killed, it is rerun with the same arguments and carries on. ``on_member(i, strategy)`` is
+    called before member ``i`` moves; what it returns follows that member's progress.
+    """
+    from .stores.postgres import PostgresStore, with_table
+    from .stores.sharded import ShardedStore, add_shard
+
+    with ShardedStore.from_uris(uris) as home:
+        text = home.read_file(ENSEMBLE_FILE)
+        table, location = home.shards[0].table, home.location
+    if text is None:
+        raise ConfigError(f"{location} holds no ensemble; add a shard to a single strategy's store with add_shard")
+    ensemble = Ensemble.from_toml(text, source=f"the ensemble of {location}")
+    with PostgresStore(with_table(new_uri, table)) as new:
+        held = new.read_file(ENSEMBLE_FILE)
+        if new.read_manifest() is not None or held not in (None, text):
+            raise ConfigError(f"{new.location} already holds another store; give an empty database")
+    prefixes = [member_table(table, name) for name in ensemble.member_folders()]
+    for prefix in prefixes:  # every member is there before any moves: none is left on fewer shards
+        for uri in uris:
+            with PostgresStore(with_table(uri, prefix)) as member:
+                if member.read_manifest() is None:
+                    raise ConfigError(
+                        f"{member.location} lacks a member of the ensemble of {location}; "
+                        "rebuild it with embedtune index --strategy ENSEMBLE before adding a shard"
+                    )
+    moved = []
+    for i, prefix in enumerate(prefixes):
+        progress = on_member(i, ensemble.members[i]) if on_member is not None else None
+        moved.append(add_shard([with_table(uri, prefix) for uri in uris], with_table(new_uri, prefix), progress))
+    with PostgresStore(with_table(new_uri, table)) as new:
+        new.write_file(ENSEMBLE_FILE, text)
+    return moved
 
 
 def _embedder_key(store: Store) -> tuple[str, str] | None:

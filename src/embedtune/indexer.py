@@ -217,6 +217,7 @@ def index_documents(
     strategy's model: its index is brought up to date after the documents are written.
     """
     _check_ids(documents)
+    _refuse_an_ensembles_store(store)
     if strategy.uses_sparse:
         from .sparse.side import check_sparse_store
 
@@ -305,6 +306,21 @@ def _reduced(record: DocumentRecord, reducer: Reducer) -> DocumentRecord:
     if record.vectors is None:
         return record
     return replace(record, vectors=reducer.apply(record.vectors))
+
+
+def _refuse_an_ensembles_store(store: Store) -> None:
+    """Refuse, before anything is written, a store that holds an ensemble: its file and members'
+    stores would sit beside a single strategy's, and opening the store would find only one of them."""
+    from .ensemble import stored_ensemble
+
+    if store.read_manifest() is not None:
+        return
+    ensemble = stored_ensemble(store)
+    if ensemble is not None:
+        raise ConfigError(
+            f"{store.location} holds the ensemble {ensemble.name}; index the strategy into another --store "
+            "(or under another ?table=), or delete this one first"
+        )
 
 
 def _check_ids(documents: Sequence[SourceLike]) -> None:

@@ -271,6 +271,41 @@ def test_add_shard_resumes_after_being_interrupted(databases, monkeypatch) -> No
         assert snapshot(store) == before
 
 
+def test_add_shard_moves_each_documents_sparse_row_with_it(databases) -> None:
+    uris, vocab, fingerprint = databases(3), 40, "sparse-test-model"
+    records = corpus(120)
+    rng = np.random.default_rng(3)
+    rows = [
+        (
+            r.doc_id,
+            r.content_hash,
+            np.sort(rng.choice(vocab, 5, replace=False)),
+            rng.uniform(0.1, 2, 5).astype(np.float32),
+        )
+        for r in records
+    ]
+    probes = [(np.array([t]), np.array([1.0], dtype=np.float32)) for t in range(0, vocab, 3)]
+    with ShardedStore.from_uris(uris[:2]) as store:
+        store.write_manifest(MANIFEST)
+        store.upsert(records)
+        store.sparse_todo(fingerprint, vocab)
+        store.write_sparse(rows, vocab)
+        before = store.search_sparse(probes, vocab, 200)
+    result = add_shard(uris[:2], uris[2])
+    assert result.moved > 0
+    with ShardedStore.from_uris(uris) as store:
+        assert store.sparse_current(fingerprint)  # every shard's documents have their rows, the new one's too
+        assert store.sparse_todo(fingerprint, vocab) == []
+        assert store.search_sparse(probes, vocab, 200) == before
+        for shard in store.shards:  # each row sits beside its document, as written
+            held = shard.read_sparse(shard.doc_ids())
+            assert [row[0] for row in held] == shard.doc_ids()
+            for doc_id, content, terms, weights in held:
+                _, want_content, want_terms, want_weights = rows[int(doc_id[3:])]
+                assert content == want_content and terms.tolist() == want_terms.tolist()
+                assert weights.tolist() == want_weights.tolist()
+
+
 def test_a_single_database_becomes_the_first_shard(databases) -> None:
     pytest.importorskip("bm25s")
     uris = databases(2)

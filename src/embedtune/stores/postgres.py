@@ -891,6 +891,44 @@ class PostgresStore:
                 [[row[0] for row in rows], [row[1] for row in rows], vectors],
             )
 
+    def sparse_model(self) -> tuple[str, int] | None:
+        """The fingerprint and vocabulary size of the model the sparse rows are of; ``None`` when there are none."""
+        from psycopg import sql
+
+        n = self._names
+        with self._database("reading the sparse model") as conn:
+            if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", [n.regclass("sparse_model")]).fetchone()[0]:
+                return None
+            row = conn.execute(
+                sql.SQL("SELECT fingerprint, vocab FROM {} WHERE id = 1").format(n.sparse_model)
+            ).fetchone()
+        return None if row is None else (str(row[0]), int(row[1]))
+
+    def read_sparse(self, doc_ids: Sequence[str]) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
+        """The sparse rows of those documents that have one, as :meth:`write_sparse` takes them, in id order:
+        what :func:`embedtune.stores.sharded.add_shard` copies with each document it moves."""
+        from psycopg import sql
+
+        n = self._names
+        with self._database("reading sparse rows") as conn:
+            if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", [n.regclass("sparse")]).fetchone()[0]:
+                return []
+            rows = conn.execute(
+                sql.SQL("SELECT doc_id, content_hash, embedding FROM {} WHERE doc_id = ANY(%s) ORDER BY doc_id").format(
+                    n.sparse
+                ),
+                [list(doc_ids)],
+            ).fetchall()
+        return [
+            (
+                doc_id,
+                content,
+                np.asarray(vector.indices(), dtype=np.int64),
+                np.asarray(vector.values(), dtype=np.float32),
+            )
+            for doc_id, content, vector in rows
+        ]
+
     def sparse_current(self, fingerprint: str) -> bool:
         """Whether every document has a sparse row of its current text, by the model ``fingerprint``."""
         from psycopg import sql

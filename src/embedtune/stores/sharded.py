@@ -30,9 +30,9 @@ documents (id order, as one database would) and stored on shard 0 with the gener
 shards it reflects; it equals the index one database holding all the documents builds.
 
 :func:`add_shard` adds a database and rebalances: it writes the new topology to every manifest,
-then moves each document whose owner changed (documents, chunks and vectors copied as stored, no
-embedding), deleting it from its old shard after the copy committed. Killed, it is rerun with the
-same arguments and carries on.
+then moves each document whose owner changed (documents, chunks, vectors and sparse rows copied
+as stored, no embedding), deleting it from its old shard after the copy committed. Killed, it is
+rerun with the same arguments and carries on.
 """
 
 from __future__ import annotations
@@ -477,11 +477,11 @@ def add_shard(uris: Sequence[str], new_uri: str, on_progress: ProgressFn | None 
     """Add the empty database ``new_uri`` to the sharded store ``uris`` and rebalance.
 
     The new topology goes to every manifest first (the new shard's, then the others'); then each
-    document whose owner changed is copied to its new shard (documents, chunks and vectors as
-    stored: nothing is embedded) and deleted from the old one once the copy committed. Killed at
-    any point, it is rerun with the same arguments and completes: documents are never lost, and a
-    copy not yet deleted is found and deleted by the rerun. A single-database store (one URI)
-    becomes shard 0 of a new sharded store.
+    document whose owner changed is copied to its new shard (documents, chunks, vectors and its
+    sparse row as stored: nothing is embedded or encoded) and deleted from the old one once the
+    copy committed. Killed at any point, it is rerun with the same arguments and completes:
+    documents are never lost, and a copy not yet deleted is found and deleted by the rerun. A
+    single-database store (one URI) becomes shard 0 of a new sharded store.
     """
     uris = [uri.strip() for uri in uris]
     if not uris:
@@ -565,6 +565,7 @@ def _move_documents(store: ShardedStore, on_progress: ProgressFn | None) -> tupl
     moves = [(pos, [doc for doc in ids if topology.owner(doc) != pos]) for pos, ids in enumerate(held)]
     total = sum(len(docs) for _, docs in moves)
     documents = len({doc for ids in held for doc in ids})
+    sparse = _sparse_model_everywhere(store)
     done = 0
     if on_progress is not None:
         on_progress(0, total)
@@ -572,16 +573,32 @@ def _move_documents(store: ShardedStore, on_progress: ProgressFn | None) -> tupl
         source = store.shards[pos]
         for batch in _batches(docs, _MOVE_BATCH):
             records = source.read_records(batch)
+            rows = source.read_sparse(batch) if sparse is not None else []
             targets: dict[int, list[DocumentRecord]] = {}
             for record in records:
                 targets.setdefault(topology.owner(record.doc_id), []).append(record)
             for target, group in targets.items():
                 store.shards[target].write(group)
+                if sparse is not None:  # a document's sparse row goes with it (written after it: write drops old rows)
+                    mine = {record.doc_id for record in group}
+                    store.shards[target].write_sparse([row for row in rows if row[0] in mine], sparse[1])
             source.delete(batch)
             done += len(batch)
             if on_progress is not None:
                 on_progress(done, total)
     return total, documents
+
+
+def _sparse_model_everywhere(store: ShardedStore) -> tuple[str, int] | None:
+    """The sparse model of the store's rows, its tables made on every shard that has none yet (the
+    new one), so each shard's rows are current once its documents' rows arrive; ``None`` without rows."""
+    models = store._map(lambda shard: shard.sparse_model())
+    model = next((held for held in models if held is not None), None)
+    if model is not None:
+        for shard, held in zip(store.shards, models):
+            if held is None:
+                shard.sparse_todo(*model)
+    return model
 
 
 def _batches(items: Sequence[str], size: int) -> Iterator[list[str]]:
