@@ -53,6 +53,56 @@ def _cosines(a, b):
     return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
+def test_the_probe_judges_texts_at_the_token_limit_as_well_as_short_ones(minilm):
+    texts = engines.probe_texts(minilm.max_tokens)
+    assert texts == engines.probe_texts(minilm.max_tokens) and len(texts) == engines.PROBE_TEXTS
+    tokens = [minilm.count_tokens(text) for text in texts]
+    assert sum(count >= minilm.max_tokens for count in tokens) == engines.PROBE_LONG_TEXTS
+    assert sum(count <= 32 for count in tokens) >= engines.PROBE_TEXTS // 4  # queries and short documents
+    assert len(set(texts)) == len(texts)
+    # A model that reads further gets longer probe texts: 384 words are over 384 tokens here too.
+    longer = [minilm.count_tokens(text) for text in engines.probe_texts(384)]
+    assert sum(count >= 384 for count in longer) == engines.PROBE_LONG_TEXTS
+
+
+def test_calibration_shares_no_document_with_the_probe():
+    for max_tokens in (256, 384, 512):
+        probe = engines.probe_texts(max_tokens)
+        calibration = engines.calibration_texts(max_tokens)
+        assert len(calibration) >= 100  # enough to calibrate on
+        # a calibration text is a document's opening or a query: none of it appears in a probe text
+        openings = {" ".join(text.split()[:12]) for text in calibration}
+        assert not [opening for opening in openings if any(opening in text for text in probe)]
+
+
+def test_figures_remembered_on_another_probe_are_not_reused(tmp_path, monkeypatch):
+    """The decisions file is keyed by the probe's texts: figures from the short probe that let
+    mpnet's OpenVINO int8 through are measured again, never read back."""
+    artefacts = Artefacts(tmp_path, "weights", tmp_path, 256, lambda: pytest.fail("no model is loaded"))
+    current = engines.probe_texts(256)
+    short_probe = [text for text in current if len(text.split()) < 256]
+    monkeypatch.setattr(engines, "probe_texts", lambda max_tokens: short_probe)
+    artefacts.remember(**{"openvino-int8": {"mean_cosine": 0.9904, "min_cosine": 0.95, "texts_per_s": 9.0}})
+    stale = artefacts.decisions_path
+    monkeypatch.undo()
+
+    assert artefacts.decisions_path != stale and stale.exists() and artefacts.measured() == {}
+    measured = []
+
+    def measure(runner, artefacts):
+        measured.append(runner)
+        return engines.Probe(mean_cosine=0.966, min_cosine=0.91, texts_per_s=9.0)
+
+    monkeypatch.setattr(engines, "open_runner", lambda engine, artefacts, label: label)
+    monkeypatch.setattr(engines, "measure", measure)
+    with pytest.raises(EngineQualityError) as refused:
+        engines.check_quality(Engine.OPENVINO_INT8, artefacts, "local:x")
+    assert measured == ["openvino-int8"]
+    message = str(refused.value)
+    assert "\n" not in message and "mean cosine 0.9660" in message
+    assert f"{engines.PROBE_TEXTS} probe texts, {engines.PROBE_LONG_TEXTS} of them at its 256-token limit" in message
+
+
 @pytest.mark.parametrize("engine", ["onnx", "openvino"])
 def test_fast_engine_matches_torch_in_input_order(minilm, engines_dir, engine):
     fast = _open(minilm, engine, engines_dir)
@@ -134,7 +184,7 @@ def test_int8_is_offered_only_when_its_quality_check_passes(minilm, engines_dir,
 
 
 def test_openvino_int8_is_calibrated_off_the_probe_gated_and_kept(minilm, engines_dir, monkeypatch):
-    assert not set(engines.calibration_texts()) & set(engines.probe_texts())
+    assert not set(engines.calibration_texts(minilm.max_tokens)) & set(engines.probe_texts(minilm.max_tokens))
     int8 = _open(minilm, "openvino-int8", engines_dir)
     vectors = int8.embed(TEXTS)
     assert int8.engine == "openvino-int8" and engines.engine_of_label(int8.engine) is Engine.OPENVINO_INT8

@@ -8,7 +8,7 @@ The export, its int8 copy and what was measured about them live under
 ``<models dir>/engines/<weights hash>/``: a changed folder is a new hash, so nothing goes stale.
 
 Every engine but torch is checked against torch's fp32 vectors of a fixed probe set (texts from
-the sample collection embedtune ships):
+the sample collection embedtune ships, short ones and some at the model's token limit):
 
 - ``onnx`` and ``openvino`` must keep every probe vector within ``FAITHFUL_MIN_COSINE`` (0.999);
   OpenVINO runs in the CPU's default precision (bf16 where the CPU has it) and falls back to f32
@@ -71,6 +71,7 @@ FAITHFUL_MIN_COSINE = 0.999
 INT8_MEAN_COSINE = 0.99
 OPENVINO_F32 = "openvino-f32"
 PROBE_TEXTS = 32
+PROBE_LONG_TEXTS = 8  # of the probe texts, at the model's token limit
 _EXPORT_VERSION = 2  # bump when the export recipe changes: old exports are then ignored
 
 
@@ -151,20 +152,41 @@ def _sample() -> tuple[list[str], list[str]]:
     return docs, [query["text"] for query in read("queries.jsonl")]
 
 
-def probe_texts() -> list[str]:
-    """A fixed set of mixed-length texts: documents (cut to 20-120 words) and queries of the sample
-    collection embedtune ships. Long enough to show an engine's drift, short enough to run in seconds."""
+def _probe_documents(docs: list[str]) -> list[str]:
+    """The sample documents the probe draws on; calibration never sees them."""
+    return docs[::6]
+
+
+def _joined(docs: list[str], start: int, words: int) -> str:
+    """``docs`` from ``start`` on (round again if need be), joined and cut to ``words`` words."""
+    taken: list[str] = []
+    for i in range(start, start + words):  # every document has at least one word
+        taken += docs[i % len(docs)].split()
+        if len(taken) >= words:
+            break
+    return " ".join(taken[:words])
+
+
+def probe_texts(max_tokens: int) -> list[str]:
+    """A fixed set of mixed-length texts from the sample collection embedtune ships: documents cut
+    to 20-120 words, queries, and ``PROBE_LONG_TEXTS`` documents joined to ``max_tokens`` words.
+    A word is at least one token, so those reach the model's limit: an engine that drifts on long
+    inputs (mpnet's OpenVINO int8 does) is judged on them, not only on short ones."""
     docs, queries = _sample()
-    texts = [" ".join(doc.split()[: 20 + 10 * (i % 11)]) for i, doc in enumerate(docs[::6][: PROBE_TEXTS // 2])]
+    owned = _probe_documents(docs)
+    short = (PROBE_TEXTS - PROBE_LONG_TEXTS) // 2
+    texts = [" ".join(doc.split()[: 20 + 10 * (i % 11)]) for i, doc in enumerate(owned[:short])]
+    texts += [_joined(owned, i * len(owned) // PROBE_LONG_TEXTS, max_tokens) for i in range(PROBE_LONG_TEXTS)]
     return texts + queries[::3][: PROBE_TEXTS - len(texts)]
 
 
-def calibration_texts() -> list[str]:
+def calibration_texts(max_tokens: int) -> list[str]:
     """What int8 activations are calibrated on: the sample collection's other documents (cut to
-    20-250 words) and queries, none of them a probe text, so the probe judges unseen texts."""
+    20-250 words) and queries, none of them in a probe text, so the probe judges unseen texts."""
     docs, queries = _sample()
-    probe = set(probe_texts())
-    kept = [doc for i, doc in enumerate(docs) if i % 6]
+    probe = set(probe_texts(max_tokens))
+    owned = set(_probe_documents(docs))
+    kept = [doc for doc in docs if doc not in owned]
     texts = [" ".join(doc.split()[: 20 + 12 * (i % 20)]) for i, doc in enumerate(kept)]
     return [t for t in texts + [q for i, q in enumerate(queries) if i % 3] if t not in probe]
 
@@ -341,7 +363,7 @@ class Artefacts:
         ov = require("openvino", "openvino")
         meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
         tokenizer = _tokenizer(self.folder, meta, self.max_tokens)
-        texts = sorted(calibration_texts(), key=len)  # similar lengths per batch, as when embedding
+        texts = sorted(calibration_texts(self.max_tokens), key=len)  # similar lengths per batch, as when embedding
         batches = [_feed(tokenizer, meta["inputs"], texts[i : i + 8]) for i in range(0, len(texts), 8)]
         nncf_log = logging.getLogger("nncf")
         level = nncf_log.level
@@ -371,7 +393,7 @@ class Artefacts:
 
     def reference(self) -> np.ndarray:
         """torch fp32's vectors of the probe texts (kept: later checks need no torch)."""
-        texts = probe_texts()
+        texts = probe_texts(self.max_tokens)
         path = self.dir / f"probe-{self._probe_key()}.npy"
         if path.exists():
             return np.load(path)
@@ -385,7 +407,7 @@ class Artefacts:
         self.reference()  # the first time, timed while it makes the reference vectors: one measurement
         known = self.measured().get("torch")
         if known is None:
-            _, speed = _timed(self._torch_encode, probe_texts())
+            _, speed = _timed(self._torch_encode, probe_texts(self.max_tokens))
             self.remember(torch=asdict(Probe(mean_cosine=1.0, min_cosine=1.0, texts_per_s=speed)))
             return speed
         return float(known["texts_per_s"])
@@ -398,7 +420,9 @@ class Artefacts:
         return self.dir / f"machine-{_machine_key()}-{self._probe_key()}.json"
 
     def _probe_key(self) -> str:
-        return hashlib.sha256("\n".join([*probe_texts(), str(self.max_tokens)]).encode()).hexdigest()[:12]
+        return hashlib.sha256("\n".join([*probe_texts(self.max_tokens), str(self.max_tokens)]).encode()).hexdigest()[
+            :12
+        ]
 
     def measured(self) -> dict[str, Any]:
         try:
@@ -563,7 +587,7 @@ def open_runner(engine: Engine, artefacts: Artefacts, label: str | None = None) 
 def measure(runner: EngineRunner, artefacts: Artefacts) -> Probe:
     """The runner against torch fp32 on the probe set; remembered per model and machine."""
     reference = artefacts.reference()
-    vectors, speed = _timed(runner.encode, probe_texts())
+    vectors, speed = _timed(runner.encode, probe_texts(artefacts.max_tokens))
     cosines = _cosines(vectors, reference)
     probe = Probe(mean_cosine=float(cosines.mean()), min_cosine=float(cosines.min()), texts_per_s=speed)
     artefacts.remember(**{runner.label: asdict(probe)})
@@ -611,7 +635,8 @@ def check_quality(engine: Engine, artefacts: Artefacts, model: str) -> str:
             figure, needed = f"minimum cosine {probe.min_cosine:.5f}", FAITHFUL_MIN_COSINE
         raise EngineQualityError(
             f"engine {engine.value} fails its quality check for {model}: {figure} to torch fp32 on "
-            f"{PROBE_TEXTS} probe texts (needs ≥ {needed}); use engine torch, onnx or auto"
+            f"{PROBE_TEXTS} probe texts, {PROBE_LONG_TEXTS} of them at its {artefacts.max_tokens}-token limit "
+            f"(needs ≥ {needed}); use engine torch, onnx or auto"
         )
     return label
 
