@@ -420,9 +420,8 @@ class Artefacts:
         return self.dir / f"machine-{_machine_key()}-{self._probe_key()}.json"
 
     def _probe_key(self) -> str:
-        return hashlib.sha256("\n".join([*probe_texts(self.max_tokens), str(self.max_tokens)]).encode()).hexdigest()[
-            :12
-        ]
+        key = "\n".join([*probe_texts(self.max_tokens), str(self.max_tokens)])
+        return hashlib.sha256(key.encode()).hexdigest()[:12]
 
     def measured(self) -> dict[str, Any]:
         try:
